@@ -1,0 +1,3 @@
+from ckpt_guard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""Resource limits for reading untrusted files. Over a limit ⇒ :class:`LimitExceeded`
+(an ``unreadable`` finding), never a hang or an out-of-memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_opcodes: int = 5_000_000  # opcodes executed by one pickle
+    max_memo: int = 1_000_000  # memo entries
+    max_depth: int = 1_000  # nesting of containers/MARKs/objects while building
+    max_stack: int = 1_000_000  # stack length
+    max_container: int = 10_000_000  # items in one list/dict/tuple/set
+    max_string: int = 64 * 1024 * 1024  # one str/bytes value in a pickle
+    max_pickle_bytes: int = 512 * 1024 * 1024  # one pickle member (data.pkl, legacy headers)
+    max_zip_entries: int = 1_000_000
+    max_safetensors_header: int = 100_000_000  # per the safetensors spec
+    max_storage_numel: int = 1 << 48  # a storage claiming more elements is a lie
+    max_dir_files: int = 10_000  # files looked at in a checkpoint directory

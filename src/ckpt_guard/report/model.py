@@ -1,0 +1,121 @@
+"""Results of a run: findings per file, file reports, the whole report.
+
+The JSON produced by :meth:`Report.to_dict` is a contract other tools (and the GitHub Action)
+parse: keep the names. Keys may be added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ckpt_guard import __version__
+
+RULES = ("optimizer-state", "training-state", "ema-duplicate", "fp32-payload", "file-size",
+         "unsafe-pickle", "needs-code", "lfs-pointer", "unreadable")
+
+STATUSES = ("pass", "warn", "fail", "error", "fixed")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule's verdict on one file. ``bytes`` is what the finding is about (e.g. the
+    optimizer state's bytes, or what casting would save); ``fixable`` says ``ckpt-guard fix``
+    can remove it. ``detail`` carries rule-specific structured data (paths, globals…)."""
+
+    rule: str
+    action: str  # fail | fix | warn
+    message: str
+    bytes: int = 0
+    fixable: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"rule": self.rule, "action": self.action, "message": self.message,
+             "bytes": self.bytes, "fixable": self.fixable}
+        if self.detail:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass
+class FileReport:
+    """Everything known about one checked path."""
+
+    path: str
+    format: str = "unknown"
+    framework: str = "generic"
+    size_bytes: int = 0
+    tensor_bytes_total: int = 0
+    by_role: dict[str, int] = field(default_factory=dict)
+    by_dtype: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    status: str = "pass"
+    bytes_removable: int = 0
+    size_after: int | None = None  # set by fix
+    tensor_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    # Inspect-level detail: top-level keys table, globals with safety class, etc.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "path": self.path,
+            "format": self.format,
+            "framework": self.framework,
+            "size_bytes": self.size_bytes,
+            "tensor_bytes": {"total": self.tensor_bytes_total, "by_role": dict(self.by_role),
+                             "by_dtype": dict(self.by_dtype)},
+            "tensor_count": self.tensor_count,
+            "findings": [f.to_dict() for f in self.findings],
+            "status": self.status,
+            "bytes_removable": self.bytes_removable,
+        }
+        if self.size_after is not None:
+            d["size_after"] = self.size_after
+        if self.notes:
+            d["notes"] = list(self.notes)
+        if self.details:
+            d["details"] = self.details
+        return d
+
+
+@dataclass
+class Report:
+    files: list[FileReport] = field(default_factory=list)
+    policy_source: str = "built-in"
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for f in self.files if f.status in ("fail", "error"))
+
+    @property
+    def warned(self) -> int:
+        return sum(1 for f in self.files if f.status == "warn")
+
+    def summary(self) -> dict[str, int]:
+        s = {
+            "files": len(self.files),
+            "failed": self.failed,
+            "warned": self.warned,
+            "bytes_total": sum(f.size_bytes for f in self.files),
+            "bytes_removable": sum(f.bytes_removable for f in self.files),
+        }
+        fixed = [f for f in self.files if f.size_after is not None]
+        if fixed:
+            s["fixed"] = sum(1 for f in fixed if f.status == "fixed")
+            s["bytes_saved"] = sum(f.size_bytes - f.size_after for f in fixed)
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": "ckpt-guard", "version": __version__, "policy": self.policy_source,
+                "files": [f.to_dict() for f in self.files], "summary": self.summary()}
+
+
+def finding_from_dict(d: dict[str, Any]) -> Finding:
+    return Finding(rule=d["rule"], action=d["action"], message=d["message"],
+                   bytes=d.get("bytes", 0), fixable=d.get("fixable", False),
+                   detail=d.get("detail", {}))
+
+
+__all__ = ["Finding", "FileReport", "Report", "RULES", "STATUSES", "asdict"]
