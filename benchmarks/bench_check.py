@@ -1,0 +1,182 @@
+"""Benchmark: inspecting/checking reads metadata only.
+
+Side by side in one run, each measured in a fresh process (wall time and peak RSS):
+
+* ``ckpt-guard inspect`` on a ≥ 1 GB checkpoint (FP32 weights + Adam state);
+* ``torch.load(weights_only=True)`` + walking the tensors;
+* ``torch.load(mmap=True)`` + walking the tensors;
+* cold start of ``ckpt-guard check`` on a small file;
+* ``ckpt-guard check`` over 10,000 small checkpoints;
+* inspect at several file sizes, to show the cost stays flat as tensor bytes grow.
+
+Usage: python benchmarks/bench_check.py [--size-gb 1.0] [--small 10000] [--out DIR]
+Prints a Markdown table (paste it into the README) and writes JSON to benchmarks/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MEASURE = textwrap.dedent("""
+    import resource, subprocess, sys, time, json
+    t = time.perf_counter()
+    p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(json.dumps({"wall": wall, "rss": rss, "rc": p.returncode,
+                      "err": p.stderr.decode()[-300:]}))
+""")
+
+
+def measure(cmd: list[str], repeat: int = 3) -> dict:
+    """Best-of-``repeat`` wall time and peak RSS of ``cmd`` run in a fresh process."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True,
+                             text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    best = min(runs, key=lambda r: r["wall"])
+    return {"wall": best["wall"], "rss": max(r["rss"] for r in runs), "rc": best["rc"],
+            "err": best["err"]}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def make_big(path: Path, size_gb: float) -> int:
+    """FP32 weights + Adam state (exp_avg, exp_avg_sq, step) ≈ ``size_gb`` GB in all."""
+    import torch
+
+    n_params = int(size_gb * 1e9 / 4 / 3)  # weights + two moments
+    layer = 1 << 20
+    sizes = [layer] * (n_params // layer)
+    torch.manual_seed(0)
+    weights = {f"layers.{i}.weight": torch.empty(n).uniform_() for i, n in enumerate(sizes)}
+    state = {i: {"step": torch.tensor(10.0), "exp_avg": torch.empty(n).uniform_(),
+                 "exp_avg_sq": torch.empty(n).uniform_()} for i, n in enumerate(sizes)}
+    ckpt = {"epoch": 10, "model": weights,
+            "optimizer": {"state": state, "param_groups": [
+                {"params": list(range(len(sizes))), "lr": 1e-3, "betas": (0.9, 0.999),
+                 "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}]}}
+    torch.save(ckpt, path)
+    return path.stat().st_size
+
+
+def make_small(dirpath: Path, n: int) -> None:
+    """``n`` small state-dict checkpoints (hard links to a few distinct files)."""
+    import torch
+
+    dirpath.mkdir(parents=True, exist_ok=True)
+    seeds = []
+    for k in range(4):
+        p = dirpath / f"seed{k}.pt"
+        torch.save({"conv.weight": torch.randn(8, 3, 3, 3), "conv.bias": torch.randn(8),
+                    "fc.weight": torch.randn(10, 8 * k + 8), "step": k}, p)
+        seeds.append(p)
+    for i in range(n - len(seeds)):
+        q = dirpath / f"ckpt{i:05d}.pt"
+        if not q.exists():
+            shutil.copyfile(seeds[i % len(seeds)], q)
+
+
+WALK = "import torch,sys; sd=torch.load(sys.argv[1], {kw}); n=[0]\n" \
+       "def walk(o):\n" \
+       "    if isinstance(o, torch.Tensor): n[0]+=o.untyped_storage().nbytes()\n" \
+       "    elif isinstance(o, dict): [walk(v) for v in o.values()]\n" \
+       "    elif isinstance(o, (list, tuple)): [walk(v) for v in o]\n" \
+       "walk(sd)\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-gb", type=float, default=1.0)
+    ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    exe = shutil.which("ckpt-guard") or "ckpt-guard"
+
+    big = args.out / f"big-{args.size_gb:g}gb.pt"
+    if not big.exists():
+        print(f"building {big} …", file=sys.stderr)
+        make_big(big, args.size_gb)
+    size = big.stat().st_size
+    rows = []
+
+    def row(name: str, cmd: list[str], repeat: int = 3) -> dict:
+        print(f"running {name} …", file=sys.stderr)
+        r = measure(cmd, repeat)
+        r["name"] = name
+        rows.append(r)
+        return r
+
+    ins = row("ckpt-guard inspect (1 file)", [exe, "inspect", "--format", "json", str(big)])
+    tl = row("torch.load(weights_only=True) + walk",
+             [sys.executable, "-c", WALK.format(kw="weights_only=True"), str(big)], repeat=2)
+    tm = row("torch.load(mmap=True) + walk",
+             [sys.executable, "-c", WALK.format(kw="mmap=True, weights_only=True"), str(big)],
+             repeat=2)
+    small_dir = args.out / "small"
+    make_small(small_dir, args.small)
+    cold = row("ckpt-guard check, cold start, 1 small file",
+               [exe, "check", str(small_dir / "seed0.pt")], repeat=5)
+    many = row(f"ckpt-guard check, {args.small:,} small files",
+               [exe, "check", "--format", "json", "--output", os.devnull, str(small_dir)],
+               repeat=1)
+
+    # Flat cost: the same layout at growing sizes.
+    flat = []
+    for gb in (0.1, 0.3):
+        p = args.out / f"big-{gb:g}gb.pt"
+        if not p.exists():
+            make_big(p, gb)
+        r = measure([exe, "inspect", "--format", "json", str(p)])
+        flat.append((p.stat().st_size, r["wall"], r["rss"]))
+    flat.append((size, ins["wall"], ins["rss"]))
+
+    result = {"machine": machine(), "file_bytes": size, "rows": rows, "flat": flat,
+              "ratios": {"inspect_vs_torch_load": tl["wall"] / ins["wall"],
+                         "inspect_vs_mmap": tm["wall"] / ins["wall"]},
+              "when": time.strftime("%Y-%m-%d")}
+    (args.out / "bench_check.json").write_text(json.dumps(result, indent=2))
+
+    print(f"\nMachine: {result['machine']}; checkpoint {size / 1e9:.2f} GB "
+          f"(FP32 weights + Adam state), {result['when']}\n")
+    print("| what | wall | peak RSS | vs ckpt-guard inspect |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        ratio = f"{r['wall'] / ins['wall']:.0f}×" if r in (tl, tm) else ""
+        print(f"| {r['name']} | {r['wall']:.3f} s | {r['rss'] / 2**20:.0f} MiB | {ratio} |")
+    print("\nInspect cost by file size (flat = metadata only):\n")
+    print("| file size | wall | peak RSS |")
+    print("|---:|---:|---:|")
+    for sz, wall, rss in flat:
+        print(f"| {sz / 1e9:.2f} GB | {wall:.3f} s | {rss / 2**20:.0f} MiB |")
+    bad = [r for r in rows if r["rc"] not in (0, 1)]
+    for r in bad:
+        print(f"\nwarning: {r['name']} exited {r['rc']}: {r['err']}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

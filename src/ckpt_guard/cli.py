@@ -1,0 +1,235 @@
+"""``ckpt-guard`` command line: inspect, check, fix, init, action.
+
+A thin surface: parse arguments, call the engine, render, choose the exit code. Users never see
+a traceback: policy and usage errors exit 2 with one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ckpt_guard import __version__
+from ckpt_guard.exitcodes import Exit
+
+FORMATS = ("text", "json", "markdown", "sarif")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckpt-guard",
+        description="Keep training baggage out of shipped PyTorch weights. Files are read "
+                    "without executing them.")
+    p.add_argument("--version", action="version", version=f"ckpt-guard {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, *, fmt: bool = True) -> None:
+        sp.add_argument("--policy", metavar="FILE",
+                        help="policy file (default: nearest .ckpt-guard.yml up to the "
+                             "repository root, else the built-in policy)")
+        if fmt:
+            sp.add_argument("--format", choices=FORMATS, default="text",
+                            help="report format (default: text)")
+            sp.add_argument("--output", "-o", metavar="FILE",
+                            help="write the report to FILE instead of standard output")
+
+    sp = sub.add_parser("inspect", help="show what is inside weight files")
+    sp.add_argument("paths", nargs="+", metavar="PATH")
+    sp.add_argument("--format", choices=("text", "json"), default="text")
+    sp.add_argument("--output", "-o", metavar="FILE")
+    sp.add_argument("--policy", metavar="FILE", help=argparse.SUPPRESS)
+
+    sp = sub.add_parser("check", help="check weight files against the policy")
+    sp.add_argument("paths", nargs="*", metavar="PATH",
+                    help="files or directories (default: every matching file in the git "
+                         "repository)")
+    common(sp)
+
+    sp = sub.add_parser("fix", help="strip training state and cast FP32 as the policy says")
+    sp.add_argument("paths", nargs="*", metavar="PATH")
+    common(sp)
+    sp.add_argument("--dry-run", action="store_true",
+                    help="report what would change and the projected size; write nothing")
+    sp.add_argument("--out", metavar="DIR",
+                    help="write fixed files under DIR (mirroring their paths) instead of in "
+                         "place")
+    sp.add_argument("--exit-non-zero-on-fix", action="store_true",
+                    help="exit 1 when any file was rewritten (for pre-commit hooks)")
+
+    sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
+    sp.add_argument("path", nargs="?", default=".ckpt-guard.yml")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    sp = sub.add_parser("action", help="run as the GitHub Action (the container entrypoint)")
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"ckpt-guard: {msg}", file=sys.stderr)
+
+
+def _load_policy(args: argparse.Namespace, root: Path):
+    from ckpt_guard.policy import load_policy
+
+    if args.policy and not Path(args.policy).is_file():
+        from ckpt_guard.policy import PolicyError
+
+        raise PolicyError(f"{args.policy}: policy file not found")
+    return load_policy(args.policy, Path.cwd() if root is None else Path.cwd())
+
+
+def _root() -> Path:
+    from ckpt_guard.engine import git_root
+
+    return git_root(Path.cwd()) or Path.cwd()
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+
+
+def _render(report, fmt: str, *, to_terminal: bool) -> str:
+    if fmt == "json":
+        from ckpt_guard.report.json_report import render_json
+
+        return render_json(report)
+    if fmt == "sarif":
+        from ckpt_guard.report.sarif import render_sarif
+
+        return render_sarif(report)
+    if fmt == "markdown":
+        from ckpt_guard.report.markdown import render_markdown
+
+        return render_markdown(report)
+    from ckpt_guard.report.text import render_check
+
+    return render_check(report, color=to_terminal)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ckpt_guard.engine import check_paths
+
+    root = _root()
+    policy = _load_policy(args, root)
+    if args.paths:
+        missing = [p for p in args.paths if not os.path.lexists(p)]
+        if missing:
+            _err("no such file or directory: " + ", ".join(missing))
+            return Exit.USAGE
+    elif not (root / ".git").exists():
+        _err("no paths given and not inside a git repository; name files or directories "
+             "to check")
+        return Exit.USAGE
+    report = check_paths(args.paths, policy, root=root)
+    to_terminal = args.output is None and sys.stdout.isatty()
+    _emit(_render(report, args.format, to_terminal=to_terminal), args.output)
+    return Exit.VIOLATIONS if report.failed else Exit.OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ckpt_guard.engine import check_paths
+
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:
+        _err("no such file or directory: " + ", ".join(missing))
+        return Exit.USAGE
+    root = _root()
+    policy = _load_policy(args, root)
+    report = check_paths(args.paths, policy, root=root, details=True)
+    if args.format == "json":
+        from ckpt_guard.report.json_report import render_json
+
+        text = render_json(report)
+    else:
+        from ckpt_guard.report.text import render_inspect
+
+        text = render_inspect(report, color=args.output is None and sys.stdout.isatty())
+    _emit(text, args.output)
+    return Exit.OK if all(f.status != "error" for f in report.files) else Exit.VIOLATIONS
+
+
+def cmd_fix(args: argparse.Namespace) -> int:
+    from ckpt_guard.fixing import run_fix
+
+    root = _root()
+    policy = _load_policy(args, root)
+    if args.paths:
+        missing = [p for p in args.paths if not os.path.lexists(p)]
+        if missing:
+            _err("no such file or directory: " + ", ".join(missing))
+            return Exit.USAGE
+    elif not (root / ".git").exists():
+        _err("no paths given and not inside a git repository; name files or directories "
+             "to fix")
+        return Exit.USAGE
+    to_terminal = args.output is None and sys.stdout.isatty()
+    # The fixer convention (pre-commit, ruff): one `Fixing <path>` line per rewritten file —
+    # on stdout unless stdout carries a machine-readable report.
+    announce = args.format == "text" or args.output is not None
+
+    def fixed(fr) -> None:
+        if announce:
+            print(f"Fixing {fr.path}", flush=True)
+
+    report = run_fix(args.paths, policy, root=root, dry_run=args.dry_run, out_dir=args.out,
+                     progress=sys.stderr.isatty(), on_fixed=fixed)
+    _emit(_render(report, args.format, to_terminal=to_terminal), args.output)
+    if report.failed:
+        return Exit.VIOLATIONS
+    if args.exit_non_zero_on_fix and any(f.status == "fixed" for f in report.files):
+        return Exit.VIOLATIONS
+    return Exit.OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ckpt_guard.policy import init_text
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        _err(f"{path} exists; use --force to overwrite")
+        return Exit.USAGE
+    path.write_text(init_text(), encoding="utf-8")
+    print(f"wrote {path}")
+    return Exit.OK
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    from ckpt_guard.action import main as action_main
+
+    return action_main(args.rest)
+
+
+COMMANDS = {"check": cmd_check, "inspect": cmd_inspect, "fix": cmd_fix, "init": cmd_init,
+            "action": cmd_action}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return Exit.USAGE
+    from ckpt_guard.policy import PolicyError
+
+    try:
+        return int(COMMANDS[args.command](args))
+    except PolicyError as e:
+        _err(str(e))
+        return Exit.USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return Exit.OK
+    except OSError as e:  # e.g. --output to an unwritable place
+        _err(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+        return Exit.USAGE

@@ -1,0 +1,240 @@
+"""The check pipeline for a set of paths: discover → read → analyze → evaluate → report.
+
+Surfaces (CLI, hook, Action) call :func:`check_paths` and render the :class:`Report`. Nothing
+here prints; every per-file problem becomes a finding, so one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ckpt_guard.report.model import FileReport, Finding, Report
+
+# Above this many files, reading fans out to one worker process per core.
+PARALLEL_THRESHOLD = 64
+
+
+@dataclass(frozen=True)
+class Target:
+    """One path to check: ``path`` as shown to users, ``abspath`` to read, ``relpath`` (POSIX,
+    relative to the policy's base directory) for glob matching."""
+
+    path: str
+    abspath: str
+    relpath: str
+    outside: str = ""  # non-empty: why this path must not be read (e.g. symlink escape)
+
+
+def git_root(start: Path) -> Path | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+def git_files(root: Path) -> list[str]:
+    """Tracked and untracked-but-not-ignored files of the repository at ``root``."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=root, capture_output=True, timeout=120, check=True)
+    return sorted({p for p in out.stdout.decode("utf-8", "surrogateescape").split("\0") if p})
+
+
+def _display(path: Path, cwd: Path) -> str:
+    try:
+        return os.path.relpath(path, cwd)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
+def _relpath(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix().lstrip("/")
+
+
+def _escape_reason(path: Path, root: Path) -> str:
+    """Why a symlink must not be followed, or ``""`` when it stays inside ``root``."""
+    if not path.is_symlink():
+        return ""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "broken symlink"
+    try:
+        target.relative_to(root.resolve())
+    except ValueError:
+        return f"symlink points outside the repository ({target})"
+    return ""
+
+
+def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = None
+             ) -> Iterator[Target]:
+    """Expand ``paths`` into targets; with no paths, every repository file the policy matches.
+
+    Files named explicitly are checked unless the policy excludes them; directories are walked
+    with include and exclude applied, and a checkpoint directory (Hugging Face Trainer,
+    DeepSpeed) is one target.
+    """
+    cwd = cwd or Path.cwd()
+    base = Path(policy.base_dir) if getattr(policy, "base_dir", None) else root
+    seen: set[str] = set()
+
+    def target(p: Path) -> Target | None:
+        key = os.path.abspath(p)
+        if key in seen:
+            return None
+        seen.add(key)
+        return Target(_display(p, cwd), key, _relpath(Path(key), base), _escape_reason(p, root))
+
+    paths = list(paths)
+    if not paths:
+        for rel in git_files(root) if (root / ".git").exists() or git_root(root) else []:
+            p = root / rel
+            t = target(p)
+            if t and policy.matches(t.relpath) and not p.is_dir():
+                yield t
+        return
+    for raw in paths:
+        p = Path(raw) if os.path.isabs(raw) else cwd / raw
+        if p.is_dir() and not p.is_symlink() and not _checkpoint_dir(p):
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if d != ".git")
+                d = Path(dirpath)
+                for name in list(dirnames):
+                    sub = d / name
+                    if _checkpoint_dir(sub):
+                        dirnames.remove(name)
+                        t = target(sub)
+                        if t and not _excluded(policy, t.relpath):
+                            yield t
+                for name in sorted(filenames):
+                    t = target(d / name)
+                    if t and policy.matches(t.relpath):
+                        yield t
+        else:
+            t = target(p)
+            if t and not _excluded(policy, t.relpath):
+                yield t
+
+
+def _excluded(policy, relpath: str) -> bool:
+    """Explicitly named paths are checked unless the policy's ``exclude`` drops them."""
+    from ckpt_guard.policy.match import compile_globs, normalize_relpath
+
+    return bool(policy.exclude) and compile_globs(policy.exclude).match_file(
+        normalize_relpath(relpath))
+
+
+def _checkpoint_dir(p: Path) -> bool:
+    """Is ``p`` a Hugging Face Trainer or DeepSpeed checkpoint directory (checked as one)?"""
+    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.read.directories import directory_format
+
+    try:
+        return directory_format(str(p)) is not None
+    except UnreadableError:
+        return False
+
+
+def status_of(findings: list[Finding]) -> str:
+    actions = {f.action for f in findings}
+    if any(f.rule == "unreadable" and f.action in ("fail", "fix") for f in findings):
+        return "error"
+    if actions & {"fail", "fix"}:
+        return "fail"
+    if "warn" in actions:
+        return "warn"
+    return "pass"
+
+
+def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
+    """Read, analyze and evaluate one target. Never raises for a bad file."""
+    from ckpt_guard.analyze import analyze
+    from ckpt_guard.policy import evaluate, evaluate_unreadable
+    from ckpt_guard.read import read_path
+    from ckpt_guard.read.checkpoint import UnreadableError
+
+    rules = policy.rules_for(t.relpath)
+    fr = FileReport(path=t.path)
+    try:
+        if t.outside:
+            raise UnreadableError(t.outside)
+        ckpt = read_path(t.abspath)
+        analysis = analyze(ckpt)
+    except UnreadableError as e:
+        finding = evaluate_unreadable(e, rules)
+        fr.findings = [finding] if finding else []
+        try:
+            fr.size_bytes = os.stat(t.abspath).st_size
+        except OSError:
+            pass
+        fr.status = status_of(fr.findings)
+        return fr
+    fr.format = ckpt.format
+    fr.framework = analysis.framework
+    fr.size_bytes = ckpt.size_bytes
+    fr.tensor_bytes_total = analysis.tensor_bytes_total
+    fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
+    fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
+    fr.tensor_count = analysis.tensor_count
+    fr.notes = list(ckpt.notes)
+    fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath)
+    fr.status = status_of(fr.findings)
+    if details:
+        fr.details = describe(analysis)
+    return fr
+
+
+def describe(analysis) -> dict:
+    """The inspect-level detail of an analysis, as JSON-ready data."""
+    ckpt = analysis.checkpoint
+    d: dict = {
+        "top_level": [{"key": k.key, "kind": k.kind, "bytes": k.bytes, "role": k.role}
+                      for k in analysis.top_level],
+        "subtrees": [{"path": s.path, "role": s.role, "bytes": s.bytes, "what": s.what}
+                     for s in analysis.subtrees],
+        "globals": [{"name": g.use.qualname, "opcode": g.use.opcode, "member": g.use.member,
+                     "safety": g.safety, "reason": g.reason} for g in analysis.globals],
+    }
+    if ckpt.metadata:
+        d["metadata"] = {k: v for k, v in ckpt.metadata.items() if isinstance(v, (str, int))}
+    if analysis.children:
+        d["members"] = [
+            {"path": rel, "hint": hint,
+             **({"error": str(a)} if isinstance(a, Exception) else
+                {"format": a.checkpoint.format, "size_bytes": a.checkpoint.size_bytes,
+                 "tensor_bytes": a.tensor_bytes_total,
+                 "by_role": {k: v for k, v in a.bytes_by_role.items() if v}})}
+            for rel, a, hint in analysis.children]
+    return d
+
+
+def _check_many(args: tuple[list[Target], object, bool]) -> list[FileReport]:
+    targets, policy, details = args
+    return [check_target(t, policy, details=details) for t in targets]
+
+
+def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
+                jobs: int | None = None) -> Report:
+    """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``."""
+    targets = list(discover(paths, policy, root=root))
+    report = Report(policy_source=str(getattr(policy, "source", "built-in")))
+    jobs = jobs or min(os.cpu_count() or 1, 8)
+    if len(targets) < PARALLEL_THRESHOLD or jobs < 2:
+        report.files = [check_target(t, policy, details=details) for t in targets]
+        return report
+    # Fan out in contiguous chunks so output order stays the input order.
+    n = max(1, len(targets) // (jobs * 4))
+    chunks = [targets[i:i + n] for i in range(0, len(targets), n)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for part in pool.map(_check_many, [(c, policy, details) for c in chunks]):
+            report.files.extend(part)
+    return report

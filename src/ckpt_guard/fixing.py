@@ -1,0 +1,162 @@
+"""The fix pipeline for a set of paths: discover → read → analyze → rewrite → re-check.
+
+Like :mod:`ckpt_guard.engine`, nothing here raises for a bad file: each path ends as a
+:class:`FileReport` whose status is ``fixed``, ``pass``/``warn`` (nothing to do), ``fail``
+(violations a fix cannot remove) or ``error`` (the original is untouched, with the reason).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from ckpt_guard.engine import Target, check_target, discover, status_of
+from ckpt_guard.report.model import FileReport, Finding, Report
+from ckpt_guard.report.units import format_bytes
+
+# Files smaller than this get no progress display: they take milliseconds.
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+
+class _Progress:
+    """Bytes processed for one large file: a rich bar on a terminal, a few plain lines
+    elsewhere (CI logs)."""
+
+    def __init__(self, label: str, terminal: bool) -> None:
+        self.label, self.terminal = label, terminal
+        self._bar = self._task = None
+        self._next_pct = 25
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < PROGRESS_MIN_BYTES:
+            return
+        if self.terminal:
+            if self._bar is None:
+                from rich.console import Console
+                from rich.progress import (BarColumn, DownloadColumn, Progress,
+                                           TimeRemainingColumn, TransferSpeedColumn)
+
+                self._bar = Progress("[progress.description]{task.description}", BarColumn(),
+                                     DownloadColumn(binary_units=False), TransferSpeedColumn(),
+                                     TimeRemainingColumn(),
+                                     console=Console(file=sys.stderr), transient=True)
+                self._bar.start()
+                self._task = self._bar.add_task(self.label, total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        pct = 100 * done // max(total, 1)
+        if pct >= self._next_pct:
+            print(f"{self.label}: {pct}% ({format_bytes(done)} of {format_bytes(total)})",
+                  file=sys.stderr, flush=True)
+            self._next_pct = (pct // 25 + 1) * 25
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _mirror(t: Target, out_dir: str, root: Path) -> str:
+    """Where ``--out DIR`` puts the fixed copy of ``t``: its path below DIR."""
+    rel = t.path
+    if os.path.isabs(rel) or rel.startswith(".."):
+        try:
+            rel = os.path.relpath(t.abspath, root)
+        except ValueError:
+            rel = os.path.basename(t.abspath)
+        if rel.startswith(".."):
+            rel = os.path.basename(t.abspath)
+    return os.path.join(out_dir, rel)
+
+
+def _describe(result) -> list[str]:
+    lines = list(result.changes)
+    if result.cast_bytes:
+        verb = "would cast" if result.dry_run else "cast"
+        line = f"{verb} {format_bytes(result.cast_bytes)} of FP32 to {result.cast_to}"
+        if not result.dry_run:
+            line += (f"; largest error {result.max_abs_err:.3g} absolute, "
+                     f"{result.max_rel_err:.3g} relative")
+        lines.append(line)
+    if result.kept_fp32:
+        reasons: dict[str, int] = {}
+        for _, why in result.kept_fp32:
+            reasons[why] = reasons.get(why, 0) + 1
+        lines.append("kept FP32: " + ", ".join(f"{n} tensor{'s' if n > 1 else ''} ({why})"
+                                               for why, n in reasons.items()))
+    lines.extend(result.notes)
+    if result.removed_files:
+        lines.append("removed " + ", ".join(result.removed_files))
+    return lines
+
+
+def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
+               progress: bool) -> FileReport:
+    from ckpt_guard.analyze import analyze
+    from ckpt_guard.read import read_path
+    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.rewrite import fix_file
+
+    before = check_target(t, policy)
+    if before.status == "error" or t.outside:
+        return before
+    rules = policy.rules_for(t.relpath)
+    if not any(f.action == "fix" for f in before.findings):
+        return before
+    try:
+        analysis = analyze(read_path(t.abspath))
+    except UnreadableError as e:  # changed under us since the check a moment ago
+        before.findings.append(Finding("unreadable", "fail", str(e)))
+        before.status = "error"
+        return before
+    out_path = _mirror(t, out_dir, root) if out_dir else None
+    bar = _Progress(f"fixing {t.path}", terminal=progress)
+    try:
+        result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
+                          progress=bar)
+    finally:
+        bar.close()
+    if result.error:
+        before.findings.append(Finding(
+            "fix", "fail", f"could not fix, the original is untouched: {result.error}"))
+        before.status = "error"
+        return before
+    fix_info = {"changes": _describe(result), "dry_run": dry_run,
+                "removed": result.removed, "cast_bytes": result.cast_bytes,
+                "max_abs_err": result.max_abs_err, "max_rel_err": result.max_rel_err,
+                "kept_fp32": [list(k) for k in result.kept_fp32]}
+    if out_path:
+        fix_info["out_path"] = out_path
+    if not result.changed:
+        before.details = {**before.details, "fix": fix_info}
+        before.notes.extend(result.notes)
+        return before
+    if dry_run:
+        remaining = [f for f in before.findings if f.action != "fix"]
+    else:
+        # Judge the rewritten file as check would: what is left after the fix.
+        written = out_path or t.abspath
+        after = check_target(replace(t, abspath=os.path.abspath(written)), policy)
+        remaining = after.findings
+    status = status_of(remaining)
+    report = replace(before, findings=remaining, size_after=result.size_after,
+                     status="fixed" if status in ("pass", "warn") else status,
+                     notes=before.notes + _describe(result),
+                     details={**before.details, "fix": fix_info})
+    return report
+
+
+def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
+            out_dir: str | None = None, progress: bool = False,
+            on_fixed: Callable[[FileReport], None] | None = None) -> Report:
+    """Fix ``paths`` (none ⇒ the repository) as the policy's ``fix`` rules say."""
+    report = Report(policy_source=str(getattr(policy, "source", "built-in")))
+    for t in discover(paths, policy, root=root):
+        fr = fix_target(t, policy, root=root, dry_run=dry_run, out_dir=out_dir,
+                        progress=progress)
+        if on_fixed and fr.size_after is not None and fr.status == "fixed" and not dry_run:
+            on_fixed(fr)
+        report.files.append(fr)
+    return report

@@ -1,0 +1,139 @@
+"""The real `pre-commit` runs our `.pre-commit-hooks.yaml` from a git copy of this project.
+
+pre-commit clones the hook repository at a revision and installs it into its own virtualenv
+(from PyPI), exactly as users get it; PRE_COMMIT_HOME is shared across this module so the
+environment is built once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHT_RE = None
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A committed copy of the working tree (what a user's `rev:` would point at)."""
+    dst = tmp_path_factory.mktemp("hookrepo") / "ckpt-guard"
+    files = _git("ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).splitlines()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("tests/", "benchmarks/", "fuzz/", "examples/")):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    _git("init", "-q", "-b", "main", cwd=dst)
+    _git("add", "-A", cwd=dst)
+    _git("-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "hooks",
+         cwd=dst)
+    return dst, _git("rev-parse", "HEAD", cwd=dst)
+
+
+@pytest.fixture(scope="module")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pre-commit-home")
+
+
+def _user_repo(tmp_path: Path, hook_repo: tuple[Path, str], hook_id: str) -> Path:
+    repo = tmp_path / "user"
+    repo.mkdir()
+    _git("init", "-q", "-b", "main", cwd=repo)
+    _git("config", "user.email", "t@example.invalid", cwd=repo)
+    _git("config", "user.name", "t", cwd=repo)
+    path, rev = hook_repo
+    config = {"repos": [{"repo": str(path), "rev": rev, "hooks": [{"id": hook_id}]}]}
+    (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
+    return repo
+
+
+def _pre_commit(repo: Path, home: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PRE_COMMIT_HOME=str(home), PRE_COMMIT_COLOR="never")
+    return subprocess.run([sys.executable, "-m", "pre_commit", "run"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _training_ckpt(path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32),
+                                torch.nn.Linear(32, 4))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 16)).sum().backward()
+    opt.step()
+    torch.save({"epoch": 5, "model": model.state_dict(), "optimizer": opt.state_dict()}, path)
+
+
+def test_hook_ids_match_the_readme() -> None:
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    for hook in hooks:
+        assert hook["language"] == "python" and hook["require_serial"] is True
+        assert f"id: {hook['id']}" in readme, hook["id"]
+
+
+def test_files_regex_selects_weight_files() -> None:
+    import re
+
+    (hook, *_) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    rx = re.compile(hook["files"])
+    for name in ("a.pt", "b/c.PTH", "last.ckpt", "pytorch_model.bin", "m.safetensors",
+                 "x.pth.tar", "y.pkl"):
+        assert rx.search(name), name
+    for name in ("README.md", "train.py", "pt", "config.json"):
+        assert not rx.search(name), name
+
+
+def test_check_hook_blocks_training_state(tmp_path: Path, hook_repo, pre_commit_home) -> None:
+    repo = _user_repo(tmp_path, hook_repo, "ckpt-guard")
+    _training_ckpt(repo / "last.pt")
+    (repo / "notes.txt").write_text("not a weight file\n")
+    _git("add", "-A", cwd=repo)
+    p = _pre_commit(repo, pre_commit_home)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "optimizer-state" in p.stdout
+    assert "last.pt" in p.stdout and "notes.txt" not in p.stdout
+    assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_check_hook_passes_clean_weights(tmp_path: Path, hook_repo, pre_commit_home) -> None:
+    repo = _user_repo(tmp_path, hook_repo, "ckpt-guard")
+    torch.save({"w": torch.randn(4, 4).half()}, repo / "model.pt")
+    _git("add", "-A", cwd=repo)
+    p = _pre_commit(repo, pre_commit_home)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Passed" in p.stdout
+
+
+def test_fix_hook_rewrites_and_fails_like_a_fixer(tmp_path: Path, hook_repo,
+                                                  pre_commit_home) -> None:
+    repo = _user_repo(tmp_path, hook_repo, "ckpt-guard-fix")
+    (repo / ".ckpt-guard.yml").write_text(
+        "version: 1\nrules:\n  optimizer-state: {action: fix}\n"
+        "  training-state: {action: fix}\n")
+    _training_ckpt(repo / "last.pt")
+    before = torch.load(repo / "last.pt", weights_only=True)
+    _git("add", "-A", cwd=repo)
+    p = _pre_commit(repo, pre_commit_home)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Fixing last.pt" in p.stdout
+    after = torch.load(repo / "last.pt", weights_only=True)
+    assert after.get("optimizer") is None
+    for k, v in before["model"].items():
+        assert torch.equal(after["model"][k], v), k
+    # Stage the fix: the next run passes.
+    _git("add", "-A", cwd=repo)
+    p2 = _pre_commit(repo, pre_commit_home)
+    assert p2.returncode == 0, p2.stdout + p2.stderr
