@@ -6,6 +6,7 @@ here prints; every per-file problem becomes a finding, so one bad file never sto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -172,10 +173,8 @@ def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
     except UnreadableError as e:
         finding = evaluate_unreadable(e, rules)
         fr.findings = [finding] if finding else []
-        try:
+        with contextlib.suppress(OSError):
             fr.size_bytes = os.stat(t.abspath).st_size
-        except OSError:
-            pass
         fr.status = status_of(fr.findings)
         return fr
     fr.format = ckpt.format

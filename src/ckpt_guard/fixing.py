@@ -36,8 +36,13 @@ class _Progress:
         if self.terminal:
             if self._bar is None:
                 from rich.console import Console
-                from rich.progress import (BarColumn, DownloadColumn, Progress,
-                                           TimeRemainingColumn, TransferSpeedColumn)
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
 
                 self._bar = Progress("[progress.description]{task.description}", BarColumn(),
                                      DownloadColumn(binary_units=False), TransferSpeedColumn(),
