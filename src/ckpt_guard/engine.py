@@ -128,10 +128,7 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
 
 def _excluded(policy, relpath: str) -> bool:
     """Explicitly named paths are checked unless the policy's ``exclude`` drops them."""
-    from ckpt_guard.policy.match import compile_globs, normalize_relpath
-
-    return bool(policy.exclude) and compile_globs(policy.exclude).match_file(
-        normalize_relpath(relpath))
+    return policy.excludes(relpath)
 
 
 def _checkpoint_dir(p: Path) -> bool:

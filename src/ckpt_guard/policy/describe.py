@@ -1,0 +1,124 @@
+"""Short, specific descriptions of what a role subtree holds, for finding messages —
+e.g. ``Adam: exp_avg, exp_avg_sq for 161 params``. Reads the reader's tree only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
+
+# Per-parameter state keys → the torch optimizer that writes them (torch.optim, 2.x).
+_BY_STATE_KEYS: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"exp_avg", "exp_avg_sq", "mu_product"}), "NAdam"),
+    (frozenset({"exp_avg", "exp_inf"}), "Adamax"),
+    (frozenset({"exp_avg", "exp_avg_sq"}), "Adam"),
+    (frozenset({"square_avg", "acc_delta"}), "Adadelta"),
+    (frozenset({"square_avg"}), "RMSprop"),
+    (frozenset({"momentum_buffer"}), "SGD"),
+    (frozenset({"sum"}), "Adagrad"),
+    (frozenset({"eta", "mu", "ax"}), "ASGD"),
+    (frozenset({"prev", "step_size"}), "Rprop"),
+)
+_MAX_DEPTH = 64
+
+
+def find(root: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (as analysis writes subtree paths) under ``root``, or ``None``.
+    Keys may themselves contain dots, so the longest matching key wins at each level."""
+    if dotted == "":
+        return root
+    parts = dotted.split(".")
+    node = root
+    i = 0
+    depth = 0
+    while i < len(parts):
+        depth += 1
+        if depth > _MAX_DEPTH:
+            return None
+        mapping = _children(node)
+        if mapping is None:
+            return None
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            hit = _lookup(mapping, key)
+            if hit is not _MISSING:
+                node, i = hit, j
+                break
+        else:
+            return None
+    return node
+
+
+_MISSING = object()
+
+
+def _children(node: Any) -> dict | list | tuple | None:
+    if isinstance(node, (list, tuple)):
+        return node
+    if isinstance(node, Opaque):
+        items = as_mapping(node)
+        if items:
+            return items
+        if node.listitems:
+            return node.listitems
+        return attributes(node)
+    return as_mapping(node)
+
+
+def _lookup(container: Any, key: str) -> Any:
+    if isinstance(container, (list, tuple)):
+        if key.isdigit() and int(key) < len(container):
+            return container[int(key)]
+        return _MISSING
+    if key in container:
+        return container[key]
+    if key.lstrip("-").isdigit() and int(key) in container:  # optimizer state: {0: {...}}
+        return container[int(key)]
+    return _MISSING
+
+
+def optimizer_summary(value: Any) -> str | None:
+    """``"Adam: exp_avg, exp_avg_sq for 161 params"`` for a torch optimizer state_dict (or a
+    list of them, as Lightning's ``optimizer_states``); ``None`` when not recognisable."""
+    sds = value if isinstance(value, (list, tuple)) else [value]
+    names: list[str] = []
+    keys: list[str] = []
+    params = 0
+    for sd in sds:
+        m = as_mapping(sd)
+        if m is None:
+            continue
+        state = as_mapping(m.get("state"))
+        if state is None:
+            continue
+        seen: set[str] = set()
+        for per_param in state.values():
+            pm = as_mapping(per_param)
+            if pm is None:
+                continue
+            params += 1
+            seen.update(str(k) for k in pm if isinstance(pm[k], TensorRef) and k != "step")
+        names.append(_optimizer_name(seen, m.get("param_groups")))
+        keys.extend(k for k in sorted(seen) if k not in keys)
+    if not names:
+        return None
+    name = "/".join(dict.fromkeys(n for n in names if n)) or "optimizer"
+    if not keys:
+        return f"{name}: no per-parameter buffers"
+    return f"{name}: {', '.join(keys)} for {params} param{'s' if params != 1 else ''}"
+
+
+def _optimizer_name(keys: set[str], param_groups: Any) -> str:
+    group = as_mapping(param_groups[0]) if isinstance(param_groups, (list, tuple)) and \
+        param_groups else None
+    for needed, name in _BY_STATE_KEYS:
+        if needed <= keys:
+            if name == "Adam" and group is not None:
+                if "amsgrad" not in group:
+                    return "RAdam"
+                if "decoupled_weight_decay" not in group:  # torch < 2.6 wrote no such flag
+                    return "Adam/AdamW"
+                if group.get("decoupled_weight_decay") is True:
+                    return "AdamW"
+            return name
+    return ""

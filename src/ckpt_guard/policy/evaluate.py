@@ -1,0 +1,330 @@
+"""Judge an :class:`~ckpt_guard.analyze.model.Analysis` against a file's rules.
+
+``evaluate`` returns the findings (rules whose action is ``off`` produce none) and
+``bytes_removable``: the bytes a ``ckpt-guard fix`` of the enabled size rules would take out —
+optimizer and training state, the duplicate EMA/weights copy, half of the castable FP32
+bytes, and a checkpoint directory's training files (which ``fix`` deletes only with
+``remove-training-files: true``; they are counted because they are baggage either way).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.describe import find, optimizer_summary
+from ckpt_guard.policy.model import FIXABLE_RULES, RuleConfig
+from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.report.model import Finding
+from ckpt_guard.report.units import format_bytes, format_percent
+
+Rules = Mapping[str, RuleConfig]
+
+FIX_HINT = " (fixable: run `ckpt-guard fix`)"
+TRAINING_ROLES = ("scheduler", "scaler", "rng")
+_ROLE_WORDS = {"scheduler": "LR scheduler", "scaler": "grad scaler", "rng": "RNG state",
+               "training": "training metadata"}
+_MAX_LISTED = 5
+# Directory members whose name marks them as training files, by the rule that owns them.
+_HINT_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
+              "scaler": "training-state", "rng": "training-state", "training": "training-state"}
+
+
+def evaluate(analysis: Analysis, rules: Rules, *, path: str) -> tuple[list[Finding], int]:
+    """Findings for ``analysis`` under ``rules`` and the bytes a fix would remove.
+    ``path`` is the checked path as reported (used in advice such as ``git lfs pull``)."""
+    if analysis.checkpoint.format == "lfs-pointer":
+        return _lfs_pointer(analysis, rules, path), 0
+    if analysis.children or analysis.checkpoint.format in ("hf-checkpoint-dir", "deepspeed-dir"):
+        return _directory(analysis, rules, path)
+    findings: list[Finding] = []
+    removable = 0
+    for check in (_unsafe_pickle, _needs_code, _optimizer_state, _training_state,
+                  _ema_duplicate, _fp32_payload):
+        finding, freed = check(analysis, rules)
+        if finding is not None:
+            findings.append(finding)
+            removable += freed
+    size = _file_size(analysis.checkpoint.size_bytes, rules, "file")
+    if size is not None:
+        findings.append(size)
+    return findings, removable
+
+
+def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:
+    """The ``unreadable`` finding for a path the reader could not read (``None`` when the
+    rule is off). ``member`` names the file inside a checkpoint directory."""
+    cfg = rules.get("unreadable")
+    if cfg is None or not cfg.enabled:
+        return None
+    reason = _one_line(err)
+    prefix = f"{member}: " if member else ""
+    detail = {"error": type(err).__name__}
+    if member:
+        detail["member"] = member
+    return _finding("unreadable", cfg, f"{prefix}unreadable: {reason}", 0, detail)
+
+
+# --- single files -----------------------------------------------------------------------
+
+def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    cfg = rules.get("unsafe-pickle")
+    verdicts = [g for g in a.globals if g.safety == "unsafe"]
+    if cfg is None or not cfg.enabled or not verdicts:
+        return None, 0
+    listed: dict[str, str] = {}
+    members: list[str] = []
+    for v in verdicts:
+        listed.setdefault(v.use.qualname, v.reason)
+        if v.use.member and v.use.member not in members:
+            members.append(v.use.member)
+    names = [f"{q} ({r})" if r else q for q, r in listed.items()]
+    where = f" in {', '.join(members)}" if members else ""
+    msg = (f"unsafe pickle: references {_listing(names)}{where}; torch.load(weights_only=False) "
+           f"on this file can run arbitrary code")
+    detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
+                           "member": v.use.member} for v in verdicts]}
+    return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
+
+
+def _needs_code(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    cfg = rules.get("needs-code")
+    classes = list(dict.fromkeys(g.use.qualname for g in a.globals if g.safety == "needs-code"))
+    if cfg is None or not cfg.enabled or not classes:
+        return None, 0
+    n = len(classes)
+    msg = (f"needs code: pickles {n} custom class{'es' if n != 1 else ''} ({_listing(classes)}); "
+           f"torch.load(weights_only=True) refuses this file, and loading it needs "
+           f"{'those packages' if n != 1 else 'that package'} installed (and runs their code)")
+    return _finding("needs-code", cfg, msg, 0, {"classes": classes}), 0
+
+
+def _optimizer_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    cfg = rules.get("optimizer-state")
+    subtrees = [s for s in a.subtrees if s.role == "optimizer"]
+    nbytes = a.bytes_by_role.get("optimizer", 0)
+    if cfg is None or not cfg.enabled or not (subtrees or nbytes):
+        return None, 0
+    descriptions = []
+    for s in subtrees:
+        summary = optimizer_summary(find(a.checkpoint.root, s.path)) or s.what
+        if summary and summary not in descriptions:
+            descriptions.append(summary)
+    msg = (f"optimizer state: {format_bytes(nbytes)}{_share(nbytes, a)}"
+           f"{_at([s.path for s in subtrees])}"
+           + (f" ({'; '.join(descriptions)})" if descriptions else ""))
+    detail = {"paths": [s.path for s in subtrees]}
+    return _finding("optimizer-state", cfg, msg, nbytes, detail), nbytes
+
+
+def _training_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    cfg = rules.get("training-state")
+    subtrees = [s for s in a.subtrees if s.role in TRAINING_ROLES]
+    nbytes = sum(a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES)
+    if cfg is None or not cfg.enabled or not (subtrees or nbytes):
+        return None, 0
+    parts = [f"{_ROLE_WORDS[s.role]}{_at([s.path])}" for s in subtrees]
+    if not parts:
+        parts = [_ROLE_WORDS[r] for r in TRAINING_ROLES if a.bytes_by_role.get(r)]
+    msg = f"training state: {format_bytes(nbytes)}{_share(nbytes, a)} in {', '.join(parts)}"
+    detail = {"paths": [s.path for s in subtrees],
+              "by_role": {r: a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
+    return _finding("training-state", cfg, msg, nbytes, detail), nbytes
+
+
+def _ema_dropped_role(a: Analysis, rules: Rules) -> str | None:
+    """The role a fix would drop as the duplicate copy (``weights`` or ``ema``), if any."""
+    cfg = rules.get("ema-duplicate")
+    if cfg is None or not cfg.enabled:
+        return None
+    if not (a.bytes_by_role.get("ema", 0) and a.bytes_by_role.get("weights", 0)):
+        return None
+    return "weights" if cfg.keep == "ema" else "ema"
+
+
+def _ema_duplicate(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    dropped = _ema_dropped_role(a, rules)
+    if dropped is None:
+        return None, 0
+    cfg = rules["ema-duplicate"]
+    kept = "ema" if dropped == "weights" else "weights"
+    ema_b, w_b = a.bytes_by_role["ema"], a.bytes_by_role["weights"]
+    paths = {r: [s.path for s in a.subtrees if s.role == r] for r in ("ema", "weights")}
+    freed = a.bytes_by_role[dropped]
+    msg = (f"EMA duplicate: {format_bytes(ema_b)} of EMA weights{_at(paths['ema'])} duplicate "
+           f"the {format_bytes(w_b)} of weights{_at(paths['weights'])}; a fix keeps the "
+           f"{'EMA copy' if kept == 'ema' else 'training weights'} (keep: {kept}) and removes "
+           f"{format_bytes(freed)}")
+    detail = {"keep": kept, "ema_paths": paths["ema"], "weights_paths": paths["weights"],
+              "ema_bytes": ema_b, "weights_bytes": w_b}
+    return _finding("ema-duplicate", cfg, msg, freed, detail), freed
+
+
+def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    cfg = rules.get("fp32-payload")
+    if cfg is None or not cfg.enabled:
+        return None, 0
+    kept_roles = {"weights", "ema"} - {_ema_dropped_role(a, rules)}
+    # Storages, not tensors, are what a cast rewrites; a storage that any kept-FP32 view
+    # uses stays FP32 (so savings are never overstated).
+    storages: dict[str, tuple[int, str | None]] = {}
+    tensors_by_storage: dict[str, list[str]] = {}
+    for t in a.tensors:
+        if t.role not in kept_roles or t.dtype != "float32" or t.ref.storage is None:
+            continue
+        key = t.storage_key or ""
+        glob = cfg.kept_fp32_by(t.path)
+        nbytes, prev = storages.get(key, (t.ref.storage.nbytes, None))
+        storages[key] = (nbytes, prev or glob)
+        tensors_by_storage.setdefault(key, []).append(t.path)
+    castable = sum(n for n, g in storages.values() if g is None)
+    limit = cfg.max_bytes or 0
+    if castable <= limit or castable == 0:
+        return None, 0
+    n_cast = sum(len(tensors_by_storage[k]) for k, (_, g) in storages.items() if g is None)
+    kept = [(p, g) for k, (_, g) in storages.items() if g is not None
+            for p in tensors_by_storage[k]]
+    kept_bytes = sum(n for n, g in storages.values() if g is not None)
+    saved = castable // 2  # float16 and bfloat16 both take 2 bytes per element
+    msg = (f"FP32 payload: {format_bytes(castable)} of float32 weights in {n_cast} "
+           f"tensor{'s' if n_cast != 1 else ''} could be {cfg.cast_to}, saving "
+           f"{format_bytes(saved)}")
+    if kept:
+        msg += (f"; {len(kept)} tensor{'s' if len(kept) != 1 else ''} "
+                f"({format_bytes(kept_bytes)}) matching keep-fp32 stay FP32")
+    if limit:
+        msg += f" (over max-bytes {format_bytes(limit)})"
+    detail = {"castable_bytes": castable, "cast_to": cfg.cast_to, "kept_fp32_bytes": kept_bytes,
+              "kept_fp32": [{"path": p, "glob": g} for p, g in kept[:50]]}
+    return _finding("fp32-payload", cfg, msg, saved, detail), saved
+
+
+def _file_size(size: int, rules: Rules, what: str) -> Finding | None:
+    cfg = rules.get("file-size")
+    if cfg is None or not cfg.enabled or cfg.max_bytes is None or size <= cfg.max_bytes:
+        return None
+    msg = f"file size: {what} is {format_bytes(size)}, over max-bytes {format_bytes(cfg.max_bytes)}"
+    return _finding("file-size", cfg, msg, size, {"size_bytes": size,
+                                                   "max_bytes": cfg.max_bytes})
+
+
+# --- LFS pointers and directories -----------------------------------------------------------
+
+def _lfs_pointer(a: Analysis, rules: Rules, path: str) -> list[Finding]:
+    meta = a.checkpoint.metadata
+    pointed = meta.get("size")
+    pointed = pointed if isinstance(pointed, int) and not isinstance(pointed, bool) else None
+    oid = str(meta.get("oid", ""))
+    findings = []
+    cfg = rules.get("lfs-pointer")
+    if cfg is not None and cfg.enabled:
+        what = f"a {format_bytes(pointed)} object" if pointed is not None else "an object"
+        short = f" ({oid[:19]}…)" if len(oid) > 19 else (f" ({oid})" if oid else "")
+        target = f' --include="{path}"' if path else ""
+        msg = (f"Git LFS pointer to {what}{short}, not the weights themselves: fetch LFS objects "
+               f"to check it (`git lfs pull{target}`, or `lfs: true` on actions/checkout)")
+        findings.append(_finding("lfs-pointer", cfg, msg, pointed or 0,
+                                 {"oid": oid, "size": pointed}))
+    if pointed is not None:
+        size = _file_size(pointed, rules, "the LFS object")
+        if size is not None:
+            findings.append(size)
+    return findings
+
+
+def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
+    findings: list[Finding] = []
+    removable = 0
+    training: dict[str, list[tuple[str, int | None, str]]] = {}
+    for member, child, hint in a.children:
+        rule = _HINT_RULE.get(hint)
+        if rule is not None:
+            size = (child.checkpoint.size_bytes if isinstance(child, Analysis)
+                    else _stat_size(a.checkpoint.path, member))
+            training.setdefault(rule, []).append((member, size, hint))
+            if isinstance(child, Analysis):  # training files are pickles too: still unsafe?
+                unsafe, _ = _unsafe_pickle(child, rules)
+                if unsafe is not None:
+                    findings.append(_in_member(unsafe, member))
+            continue
+        if not isinstance(child, Analysis):
+            finding = evaluate_unreadable(child, rules, member=member)
+            if finding is not None:
+                findings.append(finding)
+            continue
+        child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
+        findings.extend(_in_member(f, member) for f in child_findings)
+        removable += child_removable
+    for rule in ("optimizer-state", "training-state"):
+        cfg = rules.get(rule)
+        files = training.get(rule)
+        if cfg is None or not cfg.enabled or not files:
+            continue
+        nbytes = sum(s or 0 for _, s, _ in files)
+        listed = [f"{m} ({format_bytes(s) if s is not None else 'size unknown'})"
+                  for m, s, _ in files]
+        label = "optimizer state" if rule == "optimizer-state" else "training state"
+        msg = f"{label}: training file{'s' if len(files) != 1 else ''} {_listing(listed)}"
+        can_fix = cfg.remove_training_files
+        if cfg.fixes and not can_fix:
+            msg += " (set remove-training-files: true to let `ckpt-guard fix` delete them)"
+        detail = {"files": [{"path": m, "bytes": s, "kind": h} for m, s, h in files]}
+        findings.append(_finding(rule, cfg, msg, nbytes, detail, can_fix=can_fix))
+        removable += nbytes
+    return findings, removable
+
+
+def _stat_size(directory: str, member: str) -> int | None:
+    try:
+        return os.stat(os.path.join(directory, member)).st_size
+    except OSError:
+        return None
+
+
+def _in_member(f: Finding, member: str) -> Finding:
+    return Finding(rule=f.rule, action=f.action, message=f"{member}: {f.message}",
+                   bytes=f.bytes, fixable=f.fixable, detail={**f.detail, "member": member})
+
+
+# --- wording ---------------------------------------------------------------------------------
+
+def _finding(rule: str, cfg: RuleConfig, message: str, nbytes: int, detail: dict,
+             *, can_fix: bool = True) -> Finding:
+    fixable = cfg.fixes and can_fix and rule in FIXABLE_RULES
+    if fixable:
+        message += FIX_HINT
+    return Finding(rule=rule, action=cfg.action, message=message, bytes=nbytes,
+                   fixable=fixable, detail=detail)
+
+
+def _share(nbytes: int, a: Analysis) -> str:
+    if not nbytes or a.tensor_bytes_total <= 0:
+        return ""
+    return f" ({format_percent(nbytes, a.tensor_bytes_total)} of tensor bytes)"
+
+
+def _at(paths: list[str]) -> str:
+    if not paths:
+        return ""
+    shown = ["the top level" if p == "" else f"'{p}'" for p in paths[:_MAX_LISTED]]
+    more = f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
+    return " at " + ", ".join(shown) + more
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        shown += f", +{len(items) - _MAX_LISTED} more"
+    return shown
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, UnreadableError):
+        text = str(err)
+    elif isinstance(err, OSError):
+        text = f"cannot read: {err.strerror or err}"
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:299] + "…"

@@ -1,0 +1,174 @@
+"""Find, read, validate and build a :class:`Policy`.
+
+A policy file is merged over the built-in policy (``defaults.yml``): rules it does not name
+keep their built-in setting, options it gives replace the built-in option's value (lists are
+replaced, not appended), ``include``/``exclude`` replace the built-in lists when given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ckpt_guard.policy.errors import PolicyError, Problem
+from ckpt_guard.policy.match import compile_globs
+from ckpt_guard.policy.model import Override, Policy, RuleConfig
+from ckpt_guard.policy.sizes import SizeError, parse_size
+from ckpt_guard.policy.yamlsrc import Source, parse
+
+POLICY_NAMES = (".ckpt-guard.yml", ".ckpt-guard.yaml")
+BUILTIN = "built-in"
+_MAX_POLICY_BYTES = 1 << 20  # a policy is a few hundred bytes; refuse pathological files
+_SIZE_OPTIONS = ("max-bytes",)
+
+
+def find_policy_file(start: Path) -> Path | None:
+    """The nearest ``.ckpt-guard.yml`` (or ``.ckpt-guard.yaml``) from ``start`` (a file or a
+    directory) upwards, stopping at the git repository root (the first directory holding
+    ``.git``, a folder or, in worktrees and submodules, a file) or at the filesystem root."""
+    here = Path(start).resolve()
+    if not here.is_dir():
+        here = here.parent
+    for directory in (here, *here.parents):
+        for name in POLICY_NAMES:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+        if (directory / ".git").exists():
+            return None
+    return None
+
+
+def load_policy(path: str | os.PathLike[str] | None, start: Path | None = None) -> Policy:
+    """The policy at ``path``; with ``path=None`` the one :func:`find_policy_file` finds from
+    ``start`` (default: the current directory), else the built-in policy.
+    Raises :class:`PolicyError` (one line per problem, ``file:line:col: …``)."""
+    if path is None:
+        found = find_policy_file(start if start is not None else Path.cwd())
+        if found is None:
+            return builtin_policy()
+        return _load_file(found, _display(found))
+    return _load_file(Path(path), os.fspath(path))
+
+
+def load_text(text: str, filename: str = "<policy>", path: Path | None = None) -> Policy:
+    """Build a policy from YAML ``text``; ``filename`` names it in error messages."""
+    # jsonschema (~100 ms to import) is only needed when there is a file to validate.
+    from ckpt_guard.policy.validate import validate
+
+    src, problems = parse(text)
+    if src is not None and not problems:
+        problems = validate(src)
+    if problems or src is None:
+        raise PolicyError(filename, problems)
+    return _build(src, filename, path, base=builtin_policy())
+
+
+@cache
+def builtin_policy() -> Policy:
+    """The policy used when no file is found (``policy/defaults.yml``; the tests validate
+    it against the schema, so it is not re-validated on every start)."""
+    text = resources.files("ckpt_guard.policy").joinpath("defaults.yml").read_text("utf-8")
+    src, problems = parse(text)
+    if src is None or problems:  # pragma: no cover - guarded by tests
+        raise RuntimeError(f"the built-in policy is invalid: {problems}")
+    return _build(src, BUILTIN, None, base=None)
+
+
+def init_text() -> str:
+    """What ``ckpt-guard init`` writes: the built-in policy, every rule and option explained."""
+    return resources.files("ckpt_guard.policy").joinpath("init_template.yml").read_text("utf-8")
+
+
+def _display(path: Path) -> str:
+    """A found policy file as users should see it: relative to the cwd when below it."""
+    try:
+        return os.fspath(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return os.fspath(path)
+
+
+def _load_file(path: Path, filename: str) -> Policy:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_POLICY_BYTES + 1)
+    except OSError as e:
+        raise PolicyError(filename, [Problem(0, 0, f"cannot read policy file: "
+                                                   f"{e.strerror or e}")]) from e
+    if len(raw) > _MAX_POLICY_BYTES:
+        raise PolicyError(filename, [Problem(0, 0, "policy file is larger than 1 MiB")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PolicyError(filename, [Problem(0, 0, f"policy file is not UTF-8 text ({e.reason} "
+                                                   f"at byte {e.start})")]) from e
+    return load_text(text, filename, path.resolve())
+
+
+def _build(src: Source, filename: str, path: Path | None, base: Policy | None) -> Policy:
+    """A :class:`Policy` from a validated document; semantic problems (globs pathspec
+    rejects) are reported with their positions."""
+    data: Mapping[str, Any] = src.data
+    problems: list[Problem] = []
+
+    def globs(key: tuple, default: tuple[str, ...]) -> tuple[str, ...]:
+        node = _get(data, key)
+        if node is None:
+            return default
+        if base is None:  # the built-in policy's globs are tested, not re-checked
+            return tuple(node)
+        for i, pattern in enumerate(node):
+            try:
+                compile_globs([pattern])
+            except ValueError as e:
+                problems.append(Problem(*src.at_value((*key, i)),
+                                        f"invalid glob {pattern!r}: {e}"))
+        return tuple(node)
+
+    include = globs(("include",), base.include if base else ())
+    exclude = globs(("exclude",), base.exclude if base else ())
+    rules: dict[str, RuleConfig] = dict(base.rules) if base else {}
+    for rule_id, change in _rule_changes(src, ("rules",), problems).items():
+        rules[rule_id] = rules[rule_id].merged(change) if rule_id in rules else \
+            RuleConfig(str(change.get("action", "off")), {k: v for k, v in change.items()
+                                                          if k != "action"})
+    overrides = []
+    for i, _entry in enumerate(data.get("overrides") or ()):
+        paths = globs(("overrides", i, "paths"), ())
+        overrides.append(Override(paths, _rule_changes(src, ("overrides", i, "rules"),
+                                                       problems)))
+    if problems:
+        raise PolicyError(filename, problems)
+    return Policy(source=filename, rules=rules, include=include, exclude=exclude,
+                  overrides=tuple(overrides), path=path)
+
+
+def _get(data: Any, key: tuple) -> Any:
+    for k in key:
+        if data is None:
+            return None
+        data = data[k] if isinstance(k, int) else data.get(k)
+    return data
+
+
+def _rule_changes(src: Source, key: tuple, problems: list[Problem]) -> dict[str, dict]:
+    """The rules mapping at ``key`` normalized: shorthand ``id: action`` → ``{action: …}``,
+    sizes in bytes, lists as tuples."""
+    out: dict[str, dict] = {}
+    for rule_id, value in (_get(src.data, key) or {}).items():
+        change: dict[str, Any] = {"action": value} if isinstance(value, str) else dict(value)
+        for opt in _SIZE_OPTIONS:
+            if opt in change:
+                try:
+                    change[opt] = parse_size(change[opt])
+                except SizeError as e:  # the schema's pattern should have caught it
+                    problems.append(Problem(*src.at_value((*key, rule_id, opt)), str(e)))
+        for opt, v in change.items():
+            if isinstance(v, list):
+                change[opt] = tuple(v)
+        out[rule_id] = change
+    return out

@@ -1,0 +1,157 @@
+"""A loaded policy: which files it covers and the rule settings for each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+
+from ckpt_guard.policy.match import compile_globs, normalize_relpath, tensor_matches
+
+if TYPE_CHECKING:
+    import pathspec
+
+ACTIONS = ("fail", "fix", "warn", "off")
+# Rules whose findings `ckpt-guard fix` can remove (the others accept fail|warn|off only).
+FIXABLE_RULES = ("optimizer-state", "training-state", "ema-duplicate", "fp32-payload")
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One rule's setting: ``action`` (fail | fix | warn | off) and its options, keyed as in
+    the YAML (``max-bytes``, ``keep-fp32``…; sizes already in bytes, lists as tuples).
+
+    Configs built by :func:`~ckpt_guard.policy.load_policy` carry every option of their rule
+    (the built-in values unless the file says otherwise); the accessors' fallbacks only
+    matter for hand-built configs.
+    """
+
+    action: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # options is a dict: hash its (hashable) items instead
+        return hash((self.action, tuple(sorted(self.options.items()))))
+
+    @property
+    def enabled(self) -> bool:
+        return self.action != "off"
+
+    @property
+    def fixes(self) -> bool:
+        """``ckpt-guard fix`` acts on this rule."""
+        return self.action == "fix"
+
+    @property
+    def max_bytes(self) -> int | None:
+        """``max-bytes`` in bytes (fp32-payload, file-size); ``None`` = no limit."""
+        value = self.options.get("max-bytes")
+        return int(value) if value is not None else None
+
+    @property
+    def keep(self) -> str:
+        """ema-duplicate: which copy survives a fix, ``ema`` or ``weights``."""
+        return str(self.options.get("keep", "ema"))
+
+    @property
+    def cast_to(self) -> str:
+        """fp32-payload: ``float16`` or ``bfloat16``."""
+        return str(self.options.get("cast-to", "float16"))
+
+    @property
+    def keep_fp32(self) -> tuple[str, ...]:
+        """fp32-payload: tensor-path globs that stay FP32 (see :mod:`.match`)."""
+        return tuple(self.options.get("keep-fp32", ()))
+
+    @property
+    def on_overflow(self) -> str:
+        """fp32-payload: ``keep`` | ``bfloat16`` | ``fail`` for tensors beyond FP16's range."""
+        return str(self.options.get("on-overflow", "keep"))
+
+    @property
+    def remove_training_files(self) -> bool:
+        """optimizer-/training-state on checkpoint directories: may fix delete the files?"""
+        return bool(self.options.get("remove-training-files", False))
+
+    def kept_fp32_by(self, tensor_path: str) -> str | None:
+        """The ``keep-fp32`` glob that keeps ``tensor_path`` in FP32, if any."""
+        return tensor_matches(tensor_path, self.keep_fp32)
+
+    def merged(self, change: Mapping[str, Any]) -> RuleConfig:
+        """This config with ``change`` (``action`` and/or options) applied on top."""
+        options = {**self.options, **{k: v for k, v in change.items() if k != "action"}}
+        return RuleConfig(str(change.get("action", self.action)), options)
+
+
+@dataclass(frozen=True)
+class Override:
+    """``overrides[]`` entry: rule changes (partial, as written) for files matching ``paths``."""
+
+    paths: tuple[str, ...]
+    rules: Mapping[str, Mapping[str, Any]]
+
+    @cached_property
+    def spec(self) -> pathspec.GitIgnoreSpec:
+        return compile_globs(self.paths)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to check and how. ``source`` is the policy file as shown to users, or
+    ``"built-in"``; ``base_dir`` is the policy file's directory (file globs are relative to
+    it), ``None`` for the built-in policy (globs then relative to the repository root)."""
+
+    source: str
+    rules: Mapping[str, RuleConfig]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    path: Path | None = None
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.path.parent if self.path is not None else None
+
+    @cached_property
+    def _include(self) -> pathspec.GitIgnoreSpec:
+        return compile_globs(self.include)
+
+    @cached_property
+    def _exclude(self) -> pathspec.GitIgnoreSpec:
+        return compile_globs(self.exclude)
+
+    def relpath(self, path: str | PurePath, root: Path) -> str:
+        """``path`` relative to the directory the globs are written for (the policy file's,
+        else ``root``), POSIX style — what :meth:`matches` and :meth:`rules_for` expect.
+        Paths outside that directory are returned normalized but unchanged."""
+        base = self.base_dir or root
+        p = Path(path)
+        if not p.is_absolute():
+            p = Path.cwd() / p
+        try:
+            return normalize_relpath(p.resolve().relative_to(base.resolve()))
+        except ValueError:
+            return normalize_relpath(PurePath(path))
+
+    def matches(self, relpath: str | PurePath) -> bool:
+        """Is ``relpath`` picked by ``include`` and not dropped by ``exclude``? (Used when
+        walking a repository; explicit paths given to ``check`` are checked regardless.)"""
+        rel = normalize_relpath(relpath)
+        return self._include.match_file(rel) and not self._exclude.match_file(rel)
+
+    def excludes(self, relpath: str | PurePath) -> bool:
+        """Does ``exclude`` drop ``relpath``? (Explicitly named files are checked unless
+        excluded.)"""
+        return bool(self.exclude) and self._exclude.match_file(normalize_relpath(relpath))
+
+    def rules_for(self, relpath: str | PurePath) -> dict[str, RuleConfig]:
+        """Every rule's config for ``relpath``: the top-level rules, then each matching
+        override in order (later entries win; options merge into the rule)."""
+        rel = normalize_relpath(relpath)
+        rules = dict(self.rules)
+        for override in self.overrides:
+            if override.spec.match_file(rel):
+                for rule_id, change in override.rules.items():
+                    rules[rule_id] = rules[rule_id].merged(change)
+        return rules
