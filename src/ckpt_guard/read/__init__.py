@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from typing import BinaryIO
 
@@ -43,9 +44,14 @@ def _os_message(e: OSError) -> str:
     return f"cannot read: {e.strerror or e}"
 
 
-def read_path(path: str, limits: Limits = _DEFAULT_LIMITS) -> Checkpoint:
-    """Read ``path`` (a file or a checkpoint directory). Symlinks are followed; whether a link
-    may leave the repository is the caller's decision. Raises :class:`UnreadableError`."""
+def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None = None) -> Checkpoint:
+    """Read ``path`` (a file or a checkpoint directory). Raises :class:`UnreadableError`.
+
+    Symlinks are followed; with ``root`` (e.g. the repository), a path whose real location is
+    outside ``root`` is refused — a link must not make a check read arbitrary files.
+    """
+    if root is not None:
+        _check_within(path, root)
     try:
         st = os.stat(path)
     except OSError as e:
@@ -55,7 +61,7 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS) -> Checkpoint:
     if stat.S_ISDIR(st.st_mode):
         from ckpt_guard.read.directories import read_directory
 
-        return read_directory(path, limits)
+        return read_directory(path, limits, root=root)
     if not stat.S_ISREG(st.st_mode):
         raise UnreadableError("not a regular file (a FIFO, socket or device)")
     try:
@@ -75,6 +81,13 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS) -> Checkpoint:
         raise UnreadableError(_os_message(e)) from e
     with fh:
         return _read_open_file(path, fh, fst.st_size, limits)
+
+
+def _check_within(path: str, root: str) -> None:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        what = "symlink" if os.path.islink(path) or real != os.path.abspath(path) else "path"
+        raise UnreadableError(f"{what} points outside the repository ({real})")
 
 
 def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkpoint:
@@ -100,8 +113,8 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
             from ckpt_guard.read.lfs import read_lfs_pointer
 
             return read_lfs_pointer(path, head, size)
-        if kind == "pickle":
-            return _read_bare_pickle(path, fh, size, limits)
+        if kind in ("pickle", "unknown"):
+            return _read_bare_pickle(path, fh, size, limits, head)
         raise NotAWeightFile(f"not a weight file: {describe(head)}")
     except UnreadableError:
         raise
@@ -116,23 +129,45 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
         raise UnreadableError(f"cannot read file ({type(e).__name__}: {first})") from e
 
 
-def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkpoint:
-    """A bare pickle (no torch container). ``torch.load`` would unpickle it — executing it
-    unless ``weights_only`` — so its globals are reported for the safety check."""
-    from ckpt_guard.read.pickle_vm import load
+_PICKLE_PROBE_BYTES = 64 * 1024
+_IDENT = re.compile(r"[A-Za-z_][\w.]*")
 
-    if size > limits.max_pickle_bytes:
-        raise LimitExceeded(f"pickle of {size} bytes exceeds the limit")
-    data = fh.read(size)
+
+def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
+                      head: bytes) -> Checkpoint:
+    """Content that is no container format but may be a bare pickle. ``torch.load`` falls
+    back to unpickling such a file — executing it unless ``weights_only`` — so when it reads
+    as a pickle its globals are reported for the safety check (format ``unknown``)."""
+    from ckpt_guard.read.pickle_vm import PickleTruncated, load
+
+    fh.seek(0)
+    data = fh.read(min(size, _PICKLE_PROBE_BYTES))
+    member = os.path.basename(path)
     try:
-        root, globals_ = load(data, persistent_load=None, limits=limits,
-                              member=os.path.basename(path))
+        try:
+            root, globals_ = load(data, persistent_load=_keep_pid, limits=limits, member=member)
+        except PickleTruncated:
+            if len(data) >= size:
+                raise
+            if size > limits.max_pickle_bytes:
+                raise LimitExceeded(f"pickle of {size} bytes exceeds the limit") from None
+            data += fh.read(size - len(data))
+            root, globals_ = load(data, persistent_load=_keep_pid, limits=limits, member=member)
+    except LimitExceeded:
+        raise
     except UnreadableError as e:
-        if isinstance(e, LimitExceeded) or getattr(e, "partial_globals", None):
-            raise  # globals already named: keep them (``partial_globals``) for the caller
-        raise NotAWeightFile(f"not a weight file: {describe(data[:HEAD_BYTES])}") from e
+        partial = list(getattr(e, "partial_globals", None) or [])
+        if partial and all(_IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name)
+                           for g in partial):
+            return Checkpoint(path=path, format="unknown", size_bytes=size, globals=partial,
+                              notes=[f"a bare pickle that does not parse to the end ({e}); "
+                                     "torch.load would run it up to there"])
+        raise NotAWeightFile(f"not a weight file: {describe(head)}") from e
     return Checkpoint(path=path, format="unknown", size_bytes=size, root=root,
                       globals=list(globals_),
                       notes=["a bare pickle, not a torch checkpoint (torch.load would "
                              "unpickle it)"])
 
+
+def _keep_pid(pid: object) -> object:
+    return pid

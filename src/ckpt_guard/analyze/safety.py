@@ -1,0 +1,302 @@
+"""Classify the globals a pickle references: ``safe``, ``needs-code`` or ``unsafe``.
+
+An ALLOWLIST decides what is safe; nothing unknown is ever silently safe.
+
+* ``safe`` — exactly what torch's default ``weights_only=True`` unpickler accepts (torch 2.13's
+  ``_weights_only_unpickler._get_allowed_globals``: tensor rebuild functions, storage and tensor
+  types, dtypes, ``torch.Size``/``torch.device``/``Parameter``, ``OrderedDict``/``Counter``,
+  ``_codecs.encode``, ``builtins.set/bytearray/complex``) under the names Python's unpickler
+  resolves (Python 2 names such as ``__builtin__.set`` are mapped as ``fix_imports`` does).
+  Loading such a global cannot run code.
+* ``needs-code`` — the file will not load with ``weights_only=True``, but the global is not a
+  known way to run attacker code: custom classes (``ultralytics.nn.tasks.DetectionModel``,
+  ``models.yolo.Model``, ``__main__.Net``), ``torch.nn`` module classes of full-module pickles
+  (they ship with torch; constructing them runs no attacker code, but the file needs
+  ``weights_only=False``), and a short list of stdlib/numpy value types (``argparse.Namespace``
+  of RF-DETR, ``datetime``, ``pathlib`` paths, numpy arrays and scalars) that
+  ``torch.serialization.add_safe_globals`` can allow. The reason says which.
+* ``unsafe`` — everything that executes code, touches files/network/processes, imports,
+  resolves attributes (``getattr``/``operator``/``functools``/dotted names), or unpickles a
+  nested payload; every stdlib module not on the short value list (the peers' bypass history
+  is a list of stdlib functions nobody thought to deny); non-allowlisted parts of ``torch`` and
+  ``numpy`` (``torch.load``, ``torch.jit``, ``torch._C``, ``numpy.load``, …); names that are not
+  plain ASCII identifiers (whitespace, newlines, confusables); the reader's markers
+  ``<computed>``/``<extension>``/``<call>``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+
+SAFE, NEEDS_CODE, UNSAFE = "safe", "needs-code", "unsafe"
+
+# ---- safe: torch 2.13's default weights_only allowlist (verified against torch in tests) ----
+_TORCH_TYPES = ("BFloat16", "Bool", "Byte", "Char", "Double", "Float", "Half", "Int", "Long",
+                "Short")
+_STORAGE_ONLY = ("ComplexDouble", "ComplexFloat", "QInt32", "QInt8", "QUInt2x4", "QUInt4x2",
+                 "QUInt8")
+_DTYPES = ("bfloat16", "bits16", "bits1x8", "bits2x4", "bits4x2", "bits8", "bool", "complex128",
+           "complex32", "complex64", "float16", "float32", "float64", "float4_e2m1fn_x2",
+           "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+           "float8_e8m0fnu", "int16", "int32", "int64", "int8", "qint32", "qint8", "quint2x4",
+           "quint4x2", "quint8", "uint16", "uint32", "uint64", "uint8",
+           *(f"int{i}" for i in range(1, 8)), *(f"uint{i}" for i in range(1, 8)))
+_REBUILD = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+            "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
+            "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
+            "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_device_tensor_from_numpy",
+            "_rebuild_nested_tensor")
+_QSCHEMES = ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
+             "per_channel_symmetric", "per_channel_affine_float_qparams")
+
+SAFE_GLOBALS: frozenset[str] = frozenset({
+    "collections.OrderedDict", "collections.Counter", "torch.nn.parameter.Parameter",
+    "torch.serialization._get_layout", "torch.Size", "torch.Tensor", "torch.device",
+    "_codecs.encode", "builtins.bytearray", "builtins.set", "builtins.complex",
+    "torch._tensor._rebuild_from_type_v2", "torch.storage.TypedStorage",
+    "torch.storage.UntypedStorage",
+    *(f"torch.{d}" for d in _DTYPES), *(f"torch.{q}" for q in _QSCHEMES),
+    *(f"torch._utils.{f}" for f in _REBUILD),
+    *(f"torch.{t}Storage" for t in _TORCH_TYPES + _STORAGE_ONLY),
+    *(f"torch.{t}Tensor" for t in _TORCH_TYPES),
+    *(f"torch.cuda.{t}Storage" for t in _TORCH_TYPES + _STORAGE_ONLY[:2]),
+    *(f"torch.cuda.{t}Tensor" for t in _TORCH_TYPES),
+    *(f"torch.sparse.{t}Tensor" for t in _TORCH_TYPES if t != "Bool"),
+    *(f"torch.cuda.sparse.{t}Tensor" for t in _TORCH_TYPES if t != "Bool"),
+})
+
+# ---- needs-code: value types that run no attacker code but fail weights_only=True ----------
+STDLIB_VALUES: dict[str, str] = {
+    **{f"builtins.{n}": "builtin value type" for n in (
+        "frozenset", "slice", "range", "object", "int", "float", "str", "bytes", "bool",
+        "tuple", "list", "dict", "Ellipsis", "NotImplemented")},
+    **{f"collections.{n}": "collections container" for n in (
+        "defaultdict", "deque", "UserDict", "UserList", "UserString")}, "argparse.Namespace": "argparse.Namespace (e.g. RF-DETR args)",
+    "types.SimpleNamespace": "plain namespace", "copyreg._reconstructor":
+    "protocol 0/1 object reconstruction", "_codecs.decode": "codec on bytes",
+    **{f"datetime.{n}": "datetime value" for n in ("datetime", "date", "time", "timedelta",
+                                                   "timezone")},
+    **{f"pathlib.{n}": "path value (constructing it touches no file)" for n in (
+        "Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath")},
+    "decimal.Decimal": "number value", "fractions.Fraction": "number value",
+    "uuid.UUID": "UUID value", "uuid.SafeUUID": "UUID value",
+    "array.array": "array value", "array._array_reconstructor": "array value",
+    "re._compile": "compiled regular expression",
+    # omegaconf/Lightning hparams pickle type annotations (``ContainerMetadata.ref_type``).
+    **{f"typing.{n}": "typing annotation" for n in ("Any", "Union", "Optional", "Dict", "List",
+                                                    "Tuple", "Set", "Callable")},
+}
+_NUMPY_MODS = ("numpy.core.multiarray", "numpy._core.multiarray")
+NUMPY_VALUES: dict[str, str] = {
+    **{f"{m}.{n}": "numpy array/scalar reconstruction" for m in _NUMPY_MODS
+       for n in ("_reconstruct", "scalar")},
+    **{f"{m}._frombuffer": "numpy array reconstruction" for m in ("numpy.core.numeric",
+                                                                  "numpy._core.numeric")},
+    "numpy.ndarray": "numpy array type", "numpy.dtype": "numpy dtype",
+    **{f"numpy.random._pickle.{n}": "numpy random generator state" for n in (
+        "__randomstate_ctor", "__bit_generator_ctor", "__generator_ctor")},
+}
+# TorchScript archives: helpers torch.jit.load's C++ unpickler implements natively (the
+# Python ones are identity functions), and classes compiled from the archive's own code/.
+TORCHSCRIPT_HELPERS = frozenset(f"torch.jit._pickle.{n}" for n in (
+    "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist",
+    "build_tensor_from_id", "restore_type_tag"))
+# Lowercase names that are classes in real checkpoints (DeepSpeed's optimizer state).
+_LOWERCASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
+_NUMPY_DTYPE_CLASS = re.compile(r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType\Z")
+_CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Activation functions stored as attributes of full-module pickles (``self.act = F.silu``).
+_TORCH_FUNCS = frozenset({
+    *(f"torch.nn.functional.{n}" for n in (
+        "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "leaky_relu",
+        "hardswish", "hardsigmoid", "hardtanh", "sigmoid", "tanh", "softmax", "log_softmax",
+        "softplus", "softsign", "glu", "logsigmoid", "tanhshrink", "interpolate", "normalize",
+        "dropout", "layer_norm", "group_norm")),
+    *(f"torch.{n}" for n in ("relu", "sigmoid", "tanh", "exp", "abs", "erf", "softmax")),
+})
+_TORCH_CLASS_PACKAGES = ("torch.nn.modules", "torch.optim", "torch.amp.grad_scaler",
+                         "torch.cuda.amp.grad_scaler", "torch.ao.nn", "torch.nn.intrinsic",
+                         "torch.nn.quantized", "torch.nn.qat", "torch.nn.utils.parametrize",
+                         "torch.distributions")
+
+# ---- unsafe: reasons for the known-bad (anything stdlib not listed above is unsafe too) ----
+_DENY_MODULES: dict[str, str] = {
+    **dict.fromkeys(("os", "posix", "nt", "posixpath", "ntpath", "shutil", "tempfile", "io",
+                     "_io", "fileinput", "glob", "linecache", "mmap", "zipfile", "tarfile",
+                     "gzip", "bz2", "lzma", "sqlite3", "dbm", "shelve"),
+                    "file system access"),
+    **dict.fromkeys(("subprocess", "_posixsubprocess", "pty", "signal", "multiprocessing",
+                     "_multiprocessing", "concurrent", "threading", "_thread", "asyncio",
+                     "platform", "commands", "popen2", "webbrowser", "pydoc", "mailcap"),
+                    "process control / command execution"),
+    **dict.fromkeys(("socket", "_socket", "ssl", "select", "selectors", "urllib", "urllib2",
+                     "urllib3", "http", "httplib", "requests", "httpx", "aiohttp", "ftplib",
+                     "smtplib", "telnetlib", "poplib", "imaplib", "nntplib", "xmlrpc",
+                     "socketserver", "wsgiref", "huggingface_hub", "boto3", "botocore",
+                     "paramiko"), "network access"),
+    **dict.fromkeys(("builtins", "__builtin__", "code", "codeop", "compileall", "py_compile",
+                     "types", "ast", "dis", "inspect", "gc", "ctypes", "_ctypes", "cffi",
+                     "cProfile", "profile", "pdb", "bdb", "trace", "timeit", "doctest",
+                     "IPython", "jinja2", "sympy", "numexpr", "sys", "site", "sysconfig"),
+                    "code execution / interpreter internals"),
+    **dict.fromkeys(("importlib", "imp", "zipimport", "pkgutil", "runpy", "pkg_resources",
+                     "setuptools", "distutils", "pip", "ensurepip", "venv"),
+                    "import machinery (loads and runs arbitrary modules)"),
+    **dict.fromkeys(("operator", "_operator", "functools", "_functools", "itertools",
+                     "copyreg", "copy_reg", "weakref", "contextlib", "abc"),
+                    "call/attribute plumbing (getattr, partial, methodcaller chains)"),
+    **dict.fromkeys(("pickle", "_pickle", "cPickle", "pickletools", "marshal", "dill",
+                     "joblib", "cloudpickle", "yaml", "ruamel", "jsonpickle",
+                     "torch.serialization", "torch.storage", "torch.hub", "torch.jit",
+                     "torch._C", "torch.package", "torch.utils", "torch.fx", "torch.ops",
+                     "torch.multiprocessing", "torch._dynamo", "torch._inductor",
+                     "torch.export", "torch.compiler", "torch.distributed", "torch.backends",
+                     "torch._ops", "torch.library", "numpy.lib", "numpy.ctypeslib",
+                     "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.load",
+                     "pandas.io", "keras", "tensorflow", "transformers.dynamic_module_utils"),
+                    "nested loader / code loader (unpickles or runs embedded payloads)"),
+    "logging": "logging (FileHandler/SocketHandler/config.listen touch files and network)",
+}
+_DENY_NAMES: dict[str, str] = {
+    **dict.fromkeys(("eval", "exec", "execfile", "compile", "__import__", "import_module",
+                     "getattr", "setattr", "delattr", "globals", "locals", "vars", "apply",
+                     "breakpoint", "input", "exit", "quit", "help", "system", "popen",
+                     "getoutput", "getstatusoutput", "spawn", "startfile", "fork", "kill",
+                     "run_path", "run_module", "run_code", "resolve_name", "load_module",
+                     "attrgetter", "methodcaller", "itemgetter", "partial", "reduce",
+                     "runstring", "run_command", "exec_command", "CodeType", "FunctionType",
+                     "LambdaType", "MethodType", "urlopen", "urlretrieve", "Popen", "call",
+                     "check_call", "check_output", "loads", "load", "unsafe_load",
+                     "full_load", "load_model", "read_pickle", "from_file", "open",
+                     "remove", "unlink", "rmtree", "rmdir", "rename", "touch", "write_text",
+                     "write_bytes", "mkdir", "makedirs", "chmod", "chown", "save",
+                     "set_trace", "get_class_from_dynamic_module", "_load_from_bytes"),
+                    "a function that executes code, loads payloads or touches the system"),
+}
+# ML frameworks whose *functions* download, install or execute (ultralytics'
+# check_requirements runs pip, transformers' auto factories fetch remote code, mmengine/
+# detectron2 configs exec Python): their classes are needs-code, their functions unsafe.
+_FRAMEWORKS = frozenset({
+    "transformers", "diffusers", "accelerate", "timm", "torchvision", "torchaudio",
+    "lightning", "pytorch_lightning", "lightning_fabric", "mmengine", "mmcv", "mmdet",
+    "detectron2", "ultralytics", "yolov5", "models", "utils", "rfdetr", "hydra", "omegaconf",
+    "deepspeed", "sklearn", "scipy", "pandas", "onnx", "onnxruntime", "safetensors", "peft",
+    "datasets", "fairseq", "fvcore", "iopath", "wandb", "mlflow", "tensorboard"})
+_NOT_MODULES = ("builtins", "__builtin__", "os", "sys", "subprocess", "posix", "nt", "socket",
+                "importlib", "pickle", "torch", "numpy", "shutil", "ctypes", "runpy", "code")
+
+
+def _is_stdlib(top: str) -> bool:
+    return top in sys.stdlib_module_names or top in IMPORT_MAPPING or top == "__builtin__"
+
+
+def _deny_module(module: str) -> str | None:
+    """Reason if ``module`` or one of its parents (whole dotted components, compared
+    case-insensitively so ``OS``/``Subprocess`` spellings are caught) is denied."""
+    parts = module.split(".")
+    deny_lower = {k.lower(): v for k, v in _DENY_MODULES.items()}
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i]).lower()
+        if prefix in deny_lower:
+            return f"{deny_lower[prefix]} ({'.'.join(parts[:i])})"
+    return None
+
+
+def _well_formed(module: str, name: str) -> str | None:
+    """Why ``module``/``name`` is not a plain ASCII dotted identifier, or ``None``."""
+    if not module or not name:
+        return "empty module or name"
+    if not (module.isascii() and name.isascii()):
+        return "non-ASCII characters in a global's name (confusable spelling)"
+    if not all(_IDENT.match(p) for p in module.split(".")):
+        return f"malformed module name {module!r} (whitespace or punctuation)"
+    if not all(_IDENT.match(p) for p in name.split(".")):
+        return f"malformed global name {name!r} (whitespace or punctuation)"
+    return None
+
+
+def _classify_one(module: str, name: str) -> tuple[str, str]:
+    qual = f"{module}.{name}"
+    if qual in SAFE_GLOBALS:
+        return SAFE, "allowed by torch's weights_only loader"
+    if "." in name:
+        return UNSAFE, (f"attribute chain {name!r}: resolving it walks attributes "
+                        "(getattr-style access), which checkpoints never need")
+    if name.startswith("__") and name.endswith("__"):
+        return UNSAFE, f"dunder attribute {name!r} reaches interpreter internals"
+    if qual in STDLIB_VALUES:
+        return NEEDS_CODE, (f"{STDLIB_VALUES[qual]}: runs no third-party code, but "
+                            "weights_only=True rejects it (torch.serialization.add_safe_globals)")
+    if qual in NUMPY_VALUES or _NUMPY_DTYPE_CLASS.match(qual):
+        return NEEDS_CODE, (f"{NUMPY_VALUES.get(qual, 'numpy dtype class')}: needs numpy and "
+                            "weights_only=False or torch.serialization.add_safe_globals")
+    if qual in TORCHSCRIPT_HELPERS:
+        return NEEDS_CODE, ("TorchScript container helper (handled natively by torch.jit.load; "
+                            "the archive needs torch.jit.load, not torch.load)")
+    denied = _deny_module(module)
+    if denied:
+        return UNSAFE, denied
+    lname = name.lower()
+    for bad, why in _DENY_NAMES.items():
+        if lname == bad.lower():
+            return UNSAFE, f"{name}: {why}"
+    if lname in _NOT_MODULES or lname in {k.lower() for k in _DENY_MODULES}:
+        return UNSAFE, f"{name!r} re-exports a dangerous module object"
+    if module == "__torch__" or module.startswith("__torch__."):
+        return NEEDS_CODE, ("TorchScript class compiled from the archive's code/ (runs as "
+                            "TorchScript when the module is used)")
+    top = module.split(".")[0]
+    if _is_stdlib(top):
+        return UNSAFE, (f"standard-library global {qual} is not one a checkpoint needs "
+                        "(allowlist only)")
+    if top == "torch":
+        if qual in _TORCH_FUNCS:
+            return NEEDS_CODE, "torch function stored by a full-module pickle"
+        if _CLASS_NAME.match(name) and any(module == p or module.startswith(p + ".")
+                                           for p in _TORCH_CLASS_PACKAGES):
+            return NEEDS_CODE, ("torch class of a full-module pickle: ships with torch, but "
+                                "the file needs weights_only=False")
+        return UNSAFE, f"torch internal {qual} is not needed by checkpoints"
+    if top == "numpy":
+        return UNSAFE, f"numpy internal {qual} is not needed by checkpoints"
+    if top in _FRAMEWORKS and not name[0].isupper() and qual not in _LOWERCASE_CLASSES:
+        return UNSAFE, (f"function {qual} of framework {top!r}: checkpoints store its classes, "
+                        "not its functions (which can download, install or run code)")
+    kind = "class" if name[0].isupper() or qual in _LOWERCASE_CLASSES else "function"
+    return NEEDS_CODE, (f"custom {kind} from package {top!r}: loading runs that package's "
+                        "code (weights_only=True rejects it)")
+
+
+def classify(module: str, name: str) -> tuple[str, str]:
+    """Return ``(safety, reason)`` with ``safety`` in ``("safe", "needs-code", "unsafe")``.
+
+    ``module``/``name`` are exactly as the pickle spelled them (no stripping: a stray space
+    or newline is itself a sign of tampering). Python 2 spellings are judged both as written
+    and as ``fix_imports`` maps them (the worse verdict wins when both spellings import).
+    """
+    if not isinstance(module, str) or not isinstance(name, str):
+        return UNSAFE, "global name is not a string (computed at load time)"
+    if module.startswith("<"):
+        what = {"<computed>": "STACK_GLOBAL with names computed at load time",
+                "<extension>": "extension-registry reference (EXT1/EXT2/EXT4)",
+                "<call>": "call of a non-global object (REDUCE on a computed callable)",
+                "<mutate>": "BUILD/SETITEM/APPEND on a global object itself (monkeypatching "
+                            "a class, function or module)"}
+        return UNSAFE, what.get(module, f"unresolvable global {module}")
+    bad = _well_formed(module, name)
+    if bad:
+        return UNSAFE, bad
+    mapped = NAME_MAPPING.get((module, name))
+    if mapped is None and module in IMPORT_MAPPING:
+        mapped = (IMPORT_MAPPING[module], name)
+    if mapped is None:
+        return _classify_one(module, name)
+    verdict = _classify_one(*mapped)
+    if module.split(".")[0] not in sys.stdlib_module_names:
+        return verdict  # a Python 2 name (``__builtin__``): only its mapped form resolves
+    # A name that is both a Python 3 module and a Python 2 alias: the worse reading wins.
+    order = {SAFE: 0, NEEDS_CODE: 1, UNSAFE: 2}
+    return max((_classify_one(module, name), verdict), key=lambda v: order[v[0]])

@@ -1,0 +1,129 @@
+"""Walk a reader tree: what a node's children are, and an iterative depth-first traversal.
+
+Paths read like ``state_dict()`` keys: ``nn.Module`` internals (``_modules``, ``_parameters``,
+``_buffers`` in an opaque object's ``BUILD`` state) are collapsed, so a pickled
+``DetectionModel`` under ``ema`` yields ``ema.model.0.conv.weight``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ckpt_guard.read.tree import GlobalRef, Opaque, as_mapping, attributes
+
+MODULE_INTERNALS = ("_parameters", "_buffers", "_modules")
+
+# visit(path, node, inherited) returns what the node's children inherit, or SKIP.
+SKIP = object()
+Visit = Callable[["Path | None", Any, Any], Any]
+
+
+def is_container(node: Any) -> bool:
+    return isinstance(node, (dict, list, tuple, set, frozenset, Opaque))
+
+
+def module_attributes(node: Any) -> dict | None:
+    """The ``BUILD`` attributes of an opaque ``nn.Module``-like object, else ``None``."""
+    if not isinstance(node, Opaque):
+        return None
+    attrs = attributes(node)
+    if attrs and any(k in attrs for k in MODULE_INTERNALS):
+        return attrs
+    return None
+
+
+def children(node: Any) -> list[tuple[Any, Any]]:
+    """``(key, child)`` pairs of a container node (``[]`` for leaves).
+
+    Opaque objects: mapping items, module parameters/buffers/submodules under their own names,
+    then other attributes by name, positional arguments by index, list items by index.
+    """
+    if isinstance(node, dict):
+        return list(node.items())
+    if isinstance(node, (list, tuple)):
+        return list(enumerate(node))
+    if isinstance(node, (set, frozenset)):
+        return list(enumerate(node))
+    if not isinstance(node, Opaque):
+        return []
+    out: list[tuple[Any, Any]] = []
+    mapping = as_mapping(node)
+    if mapping:
+        out.extend(mapping.items())
+    attrs = module_attributes(node)
+    if attrs is not None:
+        for internal in MODULE_INTERNALS:
+            sub = as_mapping(attrs.get(internal))
+            if sub:
+                out.extend((k, v) for k, v in sub.items() if v is not None)
+        out.extend((k, v) for k, v in attrs.items() if k not in MODULE_INTERNALS)
+    elif node.has_state:
+        attrs = attributes(node)
+        if attrs is not None:
+            out.extend(attrs.items())
+        elif node.state is not None:
+            out.append(("state", node.state))
+    out.extend(enumerate(node.args))
+    if node.kwargs:
+        out.extend(node.kwargs.items())
+    if node.listitems:
+        out.extend(enumerate(node.listitems))
+    return out
+
+
+def key_text(key: Any) -> str:
+    """A path component for ``key``."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (int, float, bool)) or key is None:
+        return str(key)
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    if isinstance(key, GlobalRef):
+        return key.qualname
+    if isinstance(key, tuple):
+        return "(" + ",".join(key_text(k) for k in key) + ")"
+    return type(key).__name__
+
+
+def path_text(path: tuple) -> str:
+    return ".".join([k if isinstance(k, str) else key_text(k) for k in path])
+
+
+# A node's path as a parent link ``(parent, key, depth)``: cheap to extend, and deep trees do
+# not copy tuples at every level. ``None`` is the root.
+Path = tuple
+
+
+def keys_of(path: Path | None) -> tuple:
+    """The keys from the root down to ``path``."""
+    out: list[Any] = []
+    while path is not None:
+        out.append(path[1])
+        path = path[0]
+    out.reverse()
+    return tuple(out)
+
+
+def walk(root: Any, visit: Visit, inherited: Any = None) -> None:
+    """Depth-first, pre-order, iterative: ``visit(path, node, inherited)`` for every node,
+    ``path`` being a :data:`Path` link (``None`` for the root).
+
+    A container is expanded once, at the first path it is met (a pickle's memo can share one
+    object between places, and build cycles); leaves are visited at every path they occur,
+    so a tied parameter shows under each of its names.
+    """
+    expanded: set[int] = set()
+    stack: list[tuple[Path | None, Any, Any]] = [(None, root, inherited)]
+    while stack:
+        path, node, inh = stack.pop()
+        result = visit(path, node, inh)
+        if result is SKIP or not is_container(node):
+            continue
+        if id(node) in expanded:
+            continue
+        expanded.add(id(node))
+        depth = 1 if path is None else path[2] + 1
+        kids = children(node)
+        stack.extend([((path, key, depth), child, result) for key, child in reversed(kids)])

@@ -1,0 +1,140 @@
+"""Checkpoint directories: Hugging Face Trainer ``checkpoint-N/`` and DeepSpeed checkpoints.
+
+The directory becomes one :class:`Checkpoint` whose ``children`` are its weight files, each
+read on its own, with a hint from the file's name saying what role the whole file plays
+(``optimizer.pt`` is optimizer state however it is laid out inside).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
+from ckpt_guard.read.limits import Limits
+
+MAX_DEPTH = 4  # checkpoint-N/global_stepN/<files> is as deep as real layouts go
+
+_HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("optimizer", re.compile(r"(.*optim_states\.pt|optimizer.*\.(pt|bin|pth))")),
+    ("scheduler", re.compile(r"(lr_)?scheduler.*\.(pt|bin|pth)")),
+    ("scaler", re.compile(r"scaler.*\.(pt|bin|pth)")),
+    ("rng", re.compile(r"rng_state.*\.pth?")),
+    ("training", re.compile(r"training_args\.bin|trainer_state\.json")),
+    ("weights", re.compile(r"(pytorch_model|model|adapter_model|tf_model|flax_model)"
+                           r"([-.].*)?\.(safetensors|bin|pt|pth|ckpt)"
+                           r"|.*model_states\.pt|.*\.safetensors")),
+)
+
+_HF_MARKERS = re.compile(r"trainer_state\.json|training_args\.bin|optimizer\.(pt|bin)"
+                         r"|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth")
+_HF_CKPT_NAME = re.compile(r"checkpoint-\d+")
+_DS_FILES = re.compile(r".*mp_rank_\d+_model_states\.pt|.*optim_states\.pt")
+_WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf)")
+
+
+def hint_for(name: str) -> str:
+    """The role a checkpoint-directory member's file name gives it ("" when none)."""
+    base = name.rsplit("/", 1)[-1]
+    for hint, pattern in _HINTS:
+        if pattern.fullmatch(base):
+            return hint
+    return ""
+
+
+def _names(path: str, cap: int = Limits().max_dir_files) -> tuple[list[str], list[str]]:
+    files, dirs = [], []
+    try:
+        with os.scandir(path) as it:
+            for n, entry in enumerate(it):
+                if n >= cap:
+                    raise LimitExceeded(f"directory holds more than {cap} entries")
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(entry.name)
+                    elif entry.is_file():
+                        files.append(entry.name)
+                except OSError:
+                    continue
+    except OSError as e:
+        raise UnreadableError(f"cannot list directory: {e.strerror or e}") from e
+    return sorted(files), sorted(dirs)
+
+
+def directory_format(path: str, limits: Limits | None = None) -> str | None:
+    """``hf-checkpoint-dir``, ``deepspeed-dir`` or ``None`` for a directory that is neither."""
+    cap = (limits or Limits()).max_dir_files
+    files, dirs = _names(path, cap)
+    has_weights = any(hint_for(f) == "weights" for f in files)
+    if any(_HF_MARKERS.fullmatch(f) for f in files) or (
+            _HF_CKPT_NAME.fullmatch(os.path.basename(os.path.normpath(path))) and has_weights):
+        return "hf-checkpoint-dir"
+    if any(_DS_FILES.fullmatch(f) for f in files):
+        return "deepspeed-dir"
+    if "latest" in files or dirs:
+        for d in dirs:
+            sub_files, _ = _names(os.path.join(path, d), cap)
+            if any(_DS_FILES.fullmatch(f) for f in sub_files):
+                return "deepspeed-dir"
+    return None
+
+
+def _walk(path: str, limits: Limits) -> list[tuple[str, int]]:
+    """(relative path, size) of every regular file under ``path``, iteratively, bounded."""
+    out: list[tuple[str, int]] = []
+    pending: list[tuple[str, int]] = [("", 0)]
+    while pending:
+        rel, depth = pending.pop()
+        files, dirs = _names(os.path.join(path, rel) if rel else path, limits.max_dir_files)
+        for f in files:
+            relf = f"{rel}/{f}" if rel else f
+            try:
+                st = os.stat(os.path.join(path, relf))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((relf, st.st_size))
+                if len(out) > limits.max_dir_files:
+                    raise LimitExceeded(f"directory holds more than {limits.max_dir_files} files")
+        if depth < MAX_DEPTH:
+            pending.extend((f"{rel}/{d}" if rel else d, depth + 1) for d in reversed(dirs))
+    out.sort()
+    return out
+
+
+def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
+    """Read a Trainer or DeepSpeed checkpoint directory; other directories are unreadable.
+    ``root``: members must really live under it (see :func:`ckpt_guard.read.read_path`)."""
+    # Imported here: read_path dispatches to this module.
+    from ckpt_guard.read import read_path
+    from ckpt_guard.read.sniff import NotAWeightFile
+
+    fmt = directory_format(path, limits)
+    if fmt is None:
+        raise UnreadableError("directory is not a checkpoint directory "
+                              "(neither a Hugging Face Trainer nor a DeepSpeed checkpoint)")
+    files = _walk(path, limits)
+    children: list[tuple[str, Checkpoint | UnreadableError, str]] = []
+    skipped: list[str] = []
+    for rel, _size in files:
+        hint = hint_for(rel)
+        try:
+            child: Checkpoint | UnreadableError = read_path(os.path.join(path, rel), limits,
+                                                             root=root)
+        except NotAWeightFile as e:
+            # config.json, trainer_state.json, `latest`, tokenizer files…: listed, not read.
+            if hint in ("", "training") and not _WEIGHT_EXT.fullmatch(rel):
+                skipped.append(rel)
+                continue
+            child = e
+        except UnreadableError as e:
+            child = e
+        children.append((rel, child, hint))
+    training = [rel for rel, _c, hint in children if hint not in ("", "weights")]
+    training += [rel for rel in skipped if hint_for(rel) == "training"]
+    notes = [f"training files: {', '.join(sorted(training))}"] if training else []
+    return Checkpoint(path=path, format=fmt, size_bytes=sum(s for _r, s in files),
+                      children=children, notes=notes,
+                      metadata={"files": [r for r, _s in files], "other_files": skipped,
+                                "training_files": sorted(training)})

@@ -1,0 +1,61 @@
+"""Tell a file's format from its first bytes (never from its name)."""
+
+from __future__ import annotations
+
+import re
+
+from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.read.lfs import looks_like_lfs_pointer
+from ckpt_guard.read.safetensors import looks_like_safetensors
+
+HEAD_BYTES = 1024  # enough for a whole LFS pointer and a tar header
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.serialization._is_zipfile checks exactly these four bytes
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+# torch's legacy format starts with pickle.dumps(0x1950a86a20f9469cfc6c): LONG1, 10 bytes.
+LEGACY_MAGIC_LONG = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_PROTO0_GLOBAL = re.compile(rb"\(?[ci][A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
+
+
+class NotAWeightFile(UnreadableError):
+    """The content is not any format ckpt-guard reads."""
+
+
+def sniff(head: bytes, size: int) -> str:
+    """Classify the first bytes of a file of ``size`` bytes.
+
+    Returns one of ``zip``, ``torch-legacy``, ``tar``, ``safetensors``, ``lfs-pointer``,
+    ``pickle`` (a bare pickle — ``torch.load`` would run it, so it is read to report its
+    globals) or ``unknown``.
+    """
+    if looks_like_lfs_pointer(head):
+        return "lfs-pointer"
+    if head.startswith(ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC):
+        return "zip"
+    # Before pickles: a header length's low byte may well be 0x80.
+    if looks_like_safetensors(head, size):
+        return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        # Proto 2 puts the magic right after PROTO; protocol 4+ may put a FRAME first.
+        body = head[2:] if head[1] < 4 or head[2:3] != b"\x95" else head[11:]
+        return "torch-legacy" if body.startswith(LEGACY_MAGIC_LONG) else "pickle"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if _PROTO0_GLOBAL.match(head):
+        return "pickle"
+    return "unknown"
+
+
+def describe(head: bytes) -> str:
+    """A short description of unrecognised content, for a one-line message."""
+    if not head:
+        return "empty"
+    sample = head[:512]
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unrecognised binary content (starts with {head[:8].hex(' ')})"
+    stripped = sample.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "JSON/text content"
+    return "text content"
