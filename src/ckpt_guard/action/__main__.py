@@ -1,0 +1,7 @@
+"""``python -m ckpt_guard.action`` — the action's entrypoint without the CLI wrapper."""
+
+import sys
+
+from ckpt_guard.action.main import main
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""The sticky pull-request comment: one per PR, found by a hidden marker, edited in place.
+
+Finding our own comment (as marocchino/sticky-pull-request-comment does): list the issue's
+comments page by page (100 a page, past 100 via ``Link``), keep those whose body carries the
+marker and whose author is the token's identity. ``GET /user`` names that identity for a
+personal token; the workflow's GITHUB_TOKEN cannot call it (403), and then the author must be a
+bot (``github-actions[bot]`` or any ``type: Bot`` — a GitHub App token) — so a human who
+pastes the marker into a comment is never edited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ckpt_guard.action.github import GitHub, GitHubError
+from ckpt_guard.report.markdown import COMMENT_LIMIT
+
+MARKER = "<!-- ckpt-guard:pr-comment -->"
+ACTIONS_BOT = "github-actions[bot]"
+
+
+@dataclass(frozen=True)
+class CommentResult:
+    """``action``: created | updated | unchanged | skipped | forbidden | failed."""
+
+    action: str
+    comment_id: int | None = None
+    url: str = ""
+    reason: str = ""
+
+
+def with_marker(body: str) -> str:
+    """The comment text: marker first, capped at GitHub's 65,536 characters."""
+    text = f"{MARKER}\n{body}"
+    if len(text) > COMMENT_LIMIT:
+        note = "\n\n> **Truncated** to GitHub's 65,536-character limit.\n"
+        text = text[: COMMENT_LIMIT - len(note)] + note
+    return text
+
+
+def _viewer(gh: GitHub) -> str | None:
+    try:
+        login = gh.request("GET", "/user", retry=False).json().get("login")
+    except (GitHubError, ValueError, AttributeError):
+        return None  # GITHUB_TOKEN: "Resource not accessible by integration"
+    return str(login) if login else None
+
+
+def _ours(comment: dict[str, Any], viewer: str | None) -> bool:
+    if MARKER not in str(comment.get("body") or ""):
+        return False
+    user = comment.get("user") or {}
+    if viewer is not None:
+        return user.get("login") == viewer
+    return user.get("login") == ACTIONS_BOT or user.get("type") == "Bot"
+
+
+def find_comment(gh: GitHub, repo: str, number: int) -> dict[str, Any] | None:
+    viewer = _viewer(gh)
+    for c in gh.paginate(f"/repos/{repo}/issues/{number}/comments"):
+        if _ours(c, viewer):
+            return c  # the oldest: the one earlier runs have been updating
+    return None
+
+
+def upsert_comment(gh: GitHub, repo: str, number: int, body: str, *,
+                   create: bool = True) -> CommentResult:
+    """Update our comment on PR ``number`` or (when ``create``) post it. A 403 (fork PR,
+    missing ``pull-requests: write``) comes back as ``forbidden``, never as an exception."""
+    text = with_marker(body)
+    try:
+        existing = find_comment(gh, repo, number)
+        if existing is not None:
+            cid = int(existing["id"])
+            if existing.get("body") == text:
+                return CommentResult("unchanged", cid, str(existing.get("html_url", "")))
+            c = gh.request("PATCH", f"/repos/{repo}/issues/comments/{cid}",
+                           json={"body": text}).json()
+            return CommentResult("updated", cid, str(c.get("html_url", "")))
+        if not create:
+            return CommentResult("skipped", reason="nothing to report and no earlier comment")
+        c = gh.request("POST", f"/repos/{repo}/issues/{number}/comments",
+                       json={"body": text}).json()
+        return CommentResult("created", int(c["id"]), str(c.get("html_url", "")))
+    except GitHubError as e:
+        kind = "forbidden" if e.status in (401, 403, 404) else "failed"
+        return CommentResult(kind, reason=str(e))

@@ -1,0 +1,279 @@
+"""``ckpt-guard action``: the container's entrypoint (also runnable by hand for debugging).
+
+One run: read the inputs and the event → choose files → pull LFS objects → check (or fix) →
+write reports (JSON, SARIF, Markdown) into the workspace → step summary, annotations,
+outputs → sticky PR comment → commit fixes / replace release assets. Only the policy and
+``fail_on`` decide the exit code; GitHub API trouble is logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from ckpt_guard import __version__
+from ckpt_guard.action import checking, twophase
+from ckpt_guard.action.commands import ANNOTATION_LIMIT, SUMMARY_LIMIT, Workflow
+from ckpt_guard.action.comment import upsert_comment
+from ckpt_guard.action.event import EventError, RunContext, scope_for
+from ckpt_guard.action.github import GitHub, GitHubError
+from ckpt_guard.action.gitio import Git, GitError
+from ckpt_guard.action.release import download_assets, find_release, replace_asset
+from ckpt_guard.action.select import Selection, pull_lfs, select
+from ckpt_guard.action.settings import FailOn, Mode, Settings, SettingsError
+from ckpt_guard.exitcodes import Exit
+from ckpt_guard.report.markdown import Context, render_markdown
+from ckpt_guard.report.model import Report
+
+REPORT_DIR = "ckpt-guard-report"
+FORBIDDEN_HELP = (
+    "ckpt-guard could not comment on the pull request ({reason}). The report is in the job's "
+    "step summary. To get the comment: give the job `permissions: pull-requests: write`; for "
+    "pull requests from forks (whose token is read-only) upload the `ckpt-guard-report` "
+    "directory as an artifact and post it from a `workflow_run` job — see "
+    "docs/workflows/fork-safe-comment.yml.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ckpt-guard action",
+        description="Run as the GitHub Action. Reads INPUT_* and GITHUB_* from the "
+                    "environment (see docs/action.md); outside Actions set them by hand.")
+    parser.add_argument("--version", action="version", version=f"ckpt-guard {__version__}")
+    parser.parse_args(list(argv) if argv is not None else [])
+    wf = Workflow()
+    try:
+        settings = Settings.from_env()
+        ctx = RunContext.from_env()
+    except (SettingsError, EventError) as e:
+        wf.error(str(e), title="ckpt-guard")
+        return Exit.USAGE
+    try:
+        return Action(settings, ctx, wf).run()
+    except Exception as e:  # a bug must reach users as one line, not a traceback
+        if os.environ.get("CKPT_GUARD_DEBUG"):
+            raise
+        wf.error(f"internal error: {type(e).__name__}: {e} (set CKPT_GUARD_DEBUG=1 for the "
+                 "traceback and report it)", title="ckpt-guard")
+        return Exit.USAGE
+
+
+def overall_status(report: Report) -> str:
+    if any(f.status == "error" for f in report.files) and not any(
+            f.status == "fail" for f in report.files):
+        return "error"
+    if report.failed:
+        return "fail"
+    if report.warned:
+        return "warn"
+    if any(f.status == "fixed" for f in report.files):
+        return "fixed"
+    return "pass"
+
+
+def exit_code(report: Report, fail_on: FailOn) -> int:
+    if fail_on is FailOn.NEVER:
+        return Exit.OK
+    if report.failed or (fail_on is FailOn.WARN and report.warned):
+        return Exit.VIOLATIONS
+    return Exit.OK
+
+
+class Action:
+    def __init__(self, settings: Settings, ctx: RunContext, wf: Workflow) -> None:
+        self.s, self.ctx, self.wf = settings, ctx, wf
+        self.workspace = ctx.workspace
+        self.report_dir = self.workspace / REPORT_DIR
+        self._gh: GitHub | None = None
+
+    @property
+    def gh(self) -> GitHub:
+        if self._gh is None:
+            self._gh = GitHub(self.s.github_token, self.ctx.api_url)
+        return self._gh
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> int:
+        from ckpt_guard.policy import PolicyError
+
+        if self.ctx.event_name == "workflow_run":
+            return twophase.post(self.ctx, self.s, self.wf, self.gh, self.report_dir)
+        try:
+            policy = checking.load_policy(self.s.policy, self.workspace)
+        except PolicyError as e:
+            self.wf.error(str(e), title="ckpt-guard: policy")
+            self.wf.set_output("status", "error")
+            return Exit.USAGE
+        scope = scope_for(self.ctx, release_assets=self.s.release_assets)
+        self.wf.info(f"ckpt-guard {__version__}: {scope.why}")
+        if scope.kind == "release":
+            return self.release_gate(policy)
+        sel = select(scope, workspace=self.workspace, paths=self.s.paths,
+                     matches=lambda p: checking.matches(policy, p, self.workspace))
+        pointers = pull_lfs(sel, self.workspace, self.s.lfs)
+        for p in pointers:
+            self.wf.warning(f"{p} is a Git LFS pointer: only the pointer's size is known. Set "
+                            "`lfs: true` on actions/checkout (or `lfs: fetch` here) to check "
+                            "the real file.", file=p, title="ckpt-guard: LFS pointer")
+        for w in sel.warnings:
+            self.wf.warning(w, title="ckpt-guard")
+        for n in sel.notes:
+            self.wf.info(n)
+        self.wf.info(f"checking {len(sel.files)} file(s)")
+        report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
+            sel.files, policy, self.workspace)
+        context = self.markdown_context(sel)
+        self.publish(report, context)
+        if self.ctx.is_pull_request:
+            self.comment(report, context)
+        if self.s.mode is Mode.FIX and self.s.commit_fixes:
+            self.commit_fixes(report)
+        return exit_code(report, self.s.fail_on)
+
+    def markdown_context(self, sel: Selection) -> Context:
+        run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
+        return Context(base_sizes=sel.base_sizes, changed=sel.changed,
+                       base_label=sel.base_label,
+                       full_report=f"the job's step summary and `{REPORT_DIR}/report.json`",
+                       footer=f"<sub>ckpt-guard {__version__}{run}</sub>")
+
+    # -- reports, summary, annotations, outputs -------------------------------------------
+    def publish(self, report: Report, context: Context) -> None:
+        from ckpt_guard.report.json_report import render_json
+        from ckpt_guard.report.sarif import render_sarif
+
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        (self.report_dir / "report.json").write_text(render_json(report), encoding="utf-8")
+        (self.report_dir / "report.sarif").write_text(render_sarif(report), encoding="utf-8")
+        comment_md = render_markdown(report, context)
+        (self.report_dir / "comment.md").write_text(comment_md, encoding="utf-8")
+        if self.ctx.is_pull_request:
+            twophase.save_context(self.report_dir, self.ctx, context)
+        self.wf.add_summary(render_markdown(report, context, max_chars=SUMMARY_LIMIT - 4096))
+        self.annotate(report)
+        s = report.summary()
+        self.wf.set_output("status", overall_status(report))
+        self.wf.set_output("files_checked", s["files"])
+        self.wf.set_output("violations", s["failed"])
+        self.wf.set_output("bytes_total", s["bytes_total"])
+        self.wf.set_output("bytes_removable", s["bytes_removable"])
+        self.wf.set_output("bytes_saved", s.get("bytes_saved", 0))
+        self.wf.set_output("report_json", f"{REPORT_DIR}/report.json")
+        self.wf.info(f"ckpt-guard: {s['files']} checked, {s['failed']} failing, "
+                     f"{s['warned']} warning; reports in {REPORT_DIR}/")
+
+    def annotate(self, report: Report) -> None:
+        errors = [f for f in report.files if f.status in ("fail", "error")]
+        warns = [f for f in report.files if f.status == "warn"]
+        for kind, files in (("error", errors), ("warning", warns)):
+            acts = ("fail", "fix") if kind == "error" else ("warn",)
+            for fr in files[:ANNOTATION_LIMIT]:
+                found = [f for f in fr.findings if f.action in acts] or fr.findings
+                rules = ", ".join(sorted({f.rule for f in found}))
+                msg = "\n".join(f"{f.rule}: {f.message}" for f in found)
+                getattr(self.wf, kind)(msg or fr.status, file=fr.path,
+                                       title=f"ckpt-guard: {rules or fr.status}")
+            if len(files) > ANNOTATION_LIMIT:
+                self.wf.notice(f"{len(files) - ANNOTATION_LIMIT} more file(s) with "
+                               f"{kind}s are not annotated (GitHub shows at most "
+                               f"{ANNOTATION_LIMIT}); see the step summary.")
+
+    # -- PR comment -------------------------------------------------------------------
+    def comment(self, report: Report, context: Context) -> None:
+        wanted = self.s.comment if self.s.comment is not None else True
+        number = self.ctx.pr_number
+        if not wanted or number is None:
+            return
+        if not self.s.github_token:
+            self.wf.warning(FORBIDDEN_HELP.format(reason="no github_token"), title="ckpt-guard")
+            return
+        body = render_markdown(report, context)
+        res = upsert_comment(self.gh, self.ctx.repository, number, body,
+                             create=bool(report.files))
+        if res.action == "forbidden":
+            self.wf.warning(FORBIDDEN_HELP.format(reason=res.reason), title="ckpt-guard")
+        elif res.action == "failed":
+            self.wf.warning(f"ckpt-guard could not comment: {res.reason}", title="ckpt-guard")
+        else:
+            self.wf.info(f"PR comment {res.action}{': ' + res.url if res.url else ''}")
+
+    # -- fix mode: commit ---------------------------------------------------------------
+    def commit_fixes(self, report: Report) -> None:
+        fixed = [f.path for f in report.files if f.status == "fixed"]
+        if not fixed:
+            return
+        if not self.ctx.is_pull_request:
+            self.wf.notice("commit_fixes applies to pull requests; the fixed files are left "
+                           "in the workspace for later steps.")
+            return
+        if self.ctx.is_fork:
+            self.wf.warning("commit_fixes: not pushing to a fork's branch (the workflow's "
+                            "token cannot write there). The fixed files are in the workspace; "
+                            "ask the author to run `ckpt-guard fix`.", title="ckpt-guard")
+            return
+        git = Git(self.workspace)
+        head = git.head()
+        if self.ctx.head_sha and head != self.ctx.head_sha:
+            self.wf.warning("commit_fixes: the checkout is not the pull request's head commit "
+                            "(on pull_request it is a merge commit). Check out the head with "
+                            "actions/checkout `ref: ${{ github.head_ref }}` — see "
+                            "docs/workflows/fix-and-commit.yml.", title="ckpt-guard")
+            return
+        n = len(fixed)
+        msg = (f"ckpt-guard: strip training state from {n} weight file{'s' if n != 1 else ''}"
+               "\n\n" + "\n".join(f"- {p}" for p in fixed))
+        try:
+            sha = git.commit_and_push(fixed, msg, self.ctx.head_ref)
+        except GitError as e:
+            self.wf.warning(f"commit_fixes: could not commit and push: {e}", title="ckpt-guard")
+            return
+        self.wf.info(f"pushed {sha[:12]} to {self.ctx.head_ref} with {n} fixed file(s)")
+
+    # -- release gate ---------------------------------------------------------------------
+    def release_gate(self, policy) -> int:
+        try:
+            rel = find_release(self.gh, self.ctx.repository, payload_release=self.ctx.release,
+                               tag=self.ctx.tag)
+        except GitHubError as e:
+            self.wf.error(f"release gate: cannot list releases: {e}", title="ckpt-guard")
+            return Exit.USAGE
+        if rel is None:
+            self.wf.error("release gate: no release for this event (run on `release` events "
+                          "or on a tag with a draft release)", title="ckpt-guard")
+            return Exit.USAGE
+        tmp = Path(os.environ.get("RUNNER_TEMP") or tempfile.gettempdir())
+        dest = Path(tempfile.mkdtemp(prefix="ckpt-guard-assets-", dir=tmp))
+        gate = download_assets(self.gh, self.ctx.repository, rel, dest,
+                               lambda name: bool(policy.matches(name)))
+        for err in gate.errors:
+            self.wf.warning(f"release gate: {err}", title="ckpt-guard")
+        names = {str(a.path): a.name for a in gate.assets}
+        paths = [str(a.path) for a in gate.assets]
+        report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
+            paths, policy, dest)
+        by_name = {a.name: a for a in gate.assets}
+        for fr in report.files:
+            fr.path = names.get(str(dest / fr.path), fr.path)
+        if self.s.mode is Mode.FIX:
+            for fr in report.files:
+                if fr.status == "fixed":
+                    why = replace_asset(self.gh, self.ctx.repository, gate, by_name[fr.path])
+                    if why:
+                        self.wf.warning(f"release gate: {fr.path} not replaced: {why}",
+                                        title="ckpt-guard")
+                        fr.notes.append(f"not replaced in the release: {why}")
+                        fr.status = "fail"  # the release still ships the baggage
+                    else:
+                        self.wf.info(f"replaced release asset {fr.path}")
+        tag = rel.get("tag_name", "")
+        self.publish(report, Context(title=f"ckpt-guard release gate `{tag}`",
+                                     full_report=f"`{REPORT_DIR}/report.json`"))
+        (self.report_dir / "release.json").write_text(json.dumps(
+            {"tag": tag, "draft": gate.draft, "checked": [a.name for a in gate.assets],
+             "skipped": gate.skipped, "replaced": gate.replaced, "errors": gate.errors},
+            indent=2) + "\n", encoding="utf-8")
+        return exit_code(report, self.s.fail_on)

@@ -1,0 +1,122 @@
+"""Every ``INPUT_*`` the action reads, in one place, with typed values.
+
+The runner passes each input of ``action.yml`` as ``INPUT_<NAME>`` (upper-cased; our names use
+underscores so shells can read them too). Defaults here mirror ``action.yml``; a test keeps
+the two in step (tests/action/test_metadata.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Mode(str, Enum):
+    CHECK = "check"
+    FIX = "fix"
+
+
+class Lfs(str, Enum):
+    AUTO = "auto"
+    FETCH = "fetch"
+    OFF = "off"
+
+
+class FailOn(str, Enum):
+    FAIL = "fail"  # fail the job when a file fails the policy
+    WARN = "warn"  # … or only warns
+    NEVER = "never"  # report only
+
+
+class SettingsError(ValueError):
+    """An input has a value the action does not accept (message names the input)."""
+
+
+# Input name → default, exactly as documented in action.yml ("" = no default there).
+INPUTS: dict[str, str] = {
+    "policy": "",
+    "paths": "",
+    "mode": "check",
+    "comment": "auto",
+    "github_token": "",
+    "lfs": "auto",
+    "commit_fixes": "false",
+    "release_assets": "false",
+    "fail_on": "fail",
+}
+
+# Outputs written to GITHUB_OUTPUT, exactly as documented in action.yml.
+OUTPUTS: tuple[str, ...] = ("status", "files_checked", "violations", "bytes_total",
+                            "bytes_removable", "bytes_saved", "report_json")
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy: str | None
+    paths: tuple[str, ...]
+    mode: Mode
+    comment: bool | None  # None = auto: comment on pull requests
+    github_token: str
+    lfs: Lfs
+    commit_fixes: bool
+    release_assets: bool
+    fail_on: FailOn
+
+    def __repr__(self) -> str:  # never show the token, whatever prints a Settings
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__
+                           if k != "github_token")
+        return f"Settings({fields}, github_token={'***' if self.github_token else ''!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def raw(name: str) -> str:
+            return env.get(f"INPUT_{name.upper()}", INPUTS[name]).strip()
+
+        comment = raw("comment").lower()
+        token = raw("github_token") or env.get("GITHUB_TOKEN", "").strip()
+        return cls(
+            policy=raw("policy") or None,
+            paths=_split_paths(raw("paths")),
+            mode=_enum(Mode, "mode", raw("mode")),
+            comment=None if comment in ("auto", "") else _bool("comment", comment),
+            github_token=token,
+            lfs=_enum(Lfs, "lfs", "auto" if raw("lfs").lower() == "true" else raw("lfs")),
+            commit_fixes=_bool("commit_fixes", raw("commit_fixes")),
+            release_assets=_bool("release_assets", raw("release_assets")),
+            fail_on=_enum(FailOn, "fail_on", raw("fail_on")),
+        )
+
+
+def _split_paths(value: str) -> tuple[str, ...]:
+    """Globs one per line (YAML block scalar) or comma/space separated on one line."""
+    parts: list[str] = []
+    for line in value.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts.extend(p for p in line.replace(",", " ").split() if p)
+    return tuple(parts)
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise SettingsError(f"input {name!r} must be true or false, got {value!r}")
+
+
+def _enum(kind: type[Enum], name: str, value: str):  # type: ignore[no-untyped-def]
+    try:
+        return kind(value.strip().lower())
+    except ValueError:
+        allowed = "|".join(m.value for m in kind)
+        raise SettingsError(f"input {name!r} must be one of {allowed}, got {value!r}") from None

@@ -1,0 +1,101 @@
+"""The fork-safe two-phase comment.
+
+Phase 1 runs on ``pull_request`` with a read-only token (forks): it checks, writes
+``ckpt-guard-report/`` (report.json + context.json) and the workflow uploads it as an
+artifact. Phase 2 runs on ``workflow_run`` with a write token, downloads the artifact into the
+workspace and runs this action again, which posts the sticky comment.
+
+The artifact comes from untrusted code, so phase 2 trusts nothing in it: the comment is
+re-rendered from report.json by our own (escaping) renderer, the PR number must be an integer
+whose PR head is the commit the triggering run built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ckpt_guard.action.commands import Workflow
+from ckpt_guard.action.comment import upsert_comment
+from ckpt_guard.action.event import RunContext
+from ckpt_guard.action.github import GitHub, GitHubError
+from ckpt_guard.action.settings import Settings
+from ckpt_guard.exitcodes import Exit
+from ckpt_guard.report.markdown import Context, render_markdown
+from ckpt_guard.report.model import FileReport, Report, finding_from_dict
+
+CONTEXT_FILE = "context.json"
+
+
+def save_context(report_dir: Path, ctx: RunContext, context: Context) -> None:
+    data = {"pr_number": ctx.pr_number, "head_sha": ctx.head_sha,
+            "base_label": context.base_label,
+            "base_sizes": dict(context.base_sizes) if context.base_sizes is not None else None,
+            "changed": sorted(context.changed) if context.changed is not None else None}
+    (report_dir / CONTEXT_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def report_from_dict(d: dict[str, Any]) -> Report:
+    """Rebuild a :class:`Report` from its JSON form (the contract's names)."""
+    files = []
+    for f in d.get("files", []):
+        tb = f.get("tensor_bytes") or {}
+        files.append(FileReport(
+            path=str(f["path"]), format=str(f.get("format", "unknown")),
+            framework=str(f.get("framework", "generic")), size_bytes=int(f.get("size_bytes", 0)),
+            tensor_bytes_total=int(tb.get("total", 0)),
+            by_role={str(k): int(v) for k, v in (tb.get("by_role") or {}).items()},
+            by_dtype={str(k): int(v) for k, v in (tb.get("by_dtype") or {}).items()},
+            findings=[finding_from_dict(x) for x in f.get("findings", [])],
+            status=str(f.get("status", "pass")), bytes_removable=int(f.get("bytes_removable", 0)),
+            size_after=int(f["size_after"]) if f.get("size_after") is not None else None,
+            tensor_count=int(f.get("tensor_count", 0)),
+            notes=[str(n) for n in f.get("notes", [])],
+            details=f["details"] if isinstance(f.get("details"), dict) else {}))
+    return Report(files=files, policy_source=str(d.get("policy", "built-in")))
+
+
+def post(ctx: RunContext, s: Settings, wf: Workflow, gh: GitHub, report_dir: Path) -> int:
+    """Phase 2: post the comment for the artifact found in ``report_dir``. Never fails the
+    job over the comment; exits 2 only when the artifact is missing or malformed."""
+    try:
+        report = report_from_dict(json.loads((report_dir / "report.json").read_text("utf-8")))
+        meta = json.loads((report_dir / CONTEXT_FILE).read_text("utf-8"))
+        number = meta.get("pr_number")
+        if not isinstance(number, int) or number <= 0:
+            raise ValueError("pr_number is not a positive integer")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        wf.error(f"workflow_run: no usable ckpt-guard report in {report_dir.name}/ ({e}); "
+                 "download the phase-1 artifact into it first", title="ckpt-guard")
+        return Exit.USAGE
+    run = ctx.payload.get("workflow_run") or {}
+    expected = str(run.get("head_sha", ""))
+    try:
+        pr = gh.get_json(f"/repos/{ctx.repository}/pulls/{number}")
+    except GitHubError as e:
+        wf.warning(f"workflow_run: cannot read pull request #{number}: {e}", title="ckpt-guard")
+        return Exit.OK
+    if expected and (pr.get("head") or {}).get("sha") != expected:
+        wf.warning(f"workflow_run: pull request #{number} is not at {expected[:12]} (the commit "
+                   "the report is about); not commenting", title="ckpt-guard")
+        return Exit.OK
+    sizes = meta.get("base_sizes")
+    context = Context(
+        base_sizes={str(k): (int(v) if v is not None else None) for k, v in sizes.items()}
+        if isinstance(sizes, dict) else None,
+        changed=[str(p) for p in meta["changed"]] if isinstance(meta.get("changed"), list)
+        else None,
+        base_label=re.sub(r"[^\w./`-]", "", str(meta.get("base_label", "base")))[:100] or "base",
+        full_report="the triggering run's step summary and its `ckpt-guard-report` artifact")
+    res = upsert_comment(gh, ctx.repository, number, render_markdown(report, context),
+                         create=bool(report.files))
+    if res.action in ("forbidden", "failed"):
+        wf.warning(f"workflow_run: could not comment on #{number}: {res.reason}",
+                   title="ckpt-guard")
+    else:
+        wf.info(f"PR #{number} comment {res.action}{': ' + res.url if res.url else ''}")
+    if s.comment is False:
+        wf.info("(comment: false is ignored on workflow_run: posting is this phase's job)")
+    return Exit.OK

@@ -1,0 +1,297 @@
+"""The Markdown report: ``check --format markdown``, the step summary and the PR comment.
+
+Layout (after compressed-size-action's size report): a headline with total weight bytes, the
+change against the base, the training baggage found and what a fix would remove; a table of
+the changed weight files (size, Δ vs base, what each carries, verdict); one collapsed
+``<details>`` per file (framework, roles, dtypes, findings); unchanged files collapsed at the
+end. The whole text stays under ``max_chars`` whatever the number of files: what does not fit
+is left out with a note pointing at the full report.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from ckpt_guard import __version__
+from ckpt_guard.report.model import FileReport, Report
+from ckpt_guard.report.units import format_bytes, format_percent
+
+COMMENT_LIMIT = 65_536  # GitHub's cap on a comment body
+DEFAULT_MAX_CHARS = 60_000  # leaves room for the sticky marker and a footer
+
+BAGGAGE_ROLES = ("optimizer", "ema", "scheduler", "scaler", "rng")
+ROLE_LABELS = {"optimizer": "optimizer", "ema": "EMA", "scheduler": "scheduler",
+               "scaler": "scaler", "rng": "RNG", "weights": "weights", "other": "other"}
+ICONS = {"error": "💥", "fail": "❌", "warn": "⚠️", "fixed": "🔧", "pass": "✅"}
+_ORDER = {"error": 0, "fail": 1, "warn": 2, "fixed": 3, "pass": 4}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the report is about beyond the files: sizes at the base commit (``None`` = the
+    file is new there; a path absent from the mapping = unknown), which paths changed
+    (``None`` = all shown as changed), where the full report lives, a title."""
+
+    base_sizes: Mapping[str, int | None] | None = None
+    changed: Collection[str] | None = None
+    base_label: str = "base"
+    full_report: str = ""  # e.g. "the step summary and `ckpt-guard-report/report.json`"
+    title: str = "ckpt-guard"
+    footer: str = ""
+
+
+def _cell(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "&#124;").replace("\n", " ")
+
+
+def _code(path: str) -> str:
+    return f"<code>{_cell(path)}</code>"
+
+
+def _signed(n: int) -> str:
+    return ("+" if n > 0 else "") + format_bytes(n) if n else "0 B"
+
+
+def size_of(fr: FileReport) -> int:
+    """The file's size as users think of it: after a fix when fixed; for a Git LFS pointer,
+    the size of the object it stands for (from the pointer), not the pointer's ~130 bytes."""
+    if fr.size_after is not None:
+        return fr.size_after
+    if fr.format == "lfs-pointer":
+        for f in fr.findings:
+            size = f.detail.get("size") if f.rule == "lfs-pointer" else None
+            if isinstance(size, int):
+                return size
+    return fr.size_bytes
+
+
+def baggage(fr: FileReport) -> int:
+    return sum(fr.by_role.get(r, 0) for r in BAGGAGE_ROLES)
+
+
+def carries(fr: FileReport) -> str:
+    """What training baggage the file carries (for a fixed file: what the fix removed)."""
+    if fr.status == "fixed":
+        fix = fr.details.get("fix") if isinstance(fr.details.get("fix"), dict) else {}
+        removed = fix.get("removed") if isinstance(fix.get("removed"), dict) else {}
+        parts = [f"{ROLE_LABELS.get(r, r)} {format_bytes(n)}"
+                 for r, n in removed.items() if isinstance(n, int) and n]
+        cast = fix.get("cast_bytes")
+        if isinstance(cast, int) and cast:
+            parts.append(f"cast {format_bytes(cast)}")
+        if parts:
+            return "removed " + " · ".join(parts)
+    parts = [f"{ROLE_LABELS[r]} {format_bytes(fr.by_role[r])}"
+             for r in BAGGAGE_ROLES if fr.by_role.get(r)]
+    fp32 = fr.by_dtype.get("float32", 0)
+    if fp32:
+        parts.append(f"FP32 {format_bytes(fp32)}")
+    text = " · ".join(parts) if parts else "—"
+    return f"before the fix: {text}" if fr.status == "fixed" and parts else text
+
+
+def verdict(fr: FileReport) -> str:
+    rules = sorted({f.rule for f in fr.findings
+                    if f.action in (("fail", "fix") if fr.status in ("fail", "error")
+                                    else ("warn",))})
+    text = f"{ICONS.get(fr.status, '')} {fr.status}"
+    if rules and fr.status in ("fail", "error", "warn"):
+        text += ": " + ", ".join(rules)
+    if any(f.fixable and f.action in ("fail", "fix") for f in fr.findings) \
+            and fr.status != "fixed":
+        text += " (fixable)"
+    return text
+
+
+def _delta(fr: FileReport, ctx: Context) -> str:
+    if ctx.base_sizes is None or fr.path not in ctx.base_sizes:
+        return "—"
+    base = ctx.base_sizes[fr.path]
+    if base is None:
+        return "new"
+    d = size_of(fr) - base
+    pct = f" ({'+' if d > 0 else '-' if d < 0 else ''}{format_percent(abs(d), base)})" \
+        if base and d else ""
+    return _signed(d) + pct
+
+
+def _headline(files: list[FileReport], report: Report, ctx: Context) -> str:
+    failed = sum(1 for f in files if f.status in ("fail", "error"))
+    warned = sum(1 for f in files if f.status == "warn")
+    fixed = sum(1 for f in files if f.status == "fixed")
+    n = len(files)
+    files_word = f"weight file{'s' if n != 1 else ''}"
+    if not n:
+        state = "✅ no weight files to check"
+    elif failed:
+        state = f"❌ {failed} of {n} {files_word} fail{'s' if n == 1 else ''} the policy"
+    elif warned:
+        state = f"⚠️ {warned} of {n} {files_word} with warnings"
+    elif fixed:
+        state = f"🔧 {fixed} of {n} {files_word} fixed; all pass the policy"
+    else:
+        state = f"✅ all clear: {n} {files_word} pass{'es' if n == 1 else ''} the policy"
+    if fixed and (failed or warned):
+        state += f" · 🔧 {fixed} fixed"
+    lines = [f"### {ctx.title}: {state}", ""]
+    if not n:
+        return "\n".join(lines)
+    total = sum(size_of(f) for f in files)
+    facts = [f"**Weights:** {format_bytes(total)}"]
+    if ctx.base_sizes is not None:
+        known = [f for f in files if f.path in ctx.base_sizes]
+        if known:
+            now = sum(size_of(f) for f in known)
+            before = sum(ctx.base_sizes[f.path] or 0 for f in known)
+            facts.append(f"**Change vs {ctx.base_label}:** {_signed(now - before)}")
+    # A fixed file no longer carries what it was fixed for.
+    carrying = [f for f in files if baggage(f) and f.status != "fixed"]
+    bag = sum(baggage(f) for f in carrying)
+    facts.append(f"**Training baggage:** {format_bytes(bag)} in {len(carrying)} file"
+                 f"{'s' if len(carrying) != 1 else ''}" if bag else "**Training baggage:** none")
+    removable = sum(f.bytes_removable for f in files if f.status != "fixed")
+    if removable:
+        facts.append(f"**A fix would remove:** {format_bytes(removable)}")
+    saved = sum(f.size_bytes - f.size_after for f in files if f.size_after is not None)
+    if saved:
+        facts.append(f"**Saved by fixing:** {format_bytes(saved)}")
+    lines.append(" · ".join(facts))
+    return "\n".join(lines)
+
+
+def _table_head(ctx: Context) -> str:
+    if ctx.base_sizes is None:  # no base to compare with (CLI, release gate): no Δ column
+        return "| File | Size | Carries | Verdict |\n|---|---:|---|---|"
+    return "| File | Size | Δ vs base | Carries | Verdict |\n|---|---:|---:|---|---|"
+
+
+def _row(fr: FileReport, ctx: Context) -> str:
+    size = format_bytes(size_of(fr))
+    if fr.size_after is not None and fr.size_after != fr.size_bytes:
+        size = f"{format_bytes(fr.size_bytes)} → {size}"
+    delta = "" if ctx.base_sizes is None else f" {_delta(fr, ctx)} |"
+    return (f"| {_code(fr.path)} | {size} |{delta} "
+            f"{_cell(carries(fr))} | {_cell(verdict(fr))} |")
+
+
+def _details(fr: FileReport) -> str:
+    out = [f"<details><summary>{_code(fr.path)} — {_cell(verdict(fr))}</summary>", ""]
+    facts = [f"format `{fr.format}`", f"framework **{fr.framework}**"]
+    if fr.tensor_count:
+        facts.append(f"{fr.tensor_count} tensors")
+    facts.append(f"{format_bytes(fr.tensor_bytes_total)} of tensors in "
+                 f"{format_bytes(fr.size_bytes)}")
+    out += [", ".join(facts), ""]
+    total = fr.tensor_bytes_total or sum(fr.by_role.values())
+    if fr.by_role:
+        out += ["| Role | Bytes | Share |", "|---|---:|---:|"]
+        for role, n in sorted(fr.by_role.items(), key=lambda kv: -kv[1]):
+            out.append(f"| {ROLE_LABELS.get(role, _cell(role))} | {format_bytes(n)} | "
+                       f"{format_percent(n, total)} |")
+        out.append("")
+    if fr.by_dtype:
+        out += ["| dtype | Bytes | Share |", "|---|---:|---:|"]
+        for dtype, n in sorted(fr.by_dtype.items(), key=lambda kv: -kv[1]):
+            out.append(f"| {_cell(dtype)} | {format_bytes(n)} | {format_percent(n, total)} |")
+        out.append("")
+    if fr.findings:
+        out.append("**Findings**")
+        out.append("")
+        for f in fr.findings:
+            icon = {"fail": "❌", "fix": "❌", "warn": "⚠️"}.get(f.action, "•")
+            extra = [f.action] + (["fixable"] if f.fixable else [])
+            size = f" — {format_bytes(f.bytes)}" if f.bytes else ""
+            out.append(f"- {icon} **{f.rule}** ({', '.join(extra)}): {_cell(f.message)}{size}")
+        out.append("")
+    for note in fr.notes:
+        out.append(f"> {_cell(note)}")
+    if fr.notes:
+        out.append("")
+    out.append("</details>")
+    return "\n".join(out)
+
+
+def _unchanged(files: list[FileReport], shown: int) -> str:
+    rows = "\n".join(f"| {_code(f.path)} | {format_bytes(size_of(f))} | {_cell(verdict(f))} |"
+                     for f in files[:shown])
+    more = len(files) - shown
+    note = f"\n\n… and {more} more (left out to fit)" if more > 0 else ""
+    return (f"<details><summary>{len(files)} unchanged weight file"
+            f"{'s' if len(files) != 1 else ''}</summary>\n\n"
+            f"| File | Size | Verdict |\n|---|---:|---|\n{rows}{note}\n\n</details>")
+
+
+def sort_files(files: list[FileReport]) -> list[FileReport]:
+    return sorted(files, key=lambda f: (_ORDER.get(f.status, 5), -f.size_bytes, f.path))
+
+
+def render_markdown(report: Report, context: Context | None = None, *,
+                    max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """The report as GitHub-flavoured Markdown, at most ``max_chars`` characters."""
+    ctx = context or Context()
+    files = sort_files(report.files)
+    if ctx.changed is None:
+        changed, unchanged = files, []
+    else:
+        wanted = set(ctx.changed)
+        changed = [f for f in files if f.path in wanted]
+        unchanged = [f for f in files if f.path not in wanted]
+
+    head = _headline(changed + unchanged, report, ctx)
+    footer = ctx.footer or (f"<sub>ckpt-guard {__version__} · policy: "
+                            f"{_cell(report.policy_source)}</sub>")
+    where = ctx.full_report or "the JSON report"
+    reserve = 300  # room for the truncation note
+    budget = max_chars - len(head) - len(footer) - reserve
+    parts: list[str] = []
+    omitted_rows = omitted_details = 0
+
+    if changed:
+        rows: list[str] = []
+        head_row = _table_head(ctx)
+        used = len(head_row) + 2
+        for fr in changed:
+            r = _row(fr, ctx)
+            if used + len(r) + 1 > budget:
+                omitted_rows += 1
+                continue
+            rows.append(r)
+            used += len(r) + 1
+        table = head_row + "\n" + "\n".join(rows)
+        parts.append(table)
+        budget -= len(table) + 2
+        details: list[str] = []
+        for fr in changed:
+            d = _details(fr)
+            if len(d) + 2 > budget:
+                omitted_details += 1
+                continue
+            details.append(d)
+            budget -= len(d) + 2
+        if details:
+            parts.append("\n\n".join(details))
+    if unchanged:
+        shown = len(unchanged)
+        block = _unchanged(unchanged, shown)
+        while len(block) + 2 > budget and shown > 0:
+            shown = max(0, shown - max(1, len(unchanged) // 10))
+            block = _unchanged(unchanged, shown)
+        if len(block) + 2 <= budget:
+            parts.append(block)
+        else:
+            omitted_rows += len(unchanged)
+    if omitted_rows or omitted_details:
+        what = []
+        if omitted_rows:
+            what.append(f"{omitted_rows} file row{'s' if omitted_rows != 1 else ''}")
+        if omitted_details:
+            what.append(f"details of {omitted_details} file{'s' if omitted_details != 1 else ''}")
+        parts.append(f"> **Truncated** to stay under GitHub's size limit: "
+                     f"{' and '.join(what)} left out. The full report is in {where}.")
+    body = "\n\n".join([head, *parts, footer]) + "\n"
+    if len(body) > max_chars:  # a pathological path or message: hard cut, still valid text
+        note = f"\n\n> **Truncated**: see {where}.\n"
+        body = body[: max_chars - len(note)] + note
+    return body
