@@ -177,6 +177,8 @@ def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
     fr.format = ckpt.format
     fr.framework = analysis.framework
     fr.size_bytes = ckpt.size_bytes
+    if ckpt.format == "lfs-pointer" and isinstance(ckpt.metadata.get("size"), int):
+        fr.size_bytes = ckpt.metadata["size"]  # the weights' size, not the pointer's
     fr.tensor_bytes_total = analysis.tensor_bytes_total
     fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
     fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
