@@ -1,0 +1,95 @@
+"""The rewrite entry points: fix one file (torch or safetensors), or a checkpoint directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.rewrite.directories import fix_directory
+from ckpt_guard.rewrite.fix import FixError, ProgressCounter, decide_overflow, fix_torch
+from ckpt_guard.rewrite.pickle_writer import PickleWriteError
+from ckpt_guard.rewrite.plan import Plan, make_plan, rule
+from ckpt_guard.rewrite.result import FixResult
+from ckpt_guard.rewrite.safetensors import convert_to_safetensors, fix_safetensors
+from ckpt_guard.rewrite.storage_io import InputChanged
+from ckpt_guard.rewrite.verify import VerifyError
+
+ProgressFn = Callable[[int, int], None]
+_DEBUG_ENV = "CKPT_GUARD_DEBUG"
+_REWRITABLE = ("torch-zip", "torch-legacy", "safetensors")
+_EXPECTED = (FixError, VerifyError, PickleWriteError, InputChanged, UnreadableError, OSError,
+             ValueError)
+
+
+def plan_fix(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
+    """What a fix would strip and cast (no I/O beyond what the analysis already did)."""
+    return make_plan(analysis, rules)
+
+
+def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
+             out_path: str | None = None, dry_run: bool = False,
+             progress: ProgressFn | None = None, convert: str | None = None) -> FixResult:
+    """Apply the ``fix`` rules to one weight file.
+
+    In place by default (temporary file beside it, fsync, verify with our own reader,
+    ``os.replace``, mode kept); with ``out_path`` the result goes there and ``path`` is only
+    read. Never writes an output larger than the input in place.
+
+    ``convert="safetensors"`` (or a rule option ``convert: safetensors``) writes a
+    state-dict style torch file's result as safetensors instead, to ``out_path`` or beside
+    the input with a ``.safetensors`` suffix; the input itself is kept.
+    """
+    ckpt = analysis.checkpoint
+    size = ckpt.size_bytes
+    if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir"):
+        return fix_directory(path, analysis, rules, dry_run=dry_run)
+    if ckpt.format not in _REWRITABLE:
+        return FixResult(path=path, size_before=size, size_after=size,
+                         notes=(f"{ckpt.format} files are not rewritten",))
+    try:
+        plan = make_plan(analysis, rules)
+        if not plan.changed and not (convert or _option(rules, "convert")):
+            return FixResult(path=path, size_before=size, size_after=size,
+                             kept_fp32=tuple(plan.kept_fp32), notes=tuple(plan.notes))
+        if out_path is not None:
+            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        convert = convert or _option(rules, "convert")
+        if convert == "safetensors" and ckpt.format != "safetensors":
+            target = out_path or str(Path(path).with_suffix(".safetensors"))
+            return convert_to_safetensors(path, analysis, plan, target, dry_run=dry_run,
+                                          progress=progress, decide_overflow=decide_overflow,
+                                          progress_cls=ProgressCounter)
+        if ckpt.format == "safetensors":
+            return fix_safetensors(path, analysis, plan, out_path=out_path, dry_run=dry_run,
+                                   progress=progress, decide_overflow=decide_overflow,
+                                   progress_cls=ProgressCounter)
+        return fix_torch(path, analysis, plan, out_path=out_path, dry_run=dry_run,
+                         progress=progress)
+    except _EXPECTED as e:
+        return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
+    except Exception as e:  # a bug must not become a traceback for users (nor lose data)
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        return FixResult(path=path, size_before=size, size_after=size,
+                         error=f"internal error while fixing: {type(e).__name__}: "
+                               f"{_one_line(e)}")
+
+
+def _option(rules: Mapping[str, Any], name: str) -> str | None:
+    """An option any rule carries (``convert: safetensors``)."""
+    for rid in rules:
+        value = rule(rules, rid).options.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,174 @@
+"""Decide what a fix does to one file: which subtrees to strip (following the producing
+framework's own inference convention) and which storages to cast.
+
+The plan works on a copy of the reader's tree (containers and opaque objects copied, tensor
+references, storages and globals shared), so the caller's :class:`Checkpoint` stays as read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
+from ckpt_guard.rewrite.strip import Rule, Stripper, rule
+from ckpt_guard.rewrite.tree_ops import copy_tree, path_text, storages_of, tensor_storages, walk
+
+__all__ = ["CastItem", "Plan", "Rule", "make_plan", "rule"]
+
+CASTABLE_ROLES = frozenset({"weights", "ema"})
+CASTABLE_KINDS = frozenset({"tensor", "parameter"})
+ROLE_ORDER = ("weights", "ema", "optimizer", "scheduler", "scaler", "rng", "other")
+
+# Structural keep-fp32 (while the policy keeps the built-in globs): normalization layers.
+_NORM_NAME = re.compile(r"(?i)(norm|^(bn|ln|gn)(_?\d+|_f)?$)")
+_NORM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var",
+                          "num_batches_tracked"})
+
+
+@dataclass
+class CastItem:
+    storage: Storage
+    paths: list[str]
+    target: str
+
+
+@dataclass
+class Plan:
+    root: Any
+    removed: dict[str, int] = field(default_factory=dict)  # role → bytes no longer stored
+    cast: list[CastItem] = field(default_factory=list)
+    kept_fp32: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # "optimizer → None", …
+    notes: list[str] = field(default_factory=list)
+    on_overflow: str = "keep"
+
+    @property
+    def strips(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes or self.cast)
+
+
+def _role_by_storage(analysis: Analysis) -> dict[str, str]:
+    rank = {r: i for i, r in enumerate(ROLE_ORDER)}
+    out: dict[str, str] = {}
+    for entry in analysis.tensors:
+        for st in tensor_storages(entry.ref):
+            cur = out.get(st.key)
+            if cur is None or rank.get(entry.role, 99) < rank.get(cur, 99):
+                out[st.key] = entry.role
+    return out
+
+
+def _norm_prefixes(tensors: list[tuple[str, TensorRef]]) -> set[str]:
+    """Module prefixes that are normalization layers: they hold running stats (BatchNorm),
+    their ``weight`` is one-dimensional (BatchNorm, LayerNorm, GroupNorm, RMSNorm — linear
+    and conv weights never are), or their name says so (``bn1``, ``LayerNorm``, ``ln_f``)."""
+    out: set[str] = set()
+    for p, ref in tensors:
+        prefix, _, leaf = p.rpartition(".")
+        if leaf in ("running_mean", "running_var") or (
+                leaf == "weight" and len(ref.shape) == 1) or (
+                leaf in _NORM_LEAVES and _NORM_NAME.search(prefix.rpartition(".")[2])):
+            out.add(prefix)
+    return out
+
+
+def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
+    if not fp32.fixes:
+        return
+    if analysis.checkpoint.byteorder != "little":
+        plan.notes.append("big-endian storages are not cast")
+        return
+    target = str(fp32.options.get("cast-to", "float16"))
+    globs = tuple(fp32.options.get("keep-fp32", ()))
+    structural = "keep-fp32" not in fp32.options or (bool(globs)
+                                                     and globs == _default_keep_fp32())
+    roles = _role_by_storage(analysis)
+    by_storage: dict[int, tuple[Storage, list[tuple[str, TensorRef]]]] = {}
+
+    def visit(path: tuple, node: Any, inh: Any) -> Any:
+        if isinstance(node, TensorRef):
+            for st in tensor_storages(node):
+                by_storage.setdefault(id(st), (st, []))[1].append((path_text(path), node))
+        return None
+
+    walk(plan.root, visit)
+    everything = [pr for _, refs in by_storage.values() for pr in refs]
+    norms = _norm_prefixes(everything) if structural else set()
+    for st, refs in by_storage.values():
+        if st.dtype != "float32":
+            continue
+        paths = sorted({p for p, _ in refs})
+        if roles.get(st.key, "weights" if not analysis.tensors else "") not in CASTABLE_ROLES:
+            continue
+        odd = [p for p, r in refs if r.kind not in CASTABLE_KINDS or r.dtype != "float32"]
+        if odd:
+            plan.kept_fp32.extend((p, f"shares its storage with {odd[0]}") for p in paths
+                                  if p not in odd)
+            continue
+        reason = None
+        for p in paths:
+            glob = _match(p, globs)
+            if glob is not None:
+                reason = f"keep-fp32 '{glob}'"
+                break
+            if p.rpartition(".")[0] in norms and p.rpartition(".")[2] in _NORM_LEAVES:
+                reason = "normalization layer"
+                break
+        if reason is not None:
+            plan.kept_fp32.extend((p, reason) for p in paths)
+            continue
+        plan.cast.append(CastItem(st, paths, target))
+
+
+def _default_keep_fp32() -> tuple[str, ...] | None:
+    """The built-in policy's keep-fp32 globs: while a policy keeps them, layers that hold
+    running statistics (BatchNorm under any name, e.g. ``model.1`` in a Sequential) are
+    kept FP32 too, which name globs alone cannot see."""
+    try:
+        from ckpt_guard.policy import builtin_policy
+
+        cfg = builtin_policy().rules.get("fp32-payload")
+    except (ImportError, AttributeError):
+        return None
+    return tuple(cfg.options.get("keep-fp32", ())) if cfg is not None else None
+
+
+def _match(path: str, globs: tuple[str, ...]) -> str | None:
+    from fnmatch import fnmatchcase
+
+    low = path.lower()
+    for g in globs:
+        if fnmatchcase(low, g.lower()):
+            return g
+    return None
+
+
+def make_plan(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
+    """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig) does."""
+    ckpt = analysis.checkpoint
+    fp32 = rule(rules, "fp32-payload")
+    plan = Plan(root=copy_tree(ckpt.root),
+                on_overflow=str(fp32.options.get("on-overflow", "keep")))
+    stripper = Stripper(plan, rules)
+    if ckpt.format != "safetensors":
+        m = as_mapping(plan.root)
+        if m is not None:
+            stripper.framework(analysis.framework, m)
+        stripper.roles(plan.root, analysis)
+    before = storages_of(ckpt.root)
+    after = storages_of(plan.root)
+    roles = _role_by_storage(analysis)
+    for sid, st in before.items():
+        if sid not in after:
+            role = roles.get(st.key, "other")
+            plan.removed[role] = plan.removed.get(role, 0) + st.nbytes
+    _plan_casts(plan, analysis, fp32)
+    return plan

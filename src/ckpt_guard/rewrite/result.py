@@ -1,0 +1,45 @@
+"""What fixing one path did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """The outcome of :func:`ckpt_guard.rewrite.fix_file` for one path.
+
+    ``changed``: the file was (or, with ``dry_run``, would be) rewritten. ``size_after`` is
+    the output's size (projected in a dry run; equal to ``size_before`` when unchanged).
+    ``removed`` maps role → bytes of storages no longer in the file; ``cast_bytes`` is how many
+    FP32 bytes were cast (they now take half). ``kept_fp32`` lists tensors left FP32 and why.
+    ``error`` set means nothing was written and the original is untouched.
+    """
+
+    path: str
+    changed: bool = False
+    size_before: int = 0
+    size_after: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    cast_bytes: int = 0
+    cast_to: str | None = None
+    kept_fp32: tuple[tuple[str, str], ...] = ()
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+    changes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+    out_path: str | None = None
+    dry_run: bool = False
+    removed_files: tuple[str, ...] = ()  # directories: training files deleted
+
+    @property
+    def saved(self) -> int:
+        return max(0, self.size_before - self.size_after) if self.changed else 0
+
+    @property
+    def status(self) -> str:
+        """``error`` | ``fixed`` | ``unchanged``."""
+        if self.error:
+            return "error"
+        return "fixed" if self.changed else "unchanged"

@@ -1,0 +1,210 @@
+"""Strip training state from a (copied) tree, following each framework's own inference
+convention (shared/notes/frameworks.md), then generically by the roles analysis found."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.analyze.walk import children
+from ckpt_guard.read.tree import TensorRef, as_mapping
+from ckpt_guard.rewrite.tree_ops import assign, path_text
+
+if TYPE_CHECKING:
+    from ckpt_guard.rewrite.plan import Plan
+
+# Roles a strip removes, and the rule that governs each.
+ROLE_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
+             "scaler": "training-state", "rng": "training-state"}
+_LIGHTNING_SCALER = re.compile(r"(Precision(Plugin)?|amp_scaling_state)$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The part of a policy rule a fix needs (duck-typed from ``policy.RuleConfig``)."""
+
+    action: str = "off"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fixes(self) -> bool:
+        return self.action == "fix"
+
+
+def rule(rules: Mapping[str, Any], rule_id: str) -> Rule:
+    """``rules[rule_id]`` as a :class:`Rule`; accepts RuleConfig objects or plain dicts."""
+    cfg = rules.get(rule_id)
+    if cfg is None:
+        return Rule()
+    if isinstance(cfg, str):
+        return Rule(cfg)
+    if isinstance(cfg, Mapping):
+        return Rule(str(cfg.get("action", "off")),
+                    {k: v for k, v in cfg.items() if k != "action"})
+    return Rule(str(getattr(cfg, "action", "off")), dict(getattr(cfg, "options", {}) or {}))
+
+
+@dataclass
+
+
+class Stripper:
+    def __init__(self, plan: Plan, rules: Mapping[str, Any]):
+        self.plan = plan
+        self.opt = rule(rules, "optimizer-state")
+        self.train = rule(rules, "training-state")
+        self.ema = rule(rules, "ema-duplicate")
+
+    def _set(self, m: dict, key: str, value: Any, what: str, only_present: bool = True) -> None:
+        if key not in m:
+            return
+        cur = m[key]
+        if only_present and (cur is None or cur == value):
+            return
+        m[key] = value
+        self.plan.changes.append(f"{key} → {what}")
+
+    def _del(self, m: dict, key: str) -> None:
+        if key in m:
+            del m[key]
+            self.plan.changes.append(f"{key} removed")
+
+    def _ema_moves(self, m: dict, ema_key: str, weights_key: str) -> bool:
+        """ema-duplicate: the EMA replaces the weights (``keep: ema``), or is dropped
+        (``keep: weights``) — unless there are no other weights (ultralytics' ``model: None``
+        during training), then it becomes them anyway. True when ``ema_key`` is to go."""
+        if not (self.ema.fixes and m.get(ema_key) is not None):
+            return False
+        if self.ema.options.get("keep", "ema") == "ema" or m.get(weights_key) is None:
+            if self.ema.options.get("keep", "ema") != "ema":
+                self.plan.notes.append(f"{ema_key} kept as the weights: {weights_key} is empty")
+            m[weights_key] = m[ema_key]
+            self.plan.changes.append(f"{ema_key} → {weights_key}")
+        return True
+
+    def framework(self, fw: str, m: dict) -> None:
+        handler = getattr(self, "_fw_" + fw.replace("-", "_"), None)
+        if handler is not None:
+            handler(m)
+
+    def _fw_ultralytics(self, m: dict) -> None:
+        # ultralytics/yolov5 strip_optimizer(): EMA becomes the model, the rest set to None.
+        if self._ema_moves(m, "ema", "model"):
+            self._set(m, "ema", None, "None")
+            self._set(m, "updates", None, "None")
+        if self.opt.fixes:
+            self._set(m, "optimizer", None, "None")
+        if self.train.fixes:
+            for key in ("best_fitness", "scaler"):
+                self._set(m, key, None, "None")
+            self._set(m, "epoch", -1, "-1")
+
+    _fw_yolov5 = _fw_ultralytics
+
+    def _fw_lightning(self, m: dict) -> None:
+        # What Lightning's own save_weights_only omits.
+        if self.opt.fixes:
+            self._del(m, "optimizer_states")
+        if self.train.fixes:
+            self._del(m, "lr_schedulers")
+            for key in [k for k in m if isinstance(k, str) and _LIGHTNING_SCALER.search(k)]:
+                self._del(m, key)
+
+    def _fw_rfdetr(self, m: dict) -> None:
+        if "pytorch-lightning_version" in m or "loops" in m:
+            self._fw_lightning(m)
+        # Pre-Lightning: checkpoint_best_total.pth keeps {model, args}.
+        if self._ema_moves(m, "ema_model", "model"):
+            self._del(m, "ema_model")
+        if self.opt.fixes:
+            self._del(m, "optimizer")
+        if self.train.fixes and "state_dict" not in m:
+            self._del(m, "lr_scheduler")
+            self._del(m, "epoch")
+
+    def _fw_timm(self, m: dict) -> None:
+        # clean_checkpoint.py: state_dict_ema (or state_dict) is the weights.
+        if self._ema_moves(m, "state_dict_ema", "state_dict"):
+            self._del(m, "state_dict_ema")
+        if self.opt.fixes:
+            self._del(m, "optimizer")
+        if self.train.fixes:
+            self._del(m, "amp_scaler")
+            self._del(m, "amp")
+
+    def _fw_mmengine(self, m: dict) -> None:
+        # publish_model.py keeps meta + state_dict. EMAHook already swapped EMA into state_dict.
+        if self.ema.fixes and m.get("ema_state_dict") is not None:
+            if self.ema.options.get("keep", "ema") == "weights":
+                ema_sd = as_mapping(m["ema_state_dict"]) or {}
+                sd = as_mapping(m.get("state_dict"))
+                if sd is not None:
+                    for k in list(sd):
+                        if f"module.{k}" in ema_sd:
+                            sd[k] = ema_sd[f"module.{k}"]
+                    self.plan.changes.append("state_dict ← raw weights from ema_state_dict")
+            self._del(m, "ema_state_dict")
+        if self.opt.fixes:
+            self._del(m, "optimizer")
+        if self.train.fixes:
+            self._del(m, "param_schedulers")
+            self._del(m, "message_hub")
+
+    def _fw_detectron2(self, m: dict) -> None:
+        if self.opt.fixes:
+            self._del(m, "optimizer")
+            inner = as_mapping((as_mapping(m.get("trainer")) or {}).get("_trainer"))
+            if inner is not None and "optimizer" in inner:
+                del inner["optimizer"]
+                self.plan.changes.append("trainer._trainer.optimizer removed")
+        if self.train.fixes:
+            self._del(m, "scheduler")
+            self._del(m, "trainer")
+
+    def roles(self, root: Any, analysis: Analysis) -> None:
+        """Generic: every remaining subtree whose role a fixing rule covers becomes None."""
+        targets: dict[str, str] = {}
+        for sub in analysis.subtrees:
+            rid = ROLE_RULE.get(sub.role)
+            if sub.role == "ema" and self.ema.fixes \
+                    and self.ema.options.get("keep", "ema") == "weights":
+                rid = "ema-duplicate"
+            if rid is None or not rule_fixes(self, rid):
+                continue
+            if sub.path == "":
+                self.plan.notes.append(f"the whole file is {sub.role} state; not stripped"
+                                       " (remove the file instead)")
+                continue
+            targets[sub.path] = sub.role
+        if not targets:
+            return
+        # Find each target path in the (already copied) tree, with its parent.
+        found: list[tuple[Any, Any, Any, str]] = []
+        seen: set[int] = set()
+        stack: list[tuple[tuple, Any]] = [((), root)]
+        while stack:
+            path, node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            for key, child in children(node):
+                cpath = (*path, key)
+                text = path_text(cpath)
+                if text in targets:
+                    if child is not None:
+                        found.append((node, key, child, text))
+                elif child is not None and not isinstance(child, (TensorRef, str, int, float)):
+                    stack.append((cpath, child))
+        for parent, key, child, text in found:
+            if assign(parent, key, child, None):
+                self.plan.changes.append(f"{text} ({targets[text]}) → None")
+            else:
+                self.plan.notes.append(f"{text}: {targets[text]} state inside an immutable"
+                                       " value; left as is")
+
+
+def rule_fixes(stripper: Stripper, rule_id: str) -> bool:
+    return {"optimizer-state": stripper.opt, "training-state": stripper.train,
+            "ema-duplicate": stripper.ema}[rule_id].fixes

@@ -1,0 +1,177 @@
+"""Verify a written file by reading it back with OUR reader (never torch, never executing it):
+the tree must be the one we meant to write, and every storage must hold exactly the bytes we
+wrote (CRC-32 streamed over the record, compared with the CRC computed while writing — for
+untouched storages that CRC was computed over the input's bytes)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
+
+from ckpt_guard.read.checkpoint import Checkpoint
+from ckpt_guard.read.tree import NO_STATE, GlobalRef, Opaque, Storage, TensorRef
+from ckpt_guard.rewrite.pickle_writer import OutStorage, subst_dtype
+
+CHUNK = 8 << 20
+
+
+class VerifyError(Exception):
+    """The written file is not what was meant to be written. One line for users."""
+
+
+def _bytes_of(o: Any) -> bytes | None:
+    """bytes spelled as ``_codecs.encode(s, 'latin1')`` or ``bytes(...)``, as a reader may
+    leave them."""
+    if isinstance(o, (bytes, bytearray)):
+        return bytes(o)
+    if isinstance(o, Opaque) and o.qualname in ("_codecs.encode", "codecs.encode") \
+            and len(o.args) == 2 and isinstance(o.args[0], str):
+        return o.args[0].encode("latin1")
+    if isinstance(o, Opaque) and o.name == "bytes" and not o.args:
+        return b""
+    return None
+
+
+class _Comparer:
+    def __init__(self, storage_out: Callable[[Storage], OutStorage]):
+        self.storage_out = storage_out
+        self.pairs: dict[int, int] = {}  # id(expected) → id(actual): sharing must match
+        self.keep: list[Any] = []
+
+    def fail(self, path: str, msg: str) -> None:
+        raise VerifyError(f"verification failed at {path or '<root>'}: {msg}")
+
+    def same(self, a: Any, b: Any, path: str) -> None:
+        if isinstance(a, (dict, list, tuple, set, frozenset, Opaque, TensorRef)) and a:
+            prev = self.pairs.get(id(a))
+            if prev is not None:
+                if prev != id(b):
+                    self.fail(path, "a shared object is no longer shared")
+                return
+            self.pairs[id(a)] = id(b)
+            self.keep.extend((a, b))
+        ba, bb = _bytes_of(a), _bytes_of(b)
+        if ba is not None or bb is not None:
+            if ba != bb:
+                self.fail(path, "bytes differ")
+            return
+        if isinstance(a, TensorRef):
+            self._tensor(a, b, path)
+        elif isinstance(a, Opaque):
+            self._opaque(a, b, path)
+        elif isinstance(a, Storage):
+            if not isinstance(b, Storage):
+                self.fail(path, f"expected a storage, found {type(b).__name__}")
+            out = self.storage_out(a)
+            if (b.key, b.dtype, b.numel) != (out.key, out.dtype, out.numel):
+                self.fail(path, f"storage {b.key}/{b.dtype}/{b.numel} instead of "
+                                f"{out.key}/{out.dtype}/{out.numel}")
+        elif isinstance(a, GlobalRef):
+            if not isinstance(b, GlobalRef) or a.qualname != b.qualname:
+                self.fail(path, f"global {a.qualname} became {b!r}")
+        elif isinstance(a, Mapping):
+            if not isinstance(b, Mapping) or list(a.keys()) != list(b.keys()):
+                self.fail(path, "keys differ")
+            for k in a:
+                self.same(a[k], b[k], f"{path}.{k}" if path else str(k))
+        elif isinstance(a, (list, tuple)):
+            if type(a) is not type(b) or len(a) != len(b):
+                self.fail(path, f"{type(a).__name__} of {len(a)} became {type(b).__name__}")
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                self.same(x, y, f"{path}[{i}]")
+        elif isinstance(a, (set, frozenset)):
+            if type(a) is not type(b) or len(a) != len(b):
+                self.fail(path, "set differs")
+        elif isinstance(a, float):
+            if not isinstance(b, float) or not (a == b or (math.isnan(a) and math.isnan(b))):
+                self.fail(path, f"{a!r} became {b!r}")
+        elif type(a) is not type(b) or a != b:
+            self.fail(path, f"{a!r} became {b!r}")
+
+    def _tensor(self, a: TensorRef, b: Any, path: str) -> None:
+        if not isinstance(b, TensorRef):
+            self.fail(path, f"tensor became {type(b).__name__}")
+        dtype = a.dtype
+        if a.storage is not None:
+            out = self.storage_out(a.storage)
+            if out.dtype != a.storage.dtype and a.dtype == a.storage.dtype:
+                dtype = out.dtype
+        for attr in ("shape", "stride", "storage_offset", "requires_grad", "kind"):
+            if tuple_or(getattr(a, attr)) != tuple_or(getattr(b, attr)):
+                self.fail(path, f"tensor {attr} {getattr(a, attr)!r} became "
+                                f"{getattr(b, attr)!r}")
+        if dtype != b.dtype:
+            self.fail(path, f"tensor dtype {dtype} became {b.dtype}")
+        if (a.storage is None) != (b.storage is None):
+            self.fail(path, "tensor storage missing")
+        if a.storage is not None:
+            self.same(a.storage, b.storage, path)
+        if a.func is not None and b.func is not None and a.func.qualname != b.func.qualname:
+            self.fail(path, f"rebuilt by {b.func.qualname} instead of {a.func.qualname}")
+        args = tuple(a.args)
+        if a.storage is not None and dtype != a.dtype:
+            args = subst_dtype(args, a.storage.dtype, dtype)  # dtype arguments the cast changed
+        if a.func is not None and b.func is not None:
+            self.same(args, tuple(b.args), f"{path}<args>")
+
+    def _opaque(self, a: Opaque, b: Any, path: str) -> None:
+        if not isinstance(b, Opaque) or a.qualname != b.qualname or a.how != b.how:
+            self.fail(path, f"object {a.qualname} became {b!r}")
+        self.same(tuple(a.args), tuple(b.args), f"{path}<args>")
+        self.same(dict(a.kwargs or {}), dict(b.kwargs or {}), f"{path}<kwargs>")
+        self.same(dict(a.dictitems or {}), dict(b.dictitems or {}), path)
+        self.same(list(a.listitems or []), list(b.listitems or []), path)
+        if a.has_state != b.has_state:
+            self.fail(path, "object state missing")
+        if a.state is not NO_STATE:
+            self.same(a.state, b.state, f"{path}<state>")
+
+
+def tuple_or(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def verify_tree(expected: Any, ckpt: Checkpoint,
+                storage_out: Callable[[Storage], OutStorage]) -> None:
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 20_000))
+    try:
+        _Comparer(storage_out).same(expected, ckpt.root, "")
+    except RecursionError as e:
+        raise VerifyError("verification failed: tree nested too deeply") from e
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def verify_storages(fh: BinaryIO, ckpt: Checkpoint, expected: Mapping[str, tuple[int, int]],
+                    progress: Callable[[int], None] | None = None) -> None:
+    """Every storage ``key`` of ``ckpt`` holds ``expected[key] = (nbytes, crc32)``."""
+    if set(ckpt.storages) != set(expected):
+        missing = sorted(set(expected) - set(ckpt.storages))[:3]
+        extra = sorted(set(ckpt.storages) - set(expected))[:3]
+        raise VerifyError(f"verification failed: storages differ (missing {missing}, "
+                          f"unexpected {extra})")
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    for key, st in ckpt.storages.items():
+        nbytes, crc = expected[key]
+        if st.nbytes != nbytes or st.offset is None:
+            raise VerifyError(f"verification failed: storage {key} has {st.nbytes} bytes, "
+                              f"expected {nbytes}")
+        fh.seek(st.offset)
+        left = nbytes
+        got = 0
+        while left:
+            n = fh.readinto(view[:min(CHUNK, left)])
+            if not n:
+                raise VerifyError(f"verification failed: storage {key} is truncated")
+            got = zlib.crc32(view[:n], got)
+            left -= n
+            if progress is not None:
+                progress(n)
+        if got != crc:
+            raise VerifyError(f"verification failed: storage {key} bytes differ from what was"
+                              " written")
