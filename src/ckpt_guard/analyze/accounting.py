@@ -53,6 +53,8 @@ def assign(uses: Iterable[tuple[Storage, str, str]]) -> dict[str | int, StorageU
     for storage, role, dtype in uses:
         k = storage_key(storage)
         cur = best.get(k)
+        if role not in RANK:  # never let an internal role name escape
+            role = "other"
         if cur is None or RANK[role] < RANK[cur.role]:
             best[k] = StorageUse(storage, role, dtype)
     return best
@@ -68,7 +70,7 @@ def unique_bytes(storages: Iterable[Storage]) -> int:
 def by_role(uses: dict[str | int, StorageUse]) -> dict[str, int]:
     out = dict.fromkeys(ROLES, 0)
     for u in uses.values():
-        out[u.role] += u.nbytes
+        out[u.role if u.role in out else "other"] += u.nbytes
     return out
 
 

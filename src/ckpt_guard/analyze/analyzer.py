@@ -278,7 +278,10 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
         for e in col.entries:
             e.sub = 0
     viewings = [(st, e.role, dtype) for e in col.entries for st, dtype in accounting.views(e.ref)]
-    viewings += [(st, force_role or role or "other", st.dtype) for _p, st, role in col.storages]
+    # A bare storage under an EMA-looking subtree (e.g. beside a tensor whose rebuild
+    # function is unknown) has no tensor to settle its role: count it as EMA.
+    viewings += [(st, force_role or ("ema" if role == _EMA_PENDING else role) or "other",
+                  st.dtype) for _p, st, role in col.storages]
     uses = accounting.assign(viewings)
     subtrees = []
     by_sub = _by_sub(col.entries)

@@ -162,6 +162,8 @@ def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
             return Checkpoint(path=path, format="unknown", size_bytes=size, globals=partial,
                               notes=[f"a bare pickle that does not parse to the end ({e}); "
                                      "torch.load would run it up to there"])
+        if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # starts as a pickle
+            raise UnreadableError(f"broken pickle: {e}") from e
         raise NotAWeightFile(f"not a weight file: {describe(head)}") from e
     return Checkpoint(path=path, format="unknown", size_bytes=size, root=root,
                       globals=list(globals_),
