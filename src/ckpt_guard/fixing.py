@@ -110,6 +110,11 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     rules = policy.rules_for(t.relpath)
     if not any(f.action == "fix" for f in before.findings):
         return before
+    if any(f.rule == "unsafe-pickle" and f.action == "fail" for f in before.findings):
+        # A rewrite re-emits every object as read: it would launder nothing, and a file that
+        # can run code on load is not one to hand back "fixed".
+        before.notes.append("not rewritten: the pickle is unsafe; remove its payload first")
+        return before
     try:
         analysis = analyze(read_path(t.abspath))
     except UnreadableError as e:  # changed under us since the check a moment ago

@@ -26,6 +26,7 @@ An ALLOWLIST decides what is safe; nothing unknown is ever silently safe.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
@@ -189,6 +190,11 @@ _NOT_MODULES = ("builtins", "__builtin__", "os", "sys", "subprocess", "posix", "
                 "importlib", "pickle", "torch", "numpy", "shutil", "ctypes", "runpy", "code")
 
 
+_DENY_LOWER = {k.lower(): v for k, v in _DENY_MODULES.items()}
+_DENY_NAMES_LOWER = {k.lower(): v for k, v in _DENY_NAMES.items()}
+_NOT_MODULES_LOWER = frozenset(_NOT_MODULES) | frozenset(_DENY_LOWER)
+
+
 def _is_stdlib(top: str) -> bool:
     return top in sys.stdlib_module_names or top in IMPORT_MAPPING or top == "__builtin__"
 
@@ -197,11 +203,10 @@ def _deny_module(module: str) -> str | None:
     """Reason if ``module`` or one of its parents (whole dotted components, compared
     case-insensitively so ``OS``/``Subprocess`` spellings are caught) is denied."""
     parts = module.split(".")
-    deny_lower = {k.lower(): v for k, v in _DENY_MODULES.items()}
     for i in range(len(parts), 0, -1):
         prefix = ".".join(parts[:i]).lower()
-        if prefix in deny_lower:
-            return f"{deny_lower[prefix]} ({'.'.join(parts[:i])})"
+        if prefix in _DENY_LOWER:
+            return f"{_DENY_LOWER[prefix]} ({'.'.join(parts[:i])})"
     return None
 
 
@@ -240,10 +245,9 @@ def _classify_one(module: str, name: str) -> tuple[str, str]:
     if denied:
         return UNSAFE, denied
     lname = name.lower()
-    for bad, why in _DENY_NAMES.items():
-        if lname == bad.lower():
-            return UNSAFE, f"{name}: {why}"
-    if lname in _NOT_MODULES or lname in {k.lower() for k in _DENY_MODULES}:
+    if lname in _DENY_NAMES_LOWER:
+        return UNSAFE, f"{name}: {_DENY_NAMES_LOWER[lname]}"
+    if lname in _NOT_MODULES_LOWER:
         return UNSAFE, f"{name!r} re-exports a dangerous module object"
     if module == "__torch__" or module.startswith("__torch__."):
         return NEEDS_CODE, ("TorchScript class compiled from the archive's code/ (runs as "
@@ -279,6 +283,11 @@ def classify(module: str, name: str) -> tuple[str, str]:
     """
     if not isinstance(module, str) or not isinstance(name, str):
         return UNSAFE, "global name is not a string (computed at load time)"
+    return _classify(module, name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _classify(module: str, name: str) -> tuple[str, str]:
     if module.startswith("<"):
         what = {"<computed>": "STACK_GLOBAL with names computed at load time",
                 "<extension>": "extension-registry reference (EXT1/EXT2/EXT4)",

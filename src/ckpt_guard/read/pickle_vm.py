@@ -12,6 +12,9 @@ allowlist never calls them safe.
 The tree may contain cycles (``l = []; l.append(l)`` is a valid pickle): walkers must track
 visited ``id()``s. Nesting deeper than ``Limits.max_depth`` is rejected after building, with an
 iterative walk (no recursion anywhere).
+
+``_run`` is deliberately one long loop with the hot opcodes inlined first: a call per opcode
+would double the cost of reading a checkpoint with thousands of tensors.
 """
 
 from __future__ import annotations
@@ -26,27 +29,79 @@ from typing import Any
 from ckpt_guard.read import rebuild
 from ckpt_guard.read.checkpoint import GlobalUse, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
-from ckpt_guard.read.tree import NO_STATE, GlobalRef, Opaque, Storage, TensorRef
-
-# Opcode bytes (names as in pickletools).
-MARK, STOP, POP, POP_MARK, DUP = 0x28, 0x2E, 0x30, 0x31, 0x32
-FLOAT, INT, BININT, BININT1, LONG, BININT2, NONE = 0x46, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E
-PERSID, BINPERSID, REDUCE, STRING, BINSTRING, SHORT_BINSTRING = 0x50, 0x51, 0x52, 0x53, 0x54, 0x55
-UNICODE, BINUNICODE, APPEND, BUILD, GLOBAL, DICT, EMPTY_DICT = 0x56, 0x58, 0x61, 0x62, 0x63, 0x64, 0x7D
-APPENDS, GET, BINGET, INST, LONG_BINGET, LIST, EMPTY_LIST = 0x65, 0x67, 0x68, 0x69, 0x6A, 0x6C, 0x5D
-OBJ, PUT, BINPUT, LONG_BINPUT, SETITEM, TUPLE, EMPTY_TUPLE = 0x6F, 0x70, 0x71, 0x72, 0x73, 0x74, 0x29
-SETITEMS, BINFLOAT = 0x75, 0x47
-PROTO, NEWOBJ, EXT1, EXT2, EXT4, TUPLE1, TUPLE2, TUPLE3 = 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87
-NEWTRUE, NEWFALSE, LONG1, LONG4 = 0x88, 0x89, 0x8A, 0x8B
-BINBYTES, SHORT_BINBYTES = 0x42, 0x43
-SHORT_BINUNICODE, BINUNICODE8, BINBYTES8, EMPTY_SET, ADDITEMS, FROZENSET = 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x91
-NEWOBJ_EX, STACK_GLOBAL, MEMOIZE, FRAME = 0x92, 0x93, 0x94, 0x95
-BYTEARRAY8, NEXT_BUFFER, READONLY_BUFFER = 0x96, 0x97, 0x98
-
-OPCODE_NAMES: dict[int, str] = {
-    value: name for name, value in globals().items()
-    if name.isupper() and isinstance(value, int) and name not in ("MAX_LONG_BYTES",)
-}
+from ckpt_guard.read.pickle_guards import IDENTITY_HASHED, check_depth, key_cost
+from ckpt_guard.read.pickle_opcodes import (  # noqa: I001 - one name per opcode
+    ADDITEMS,
+    APPEND,
+    APPENDS,
+    BINBYTES,
+    BINBYTES8,
+    BINFLOAT,
+    BINGET,
+    BININT,
+    BININT1,
+    BININT2,
+    BINPERSID,
+    BINPUT,
+    BINSTRING,
+    BINUNICODE,
+    BINUNICODE8,
+    BUILD,
+    BYTEARRAY8,
+    DICT,
+    DUP,
+    EMPTY_DICT,
+    EMPTY_LIST,
+    EMPTY_SET,
+    EMPTY_TUPLE,
+    EXT1,
+    EXT2,
+    EXT4,
+    FLOAT,
+    FRAME,
+    FROZENSET,
+    GET,
+    GLOBAL,
+    INST,
+    INT,
+    LIST,
+    LONG,
+    LONG1,
+    LONG4,
+    LONG_BINGET,
+    LONG_BINPUT,
+    MARK,
+    MEMOIZE,
+    NEWFALSE,
+    NEWOBJ,
+    NEWOBJ_EX,
+    NEWTRUE,
+    NEXT_BUFFER,
+    NONE,
+    OBJ,
+    OPCODE_NAMES,
+    PERSID,
+    POP,
+    POP_MARK,
+    PROTO,
+    PUT,
+    READONLY_BUFFER,
+    REDUCE,
+    SETITEM,
+    SETITEMS,
+    SHORT_BINBYTES,
+    SHORT_BINSTRING,
+    SHORT_BINUNICODE,
+    STACK_GLOBAL,
+    STOP,
+    STRING,
+    TUPLE,
+    TUPLE1,
+    TUPLE2,
+    TUPLE3,
+    UNICODE,
+)
+from ckpt_guard.read.tree import GlobalRef, Opaque, TensorRef
 
 MAX_LONG_BYTES = 1 << 16  # LONG1/LONG4 payload; a 512-kbit integer is no checkpoint's need
 _HIGHEST_PROTOCOL = 5
@@ -180,9 +235,9 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
         # tuple keys. str/bytes hashes are randomised; our objects hash by identity.
         nonlocal key_work, collisions
         t = type(key)
-        if t is str or t is bytes or t in _IDENTITY_HASHED:
+        if t is str or t is bytes or t in IDENTITY_HASHED:
             return
-        cost = _key_cost(key, max_depth)
+        cost = key_cost(key, max_depth)
         if not cost:
             return
         key_work += cost
@@ -306,8 +361,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     pos += 4
                     end = pos + ln
                     if ln > max_string or end > n:
-                        pos -= 4
-                        take(ln)  # raises the right error
+                        take(ln)  # raises LimitExceeded or PickleTruncated
                     stack.append(str(data[pos:end], "utf-8", "surrogatepass"))
                     pos = end
                 elif op == EMPTY_TUPLE:
@@ -424,7 +478,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                         raise LimitExceeded(f"{where}: stack deeper than {max_stack}")
                     if len(memo) > max_memo:
                         raise LimitExceeded(f"{where}: memo larger than {max_memo} entries")
-                    _check_depth(root, max_depth, where)
+                    check_depth(root, max_depth, where)
                     return PickleResult(root, globals_, pos, proto)
                 # ---- rare opcodes: protocol 0/1 text forms, sets, bytes, buffers, EXT …
                 elif op == EMPTY_SET:
@@ -628,110 +682,7 @@ def _describe(value: Any) -> str:
     return t.__name__
 
 
-def _key_cost(key: Any, max_depth: int) -> int:
-    """How much hashing ``key`` as a dict key/set item may cost an attacker's way.
-
-    str/bytes hashes are randomised and identity-hashed objects cannot collide, but ints
-    beyond ±2**60, floats and tuples have hashes a pickle can make collide, turning dict
-    building quadratic: they draw on a budget. Unhashable keys (lists, dicts, …) and tuples
-    nested deeper than ``max_depth`` (``hash()`` would recurse through them) are refused.
-    """
-    t = type(key)
-    if t is int or t is bool:
-        return 0 if -(1 << 60) < key < (1 << 60) else 1
-    if t is float:
-        return 1
-    if key is None or t in _IDENTITY_HASHED or t is str or t is bytes:
-        return 0
-    if t is tuple or t is frozenset:
-        cost = 0
-        todo = [(key, 1)]
-        while todo:
-            obj, d = todo.pop()
-            if d > max_depth:
-                raise LimitExceeded(f"dict key nested deeper than {max_depth}")
-            cost += 1 + len(obj)
-            for x in obj:
-                tx = type(x)
-                if tx is tuple or tx is frozenset:
-                    todo.append((x, d + 1))
-                elif tx in _UNHASHABLE:
-                    raise _Error("unhashable key")
-        return cost
-    if t in _UNHASHABLE:
-        raise _Error("unhashable key")
-    return 1
-
-
 _MISSING = object()
 _CHUNK = 1024
 _CHUNK_RANGE = range(_CHUNK)
 _MAX_COLLISIONS = 1_000
-_IDENTITY_HASHED = frozenset({GlobalRef, Opaque, TensorRef, Storage})
-_UNHASHABLE = frozenset({list, dict, set, bytearray})
-_NODE_TYPES = (list, tuple, dict, set, frozenset, Opaque, TensorRef)
-
-
-def _children(obj: Any) -> Any:
-    t = type(obj)
-    if t is dict:
-        return [*obj.keys(), *obj.values()]
-    if t is Opaque:
-        kids: list[Any] = [obj.args]
-        if obj.kwargs is not None:
-            kids.append(obj.kwargs)
-        if obj.state is not NO_STATE:
-            kids.append(obj.state)
-        if obj.dictitems is not None:
-            kids.append(obj.dictitems)
-        if obj.listitems is not None:
-            kids.append(obj.listitems)
-        return kids
-    if t is TensorRef:
-        # shape and stride were checked to hold ints only: leaves, no need to walk them
-        shape, stride = obj.shape, obj.stride
-        return [*(a for a in obj.args if a is not shape and a is not stride), obj.state,
-                obj.components]
-    return obj  # list, tuple, set, frozenset
-
-
-def _check_depth(root: Any, limit: int, where: str) -> None:
-    """Longest nesting path (post-order heights, memoised per object, cycles cut) ≤ limit."""
-    if type(root) not in _NODE_TYPES:
-        return
-    heights: dict[int, int] = {}
-    onpath = {id(root)}
-    path: list[list[Any]] = [[root, iter(_children(root)), 0]]
-    node_types = _NODE_TYPES
-    while path:
-        frame = path[-1]
-        descended = False
-        for child in frame[1]:
-            if type(child) not in node_types or not child:
-                continue  # leaves and empty containers
-            cid = id(child)
-            h = heights.get(cid)
-            if h is not None:
-                if h + 1 > frame[2]:
-                    frame[2] = h + 1
-                if len(path) + h > limit:
-                    raise LimitExceeded(f"{where}: objects nested deeper than {limit}")
-                continue
-            if cid in onpath:
-                continue  # a cycle: walkers must cut it too
-            if len(path) >= limit:
-                raise LimitExceeded(f"{where}: objects nested deeper than {limit}")
-            onpath.add(cid)
-            path.append([child, iter(_children(child)), 0])
-            descended = True
-            break
-        if descended:
-            continue
-        path.pop()
-        node = frame[0]
-        h = frame[2]
-        heights[id(node)] = h
-        onpath.discard(id(node))
-        if path and h + 1 > path[-1][2]:
-            path[-1][2] = h + 1
-

@@ -290,7 +290,7 @@ def _from_type(func: GlobalRef, args: tuple) -> TensorRef | None:
     if type(inner_func) is not GlobalRef or type(inner_args) is not tuple:
         return None
     inner = reduce(inner_func, inner_args)
-    if inner is None:
+    if type(inner) is not TensorRef:
         return None
     return TensorRef(inner.storage, inner.dtype, inner.shape, inner.stride,
                      inner.storage_offset, inner.requires_grad, inner.kind, func, args,
@@ -302,8 +302,21 @@ def _arity(func: GlobalRef, args: tuple, lo: int, hi: int) -> None:
         raise UnreadableError(f"malformed tensor: {func.name} with {len(args)} arguments")
 
 
+def _jit_value(func: GlobalRef, args: tuple) -> Any:
+    """TorchScript's pickler wraps plain values to carry their static type
+    (torch/jit/_pickle.py: ``restore_type_tag(value, type_str)``, ``build_intlist(list)``, …);
+    the value is what the call returns."""
+    if func.name == "restore_type_tag" and len(args) == 2 and type(args[1]) is str:
+        return args[0]
+    if func.name != "restore_type_tag" and len(args) == 1 and type(args[0]) is list:
+        return args[0]
+    return None
+
+
 _U = "torch._utils."
-REBUILDERS: dict[str, Callable[[GlobalRef, tuple], TensorRef | None]] = {
+_J = "torch.jit._pickle."
+# qualname -> handler(func, args) returning what the call stands for, or None (Opaque).
+REBUILDERS: dict[str, Callable[[GlobalRef, tuple], Any]] = {
     _U + "_rebuild_tensor": _tensor,
     _U + "_rebuild_tensor_v2": _tensor_v2,
     _U + "_rebuild_tensor_v3": _tensor_v3,
@@ -323,19 +336,25 @@ REBUILDERS: dict[str, Callable[[GlobalRef, tuple], TensorRef | None]] = {
     # torch.load maps the pre-1.8 module name torch.tensor to torch._tensor
     "torch.tensor._rebuild_from_type_v2": _from_type,
     "torch.tensor._rebuild_from_type": _from_type,
+    _J + "restore_type_tag": _jit_value,
+    _J + "build_intlist": _jit_value,
+    _J + "build_tensorlist": _jit_value,
+    _J + "build_doublelist": _jit_value,
+    _J + "build_boollist": _jit_value,
 }
 
 
-def handler(func: GlobalRef) -> Callable[[GlobalRef, tuple], TensorRef | None] | None:
-    """The rebuild handler for ``func`` (called with ``(func, args)``), or ``None``."""
+def handler(func: GlobalRef) -> Callable[[GlobalRef, tuple], Any] | None:
+    """The handler for ``func`` (called with ``(func, args)``), or ``None``."""
     if not func.module.startswith("torch"):
         return None
     return REBUILDERS.get(f"{func.module}.{func.name}")
 
 
-def reduce(func: GlobalRef, args: tuple) -> TensorRef | None:
-    """The tensor ``func(*args)`` would rebuild, or ``None`` when ``func`` is not one of
-    torch's rebuild functions (the caller then makes an :class:`Opaque`)."""
+def reduce(func: GlobalRef, args: tuple) -> Any:
+    """What ``func(*args)`` stands for — a :class:`TensorRef` for torch's rebuild functions,
+    the wrapped value for TorchScript's type tags — or ``None`` for any other call (the caller
+    then makes an :class:`Opaque`)."""
     if not func.module.startswith("torch"):
         return None
     handler = REBUILDERS.get(f"{func.module}.{func.name}")

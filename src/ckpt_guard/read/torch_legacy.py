@@ -105,6 +105,9 @@ class _Source:
         self.buf = b""
 
     def read_at(self, offset: int, length: int) -> bytes:
+        if not 0 <= offset <= self.size:
+            raise UnreadableError(f"truncated file: offset {offset} outside the file")
+        length = min(length, self.size - offset)
         try:
             fd = self.fh.fileno()
             return os.pread(fd, length, offset)

@@ -10,7 +10,8 @@ top folder is whatever precedes the first ``/`` of the FIRST entry; ``<top>/data
 object; storages live in ``<top>/data/<key>``; ``<top>/byteorder`` (absent ⇒ little). A
 TorchScript archive (``torch.jit.save``) also has ``<top>/constants.pkl`` and ``<top>/code/``;
 its :attr:`Checkpoint.root` is ``{"data": <data.pkl tree>, "constants": <constants.pkl
-tree>}``.
+tree>, …}`` with one entry per top-level ``<name>.pkl`` (``traced_inputs`` for traced
+modules), whose storages are keyed ``<name>/<key>`` (``data`` storages keep plain keys).
 
 Every other member that ends in ``.pkl`` or starts like a pickle (``\\x80`` + protocol) is
 parsed too, so that globals hidden in a second pickle are reported (attributed to that
@@ -33,7 +34,7 @@ from ckpt_guard.read.tree import Storage
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 _LOCAL_SIG = b"PK\x03\x04"
-_RECORD = re.compile(r"(data|constants)/\d+")
+_RECORD = re.compile(r"[^/]+/\d+")
 
 
 def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkpoint:
@@ -71,43 +72,57 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             ckpt.metadata[key] = text
 
     storages: dict[str, Storage] = {}
-    parsed = {data_name}
-    data_res = _parse(reader, by_name[data_name], storages, limits, strict=True)
+    records: dict[str, str] = {}  # storage key -> record name
+    lenient: set[str] = set()  # storage keys whose short record is only noted
+    parsed = {id(by_name[data_name])}
+    data_res = _parse(reader, by_name[data_name], storages, limits)
     ckpt.pickle_protocol = data_res.protocol
     ckpt.globals.extend(data_res.globals)
-    records = {k: f"{top}/data/{k}" for k in storages}
+    records.update((k, f"{top}/data/{k}") for k in storages)
+    ckpt.root = data_res.root
 
     if is_script:
+        # torch.jit keeps one pickle archive per top-level <name>.pkl, its tensors in
+        # <top>/<name>/<key>: data, constants, traced_inputs (torch writes traced inputs'
+        # records empty: only noted).
         ckpt.notes.append("TorchScript archive (torch.jit.save); its code/ is not checked")
-        const_name = f"{top}/constants.pkl"
-        parsed.add(const_name)
-        const_storages: dict[str, Storage] = {}
-        const_res = _parse(reader, by_name[const_name], const_storages, limits, strict=True)
-        ckpt.globals.extend(const_res.globals)
-        for key, st in const_storages.items():
-            # constants.pkl storages live in <top>/constants/<key>; keep keys unique.
-            st.key = f"constants/{key}"
-            storages[st.key] = st
-            records[st.key] = f"{top}/constants/{key}"
-        ckpt.root = {"data": data_res.root, "constants": const_res.root}
-    else:
-        ckpt.root = data_res.root
+        ckpt.root = {"data": data_res.root}
+        for info in infos:
+            rel = info.filename[len(top) + 1:] if info.filename.startswith(top + "/") else ""
+            if not rel.endswith(".pkl") or "/" in rel or rel == "data.pkl" or id(info) in parsed:
+                continue
+            if by_name[info.filename] is not info:
+                continue  # a duplicate entry: scanned below as an extra pickle
+            name = rel[:-4]
+            parsed.add(id(info))
+            own: dict[str, Storage] = {}
+            res = _parse(reader, info, own, limits)
+            ckpt.globals.extend(res.globals)
+            ckpt.root[name] = res.root
+            for key, st in own.items():
+                st.key = f"{name}/{key}"  # unique across archives
+                storages[st.key] = st
+                records[st.key] = f"{top}/{name}/{key}"
+                if name != "constants":
+                    lenient.add(st.key)
 
     for key, st in storages.items():
-        _locate(reader, st, by_name.get(records[key]), records[key])
+        _locate(reader, st, by_name.get(records[key]), records[key], ckpt.notes,
+                lenient=key in lenient)
     ckpt.storages = storages
 
-    referenced = set(records.values())
+    referenced = {id(by_name[r]) for r in records.values() if r in by_name}
     for info in infos:
         name = info.filename
-        if name in parsed or name in referenced or name.endswith("/"):
+        if id(info) in parsed or id(info) in referenced or name.endswith("/"):
             continue
         # Unreferenced storage-named records too (TorchScript keeps tensor constants there;
-        # an attacker may hide a pickle there): peek 2 bytes, parse only what looks like one.
+        # an attacker may hide a pickle there), and duplicate entries of parsed names:
+        # peek 2 bytes, parse only what looks like a pickle.
         rel = name[len(top) + 1:] if name.startswith(top + "/") else name
         storage_named = _RECORD.fullmatch(rel) is not None
         if (name.endswith(".pkl") and not storage_named) or reader.looks_like_pickle(info):
-            parsed.add(name)
+            parsed.add(id(info))
             _parse_extra(reader, info, ckpt, limits, quiet=storage_named)
     return ckpt
 
@@ -142,6 +157,9 @@ class _Reader:
             self.fd = None
 
     def read_at(self, offset: int, length: int) -> bytes:
+        if not 0 <= offset <= self.size or length < 0:
+            raise UnreadableError(f"corrupt zip archive: offset {offset} outside the file")
+        length = min(length, self.size - offset)
         if self.fd is not None and hasattr(os, "pread"):
             try:
                 return os.pread(self.fd, length, offset)
@@ -216,7 +234,7 @@ def _byteorder(reader: _Reader, info: zipfile.ZipInfo | None) -> str:
 
 
 def _parse(reader: _Reader, info: zipfile.ZipInfo, storages: dict[str, Storage],
-           limits: Limits, *, strict: bool) -> pickle_vm.PickleResult:
+           limits: Limits) -> pickle_vm.PickleResult:
     data = reader.member(info, limits.max_pickle_bytes)
 
     def persistent_load(pid: Any) -> Any:
@@ -249,11 +267,19 @@ def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limit
                       f"({len(res.globals)} global references)")
 
 
-def _locate(reader: _Reader, st: Storage, info: zipfile.ZipInfo | None, name: str) -> None:
+def _locate(reader: _Reader, st: Storage, info: zipfile.ZipInfo | None, name: str,
+            notes: list[str], *, lenient: bool = False) -> None:
     """Set ``st.offset`` from the record's local header; check the record holds the bytes."""
     if info is None:
+        if lenient:
+            notes.append(f"storage {st.key} has no record {name}")
+            return
         raise UnreadableError(f"storage {st.key} has no record {name}")
     if info.file_size < st.nbytes:
+        if lenient:
+            notes.append(f"storage {st.key} claims {st.nbytes} bytes but its record holds "
+                         f"{info.file_size}")
+            return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")
     if info.compress_type != zipfile.ZIP_STORED:
