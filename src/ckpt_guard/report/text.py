@@ -132,24 +132,36 @@ def _inspect_one(f: FileReport, color: bool) -> list:
             t.add_row(dtype, format_bytes(n), _share(n, f.tensor_bytes_total))
         out.append(t)
     if d.get("globals"):
-        t = _table(color, "Global", "Safety", "Why", title="Globals referenced by the pickle")
-        seen = set()
-        for g in d["globals"]:
-            if g["name"] in seen:
-                continue
-            seen.add(g["name"])
-            style = {"safe": "green", "needs-code": "yellow", "unsafe": "bold red"}.get(
-                g["safety"], "")
-            t.add_row(g["name"], Text(g["safety"], style=style), g["reason"])
-        out.append(t)
+        unique = list({g["name"]: g for g in d["globals"]}.values())
+        order = {"unsafe": 0, "needs-code": 1, "safe": 2}
+        flagged = sorted((g for g in unique if g["safety"] != "safe"),
+                         key=lambda g: order.get(g["safety"], 0))
+        if flagged:
+            t = _table(color, "Global", "Safety", "Why",
+                       title="Globals that need code or are unsafe")
+            for g in flagged:
+                style = "bold red" if g["safety"] == "unsafe" else "yellow"
+                t.add_row(g["name"], Text(g["safety"], style=style), g["reason"])
+            out.append(t)
+        safe = [g["name"] for g in unique if g["safety"] == "safe"]
+        if safe:
+            out.append(Text(f"{len(safe)} safe global{'s' if len(safe) != 1 else ''} "
+                            f"(torch's weights_only allowlist): " + ", ".join(safe),
+                            style="dim"))
     for key, value in (d.get("metadata") or {}).items():
         out.append(Text(f"  {key}: {value}", style="dim"))
     out.extend(Text(f"  note: {n}", style="dim") for n in f.notes)
     if f.findings:
         out.append(Text("Findings under the policy", style="bold"))
         out.extend(_findings(f))
-    out.append(Text(""))
-    return out
+    spaced: list = []
+    for item in out:
+        if isinstance(item, Table) or (isinstance(item, Text) and item.plain.startswith(
+                "Findings under")):
+            spaced.append(Text(""))
+        spaced.append(item)
+    spaced.append(Text(""))
+    return spaced
 
 
 def render_inspect(report: Report, *, color: bool = False) -> str:
