@@ -127,7 +127,9 @@ def _training_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     parts = [f"{_ROLE_WORDS[s.role]}{_at([s.path])}" for s in subtrees]
     if not parts:
         parts = [_ROLE_WORDS[r] for r in TRAINING_ROLES if a.bytes_by_role.get(r)]
-    msg = f"training state: {format_bytes(nbytes)}{_share(nbytes, a)} in {', '.join(parts)}"
+    head = (f"training state: {format_bytes(nbytes)}{_share(nbytes, a)} in" if nbytes
+            else "training state (no tensor data):")
+    msg = f"{head} {', '.join(parts)}"
     detail = {"paths": [s.path for s in subtrees],
               "by_role": {r: a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
     return _finding("training-state", cfg, msg, nbytes, detail), nbytes
