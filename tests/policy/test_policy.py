@@ -315,3 +315,22 @@ def test_relpath_is_relative_to_the_policy_file(tmp_path: Path) -> None:
     assert rel == "top.pt" and p.matches(rel)
     assert builtin_policy().relpath(tmp_path / "models" / "top.pt", root=tmp_path) == \
         "models/top.pt"
+
+
+def test_builtin_json_twin_equals_defaults_yml():
+    """defaults.json (read at start-up, no YAML parser needed) is defaults.yml's data."""
+    import json
+
+    data = json.loads(_resource("defaults.json"))
+    assert data == parse(_resource("defaults.yml"))[0].data, (
+        "regenerate src/ckpt_guard/policy/defaults.json from defaults.yml")
+
+
+def test_builtin_policy_does_not_import_yaml():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ckpt_guard.policy import load_policy; "
+            "from pathlib import Path; load_policy(None, Path('/'));"
+            "assert 'yaml' not in sys.modules and 'jsonschema' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,6 +7,7 @@ replaced, not appended), ``include``/``exclude`` replace the built-in lists when
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -18,7 +19,7 @@ from ckpt_guard.policy.errors import PolicyError, Problem
 from ckpt_guard.policy.match import compile_globs
 from ckpt_guard.policy.model import Override, Policy, RuleConfig
 from ckpt_guard.policy.sizes import SizeError, parse_size
-from ckpt_guard.policy.yamlsrc import Source, parse
+from ckpt_guard.policy.source import Source
 
 POLICY_NAMES = (".ckpt-guard.yml", ".ckpt-guard.yaml")
 BUILTIN = "built-in"
@@ -59,6 +60,7 @@ def load_text(text: str, filename: str = "<policy>", path: Path | None = None) -
     """Build a policy from YAML ``text``; ``filename`` names it in error messages."""
     # jsonschema (~100 ms to import) is only needed when there is a file to validate.
     from ckpt_guard.policy.validate import validate
+    from ckpt_guard.policy.yamlsrc import parse
 
     src, problems = parse(text)
     if src is not None and not problems:
@@ -70,13 +72,11 @@ def load_text(text: str, filename: str = "<policy>", path: Path | None = None) -
 
 @cache
 def builtin_policy() -> Policy:
-    """The policy used when no file is found (``policy/defaults.yml``; the tests validate
-    it against the schema, so it is not re-validated on every start)."""
-    text = resources.files("ckpt_guard.policy").joinpath("defaults.yml").read_text("utf-8")
-    src, problems = parse(text)
-    if src is None or problems:  # pragma: no cover - guarded by tests
-        raise RuntimeError(f"the built-in policy is invalid: {problems}")
-    return _build(src, BUILTIN, None, base=None)
+    """The policy used when no file is found. ``policy/defaults.yml`` is its source;
+    ``defaults.json`` is the same data (a test keeps them equal), read here so that a check
+    under the built-in policy needs no YAML parser."""
+    text = resources.files("ckpt_guard.policy").joinpath("defaults.json").read_text("utf-8")
+    return _build(Source(json.loads(text)), BUILTIN, None, base=None)
 
 
 def init_text() -> str:

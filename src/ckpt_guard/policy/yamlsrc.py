@@ -14,14 +14,14 @@ The document is composed into nodes first so that each JSON path (``("rules",
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from ckpt_guard.policy.errors import Problem
+from ckpt_guard.policy.source import Path, Source, Where
 
-Path = tuple[Any, ...]
+__all__ = ["Path", "Source", "Where", "parse"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_DEPTH = 64  # a policy file is shallow; this bounds walks over alias-made cycles
@@ -40,40 +40,6 @@ _PolicyLoader.yaml_implicit_resolvers = {
 _PolicyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"))
-
-
-@dataclass(frozen=True)
-class Where:
-    """1-based position of a key (when the value sits under one) and of the value."""
-
-    key: tuple[int, int] | None
-    value: tuple[int, int]
-
-
-@dataclass
-class Source:
-    """A parsed policy document and the positions of its parts."""
-
-    data: Any
-    where: dict[Path, Where] = field(default_factory=dict)
-
-    def at_key(self, path: Path) -> tuple[int, int]:
-        """Position of the key naming ``path`` (falls back to the value, then the parent)."""
-        w = self._lookup(path)
-        if w is None:
-            return (1, 1)
-        return w.key or w.value
-
-    def at_value(self, path: Path) -> tuple[int, int]:
-        """Position of the value at ``path`` (falls back to the nearest known parent)."""
-        w = self._lookup(path)
-        return w.value if w is not None else (1, 1)
-
-    def _lookup(self, path: Path) -> Where | None:
-        path = tuple(path)
-        while path not in self.where and path:
-            path = path[:-1]
-        return self.where.get(path)
 
 
 def _pos(mark: yaml.Mark) -> tuple[int, int]:
