@@ -1,7 +1,7 @@
-"""Refresh the generated parts of docs/action.md: the example workflows (docs/workflows/*.yml)
+"""Refresh the generated parts of README.md (the GitHub Action section): the example workflows (docs/workflows/*.yml)
 and the rendered example comment (tests/action/golden/pr_mixed.md).
 
-    python -m tests.action.render_docs          # rewrite docs/action.md
+    python -m tests.action.render_docs          # rewrite README.md
     python -m tests.action.render_docs --check  # exit 1 when it is out of date
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "action.md"
+DOC = ROOT / "README.md"
 _BLOCK = re.compile(r"<!-- BEGIN (?P<src>\S+) -->\n.*?<!-- END (?P=src) -->", re.S)
 
 

@@ -16,7 +16,7 @@ from ckpt_guard.action.settings import INPUTS, OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
-DOC = (ROOT / "docs" / "action.md").read_text()
+DOC = (ROOT / "README.md").read_text()
 WORKFLOWS = sorted((ROOT / "docs" / "workflows").glob("*.yml"))
 
 
@@ -47,16 +47,16 @@ def test_runs_the_dockerfile():
 
 @pytest.mark.parametrize("name", sorted(set(INPUTS) | set(OUTPUTS)))
 def test_docs_mention_every_input_and_output(name):
-    assert f"`{name}`" in DOC, f"docs/action.md does not document {name}"
+    assert f"`{name}`" in DOC, f"README.md does not document {name}"
 
 
 def test_docs_show_the_current_rendered_comment_and_workflows():
     from tests.action.render_docs import render
 
-    assert render(DOC) == DOC, "docs/action.md is stale: python -m tests.action.render_docs"
+    assert render(DOC) == DOC, "README.md is stale: python -m tests.action.render_docs"
     assert (Path(__file__).parent / "golden" / "pr_mixed.md").read_text() in DOC
     for wf in WORKFLOWS:
-        assert wf.read_text() in DOC, f"docs/action.md does not show {wf.name}"
+        assert wf.read_text() in DOC, f"README.md does not show {wf.name}"
 
 
 def test_docs_examples_use_only_real_inputs():

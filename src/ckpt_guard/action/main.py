@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ckpt-guard action",
         description="Run as the GitHub Action. Reads INPUT_* and GITHUB_* from the "
-                    "environment (see docs/action.md); outside Actions set them by hand.")
+                    "environment (see the README's GitHub Action section); outside Actions set them by hand.")
     parser.add_argument("--version", action="version", version=f"ckpt-guard {__version__}")
     parser.parse_args(list(argv) if argv is not None else [])
     wf = Workflow()
