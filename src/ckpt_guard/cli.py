@@ -72,14 +72,14 @@ def _err(msg: str) -> None:
     print(f"ckpt-guard: {msg}", file=sys.stderr)
 
 
-def _load_policy(args: argparse.Namespace, root: Path):
-    from ckpt_guard.policy import load_policy
+def _load_policy(args: argparse.Namespace):
+    """``--policy FILE``, else the nearest ``.ckpt-guard.yml`` above the working directory
+    (up to the repository root), else the built-in policy."""
+    from ckpt_guard.policy import PolicyError, load_policy
 
     if args.policy and not Path(args.policy).is_file():
-        from ckpt_guard.policy import PolicyError
-
         raise PolicyError(f"{args.policy}: policy file not found")
-    return load_policy(args.policy, Path.cwd() if root is None else Path.cwd())
+    return load_policy(args.policy, Path.cwd())
 
 
 def _root() -> Path:
@@ -115,19 +115,26 @@ def _render(report, fmt: str, *, to_terminal: bool) -> str:
     return render_check(report, color=to_terminal)
 
 
+def _paths_problem(paths: list[str], root: Path, verb: str) -> str | None:
+    """Why ``paths`` cannot be used, or ``None``: named paths must exist; with none, the
+    repository is walked, so there must be one."""
+    if paths:
+        missing = [p for p in paths if not os.path.lexists(p)]
+        return "no such file or directory: " + ", ".join(missing) if missing else None
+    if not (root / ".git").exists():
+        return (f"no paths given and not inside a git repository; name files or directories "
+                f"to {verb}")
+    return None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ckpt_guard.engine import check_paths
 
     root = _root()
-    policy = _load_policy(args, root)
-    if args.paths:
-        missing = [p for p in args.paths if not os.path.lexists(p)]
-        if missing:
-            _err("no such file or directory: " + ", ".join(missing))
-            return Exit.USAGE
-    elif not (root / ".git").exists():
-        _err("no paths given and not inside a git repository; name files or directories "
-             "to check")
+    policy = _load_policy(args)
+    problem = _paths_problem(args.paths, root, "check")
+    if problem:
+        _err(problem)
         return Exit.USAGE
     report = check_paths(args.paths, policy, root=root)
     to_terminal = args.output is None and sys.stdout.isatty()
@@ -138,12 +145,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ckpt_guard.engine import check_paths
 
-    missing = [p for p in args.paths if not os.path.lexists(p)]
-    if missing:
-        _err("no such file or directory: " + ", ".join(missing))
-        return Exit.USAGE
     root = _root()
-    policy = _load_policy(args, root)
+    problem = _paths_problem(args.paths, root, "inspect")
+    if problem:
+        _err(problem)
+        return Exit.USAGE
+    policy = _load_policy(args)
     report = check_paths(args.paths, policy, root=root, details=True)
     if args.format == "json":
         from ckpt_guard.report.json_report import render_json
@@ -161,15 +168,10 @@ def cmd_fix(args: argparse.Namespace) -> int:
     from ckpt_guard.fixing import run_fix
 
     root = _root()
-    policy = _load_policy(args, root)
-    if args.paths:
-        missing = [p for p in args.paths if not os.path.lexists(p)]
-        if missing:
-            _err("no such file or directory: " + ", ".join(missing))
-            return Exit.USAGE
-    elif not (root / ".git").exists():
-        _err("no paths given and not inside a git repository; name files or directories "
-             "to fix")
+    policy = _load_policy(args)
+    problem = _paths_problem(args.paths, root, "fix")
+    if problem:
+        _err(problem)
         return Exit.USAGE
     to_terminal = args.output is None and sys.stdout.isatty()
     # The fixer convention (pre-commit, ruff): one `Fixing <path>` line per rewritten file —

@@ -45,17 +45,9 @@ def walk(root: Any, visit: Callable[[tuple, Any, Any], Any]) -> None:
 
 def tensor_storages(ref: TensorRef) -> list[Storage]:
     """Storages a tensor's bytes live in (sparse tensors: their components')."""
-    out: list[Storage] = []
-    pending, seen = [ref], set()
-    while pending:
-        t = pending.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if t.storage is not None:
-            out.append(t.storage)
-        pending.extend(c for c in t.components if isinstance(c, TensorRef))
-    return out
+    from ckpt_guard.analyze.accounting import views
+
+    return [storage for storage, _dtype in views(ref)]
 
 
 def copy_tree(root: Any) -> Any:
