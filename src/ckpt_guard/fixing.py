@@ -92,6 +92,8 @@ def _describe(result) -> list[str]:
         lines.append("kept FP32: " + ", ".join(f"{n} tensor{'s' if n > 1 else ''} ({why})"
                                                for why, n in reasons.items()))
     lines.extend(result.notes)
+    if result.out_path and not result.dry_run:
+        lines.append(f"wrote {result.out_path}")
     if result.removed_files:
         lines.append("removed " + ", ".join(result.removed_files))
     return lines
@@ -108,7 +110,8 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     if before.status == "error" or t.outside:
         return before
     rules = policy.rules_for(t.relpath)
-    if not any(f.action == "fix" for f in before.findings):
+    convert = policy.convert_for(t.relpath)
+    if not convert and not any(f.action == "fix" for f in before.findings):
         return before
     if any(f.rule == "unsafe-pickle" and f.action == "fail" for f in before.findings):
         # A rewrite re-emits every object as read: it would launder nothing, and a file that
@@ -125,7 +128,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     bar = _Progress(f"fixing {t.path}", terminal=progress)
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
-                          progress=bar)
+                          progress=bar, convert=convert)
     finally:
         bar.close()
     if result.error:
@@ -147,7 +150,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         remaining = [f for f in before.findings if f.action != "fix"]
     else:
         # Judge the rewritten file as check would: what is left after the fix.
-        written = out_path or t.abspath
+        written = result.out_path or out_path or t.abspath
         after = check_target(replace(t, abspath=os.path.abspath(written)), policy)
         remaining = after.findings
     status = status_of(remaining)

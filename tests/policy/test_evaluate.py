@@ -99,9 +99,9 @@ def test_off_rules_produce_nothing_and_free_nothing() -> None:
 
 
 def test_bytes_removable_sums_the_size_rules() -> None:
-    a = analysis([tensor("model.conv.weight", "weights", shape=(3_000_000,)),
+    a = analysis([tensor("model.conv.weight", "weights", shape=(3000, 1000)),
                   tensor("model.bn.weight", "weights", shape=(1000,)),
-                  tensor("ema.conv.weight", "ema", shape=(3_000_000,)),
+                  tensor("ema.conv.weight", "ema", shape=(3000, 1000)),
                   tensor("ema.bn.weight", "ema", shape=(1000,)),
                   tensor("optimizer.state.0.exp_avg", "optimizer", shape=(6_000_000,)),
                   tensor("scaler.scale", "scaler", shape=(1,)),
@@ -129,9 +129,9 @@ def test_bytes_removable_sums_the_size_rules() -> None:
     assert by_rule["fp32-payload"].bytes == 6_000_000
     assert by_rule["fp32-payload"].message == (
         "FP32 payload: 12.0 MB of float32 weights in 1 tensor could be float16, saving 6.0 MB; "
-        "1 tensor (4.0 kB) matching keep-fp32 stay FP32 (over max-bytes 1.0 MB)")
+        "1 tensor (4.0 kB) stay FP32 (keep-fp32, normalization layers) (over max-bytes 1.0 MB)")
     assert by_rule["fp32-payload"].detail["kept_fp32"] == [
-        {"path": "ema.bn.weight", "glob": "*.bn.*"}]
+        {"path": "ema.bn.weight", "reason": "keep-fp32 '*.bn.*'"}]
     assert removable == 24_000_000 + 5060 + 12_004_000 + 6_000_000
 
     # keep: weights drops the EMA; with ema-duplicate off both copies stay and both are cast
@@ -162,7 +162,8 @@ def test_fp32_threshold(castable: int, max_bytes: int | str, fires: bool) -> Non
 
 def test_fp32_counts_shared_storages_once_and_ignores_other_dtypes() -> None:
     shared = Storage("0", "float32", 1_000_000)
-    a = analysis([tensor("a.weight", "weights", shape=(1_000_000,), storage=shared),
+    # (2-D weights: a 1-D "weight" marks a normalization layer, which stays FP32)
+    a = analysis([tensor("a.weight", "weights", shape=(1000, 1000), storage=shared),
                   tensor("b.weight", "weights", shape=(1000, 1000), storage=shared),  # tied
                   tensor("c.weight", "weights", "float16", shape=(1_000_000,)),
                   tensor("d.idx", "weights", "int64", shape=(1_000_000,)),

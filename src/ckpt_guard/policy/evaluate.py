@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.policy.describe import find, optimizer_summary
+from ckpt_guard.policy.keep_fp32 import for_rule
 from ckpt_guard.policy.model import FIXABLE_RULES, RuleConfig
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.report.model import Finding
@@ -172,11 +173,12 @@ def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     # uses stays FP32 (so savings are never overstated).
     storages: dict[str, tuple[int, str | None]] = {}
     tensors_by_storage: dict[str, list[str]] = {}
+    keep = for_rule(cfg, ((t.path, t.ref) for t in a.tensors))
     for t in a.tensors:
         if t.role not in kept_roles or t.dtype != "float32" or t.ref.storage is None:
             continue
         key = t.storage_key or ""
-        glob = cfg.kept_fp32_by(t.path)
+        glob = keep.reason(t.path)
         nbytes, prev = storages.get(key, (t.ref.storage.nbytes, None))
         storages[key] = (nbytes, prev or glob)
         tensors_by_storage.setdefault(key, []).append(t.path)
@@ -194,11 +196,11 @@ def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
            f"{format_bytes(saved)}")
     if kept:
         msg += (f"; {len(kept)} tensor{'s' if len(kept) != 1 else ''} "
-                f"({format_bytes(kept_bytes)}) matching keep-fp32 stay FP32")
+                f"({format_bytes(kept_bytes)}) stay FP32 (keep-fp32, normalization layers)")
     if limit:
         msg += f" (over max-bytes {format_bytes(limit)})"
     detail = {"castable_bytes": castable, "cast_to": cfg.cast_to, "kept_fp32_bytes": kept_bytes,
-              "kept_fp32": [{"path": p, "glob": g} for p, g in kept[:50]]}
+              "kept_fp32": [{"path": p, "reason": g} for p, g in kept[:50]]}
     return _finding("fp32-payload", cfg, msg, saved, detail), saved
 
 

@@ -140,11 +140,13 @@ def _build(src: Source, filename: str, path: Path | None, base: Policy | None) -
     for i, _entry in enumerate(data.get("overrides") or ()):
         paths = globs(("overrides", i, "paths"), ())
         overrides.append(Override(paths, _rule_changes(src, ("overrides", i, "rules"),
-                                                       problems)))
+                                                       problems),
+                                  convert=(_entry or {}).get("convert")))
     if problems:
         raise PolicyError(filename, problems)
+    convert = data.get("convert") or (base.convert if base else "none")
     return Policy(source=filename, rules=rules, include=include, exclude=exclude,
-                  overrides=tuple(overrides), path=path)
+                  overrides=tuple(overrides), path=path, convert=convert)
 
 
 def _get(data: Any, key: tuple) -> Any:

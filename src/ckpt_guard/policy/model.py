@@ -90,6 +90,7 @@ class Override:
 
     paths: tuple[str, ...]
     rules: Mapping[str, Mapping[str, Any]]
+    convert: str | None = None  # None: not set here
 
     @cached_property
     def spec(self) -> pathspec.GitIgnoreSpec:
@@ -108,6 +109,7 @@ class Policy:
     exclude: tuple[str, ...] = ()
     overrides: tuple[Override, ...] = ()
     path: Path | None = None
+    convert: str = "none"  # what `fix` writes: "none" (same format) or "safetensors"
 
     @property
     def base_dir(self) -> Path | None:
@@ -144,6 +146,16 @@ class Policy:
         """Does ``exclude`` drop ``relpath``? (Explicitly named files are checked unless
         excluded.)"""
         return bool(self.exclude) and self._exclude.match_file(normalize_relpath(relpath))
+
+    def convert_for(self, relpath: str | PurePath) -> str | None:
+        """The output format `fix` converts ``relpath`` to (``"safetensors"``), or ``None``;
+        matching overrides win over the top-level ``convert``."""
+        rel = normalize_relpath(relpath)
+        convert = self.convert
+        for override in self.overrides:
+            if override.convert is not None and override.spec.match_file(rel):
+                convert = override.convert
+        return None if convert in (None, "none") else convert
 
     def rules_for(self, relpath: str | PurePath) -> dict[str, RuleConfig]:
         """Every rule's config for ``relpath``: the top-level rules, then each matching

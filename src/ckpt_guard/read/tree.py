@@ -18,7 +18,7 @@ named in the file. What it builds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Element sizes in bytes, by torch dtype name (without "torch.").

@@ -7,12 +7,12 @@ references, storages and globals shared), so the caller's :class:`Checkpoint` st
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.keep_fp32 import KeepFP32
 from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
 from ckpt_guard.rewrite.strip import Rule, Stripper, rule
 from ckpt_guard.rewrite.tree_ops import copy_tree, path_text, storages_of, tensor_storages, walk
@@ -22,12 +22,6 @@ __all__ = ["CastItem", "Plan", "Rule", "make_plan", "rule"]
 CASTABLE_ROLES = frozenset({"weights", "ema"})
 CASTABLE_KINDS = frozenset({"tensor", "parameter"})
 ROLE_ORDER = ("weights", "ema", "optimizer", "scheduler", "scaler", "rng", "other")
-
-# Structural keep-fp32 (while the policy keeps the built-in globs): normalization layers.
-_NORM_NAME = re.compile(r"(?i)(norm|^(bn|ln|gn)(_?\d+|_f)?$)")
-_NORM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var",
-                          "num_batches_tracked"})
-
 
 @dataclass
 class CastItem:
@@ -66,20 +60,6 @@ def _role_by_storage(analysis: Analysis) -> dict[str, str]:
     return out
 
 
-def _norm_prefixes(tensors: list[tuple[str, TensorRef]]) -> set[str]:
-    """Module prefixes that are normalization layers: they hold running stats (BatchNorm),
-    their ``weight`` is one-dimensional (BatchNorm, LayerNorm, GroupNorm, RMSNorm — linear
-    and conv weights never are), or their name says so (``bn1``, ``LayerNorm``, ``ln_f``)."""
-    out: set[str] = set()
-    for p, ref in tensors:
-        prefix, _, leaf = p.rpartition(".")
-        if leaf in ("running_mean", "running_var") or (
-                leaf == "weight" and len(ref.shape) == 1) or (
-                leaf in _NORM_LEAVES and _NORM_NAME.search(prefix.rpartition(".")[2])):
-            out.add(prefix)
-    return out
-
-
 def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
     if not fp32.fixes:
         return
@@ -87,9 +67,6 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
         plan.notes.append("big-endian storages are not cast")
         return
     target = str(fp32.options.get("cast-to", "float16"))
-    globs = tuple(fp32.options.get("keep-fp32", ()))
-    structural = "keep-fp32" not in fp32.options or (bool(globs)
-                                                     and globs == _default_keep_fp32())
     roles = _role_by_storage(analysis)
     by_storage: dict[int, tuple[Storage, list[tuple[str, TensorRef]]]] = {}
 
@@ -100,8 +77,7 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
         return None
 
     walk(plan.root, visit)
-    everything = [pr for _, refs in by_storage.values() for pr in refs]
-    norms = _norm_prefixes(everything) if structural else set()
+    keep = KeepFP32(dict(fp32.options), (pr for _, refs in by_storage.values() for pr in refs))
     for st, refs in by_storage.values():
         if st.dtype != "float32":
             continue
@@ -113,42 +89,11 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
             plan.kept_fp32.extend((p, f"shares its storage with {odd[0]}") for p in paths
                                   if p not in odd)
             continue
-        reason = None
-        for p in paths:
-            glob = _match(p, globs)
-            if glob is not None:
-                reason = f"keep-fp32 '{glob}'"
-                break
-            if p.rpartition(".")[0] in norms and p.rpartition(".")[2] in _NORM_LEAVES:
-                reason = "normalization layer"
-                break
+        reason = next((r for r in map(keep.reason, paths) if r is not None), None)
         if reason is not None:
             plan.kept_fp32.extend((p, reason) for p in paths)
             continue
         plan.cast.append(CastItem(st, paths, target))
-
-
-def _default_keep_fp32() -> tuple[str, ...] | None:
-    """The built-in policy's keep-fp32 globs: while a policy keeps them, layers that hold
-    running statistics (BatchNorm under any name, e.g. ``model.1`` in a Sequential) are
-    kept FP32 too, which name globs alone cannot see."""
-    try:
-        from ckpt_guard.policy import builtin_policy
-
-        cfg = builtin_policy().rules.get("fp32-payload")
-    except (ImportError, AttributeError):
-        return None
-    return tuple(cfg.options.get("keep-fp32", ())) if cfg is not None else None
-
-
-def _match(path: str, globs: tuple[str, ...]) -> str | None:
-    from fnmatch import fnmatchcase
-
-    low = path.lower()
-    for g in globs:
-        if fnmatchcase(low, g.lower()):
-            return g
-    return None
 
 
 def make_plan(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
