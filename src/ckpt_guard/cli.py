@@ -127,30 +127,42 @@ def _paths_problem(paths: list[str], root: Path, verb: str) -> str | None:
     return None
 
 
+class UsageError(Exception):
+    """A bad command line: one line on stderr, exit 2."""
+
+
+def _start(args: argparse.Namespace, verb: str):
+    """What every report command checks first: the policy, the paths, and that the report
+    can be written — before any file is read, let alone rewritten. Returns
+    ``(root, policy)``."""
+    root = _root()
+    policy = _load_policy(args)
+    problem = _paths_problem(args.paths, root, verb)
+    if problem:
+        raise UsageError(problem)
+    if args.output:
+        with open(args.output, "a", encoding="utf-8"):  # OSError → exit 2 in main()
+            pass
+    return root, policy
+
+
+def _to_terminal(args: argparse.Namespace) -> bool:
+    return args.output is None and sys.stdout.isatty()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ckpt_guard.engine import check_paths
 
-    root = _root()
-    policy = _load_policy(args)
-    problem = _paths_problem(args.paths, root, "check")
-    if problem:
-        _err(problem)
-        return Exit.USAGE
+    root, policy = _start(args, "check")
     report = check_paths(args.paths, policy, root=root)
-    to_terminal = args.output is None and sys.stdout.isatty()
-    _emit(_render(report, args.format, to_terminal=to_terminal), args.output)
+    _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
     return Exit.VIOLATIONS if report.failed else Exit.OK
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ckpt_guard.engine import check_paths
 
-    root = _root()
-    problem = _paths_problem(args.paths, root, "inspect")
-    if problem:
-        _err(problem)
-        return Exit.USAGE
-    policy = _load_policy(args)
+    root, policy = _start(args, "inspect")
     report = check_paths(args.paths, policy, root=root, details=True)
     if args.format == "json":
         from ckpt_guard.report.json_report import render_json
@@ -159,7 +171,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         from ckpt_guard.report.text import render_inspect
 
-        text = render_inspect(report, color=args.output is None and sys.stdout.isatty())
+        text = render_inspect(report, color=_to_terminal(args))
     _emit(text, args.output)
     return Exit.OK if all(f.status != "error" for f in report.files) else Exit.VIOLATIONS
 
@@ -167,13 +179,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_fix(args: argparse.Namespace) -> int:
     from ckpt_guard.fixing import run_fix
 
-    root = _root()
-    policy = _load_policy(args)
-    problem = _paths_problem(args.paths, root, "fix")
-    if problem:
-        _err(problem)
-        return Exit.USAGE
-    to_terminal = args.output is None and sys.stdout.isatty()
+    root, policy = _start(args, "fix")
     # The fixer convention (pre-commit, ruff): one `Fixing <path>` line per rewritten file —
     # on stdout unless stdout carries a machine-readable report.
     announce = args.format == "text" or args.output is not None
@@ -184,7 +190,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
 
     report = run_fix(args.paths, policy, root=root, dry_run=args.dry_run, out_dir=args.out,
                      progress=sys.stderr.isatty(), on_fixed=fixed)
-    _emit(_render(report, args.format, to_terminal=to_terminal), args.output)
+    _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
     if report.failed:
         return Exit.VIOLATIONS
     if args.exit_non_zero_on_fix and any(f.status == "fixed" for f in report.files):
@@ -224,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(COMMANDS[args.command](args))
-    except PolicyError as e:
+    except (PolicyError, UsageError) as e:
         _err(str(e))
         return Exit.USAGE
     except KeyboardInterrupt:

@@ -62,18 +62,27 @@ def _relpath(path: Path, base: Path) -> str:
         return path.as_posix().lstrip("/")
 
 
-def _escape_reason(path: Path, root: Path) -> str:
-    """Why a symlink must not be followed, or ``""`` when it stays inside ``root``."""
-    if not path.is_symlink():
-        return ""
+def _inside(path: Path, root: Path) -> bool:
     try:
-        target = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return "broken symlink"
-    try:
-        target.relative_to(root.resolve())
+        path.relative_to(root)
     except ValueError:
-        return f"symlink points outside the repository ({target})"
+        return False
+    return True
+
+
+def _escape_reason(path: Path, root: Path) -> str:
+    """Why ``path`` must not be read, or ``""``: a path named inside the repository whose
+    real location — through a symlink at any component, not only the last — is outside it
+    (or nowhere). Paths named outside the repository are the user's explicit choice."""
+    named = Path(os.path.abspath(path))
+    roots = (Path(os.path.abspath(root)), root.resolve())
+    if not any(_inside(named, r) for r in roots):
+        return ""
+    real = Path(os.path.realpath(path))
+    if not os.path.lexists(real) or (path.is_symlink() and not path.exists()):
+        return "broken symlink" if os.path.lexists(path) else ""
+    if not _inside(real, roots[1]):
+        return f"symlink points outside the repository ({real})"
     return ""
 
 

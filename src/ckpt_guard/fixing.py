@@ -113,22 +113,24 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     convert = policy.convert_for(t.relpath)
     if not convert and not any(f.action == "fix" for f in before.findings):
         return before
-    if any(f.rule == "unsafe-pickle" and f.action == "fail" for f in before.findings):
-        # A rewrite re-emits every object as read: it would launder nothing, and a file that
-        # can run code on load is not one to hand back "fixed".
-        before.notes.append("not rewritten: the pickle is unsafe; remove its payload first")
-        return before
     try:
+        stat_before = os.stat(t.abspath)
         analysis = analyze(read_path(t.abspath))
-    except UnreadableError as e:  # changed under us since the check a moment ago
+    except (OSError, UnreadableError) as e:  # changed under us since the check a moment ago
         before.findings.append(Finding("unreadable", "fail", str(e)))
         before.status = "error"
+        return before
+    if any(g.safety == "unsafe" for g in analysis.globals):
+        # Whatever the policy's action for unsafe-pickle: a rewrite re-emits every object as
+        # read, so it would launder nothing, and a file that can run code on load is not one
+        # to hand back "fixed".
+        before.notes.append("not rewritten: the pickle is unsafe; remove its payload first")
         return before
     out_path = _mirror(t, out_dir, root) if out_dir else None
     bar = _Progress(f"fixing {t.path}", terminal=progress)
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
-                          progress=bar, convert=convert)
+                          progress=bar, convert=convert, stat_before=stat_before)
     finally:
         bar.close()
     if result.error:
@@ -166,7 +168,24 @@ def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
             on_fixed: Callable[[FileReport], None] | None = None) -> Report:
     """Fix ``paths`` (none ⇒ the repository) as the policy's ``fix`` rules say."""
     report = Report(policy_source=str(getattr(policy, "source", "built-in")))
+    # Each output is written once. One file named twice (a symlink and its target) is fixed
+    # once and the second name re-checked; two inputs whose --out mirrors collide would
+    # overwrite each other's copy, so the second is not written.
+    claimed: dict[str, tuple[str, str]] = {}  # real output path → (shown path, real input)
     for t in discover(paths, policy, root=root):
+        real = os.path.realpath(t.abspath)
+        dest = os.path.realpath(_mirror(t, out_dir, root)) if out_dir else real
+        first, first_real = claimed.setdefault(dest, (t.path, real))
+        if first != t.path:
+            if first_real == real and not out_dir:
+                fr = check_target(t, policy)
+                fr.notes.append(f"the same file as {first}")
+            else:
+                fr = FileReport(path=t.path, status="error", findings=[Finding(
+                    "fix", "fail", f"not written: the fixed copy of {first} goes to the "
+                                   f"same place ({dest})")])
+            report.files.append(fr)
+            continue
         fr = fix_target(t, policy, root=root, dry_run=dry_run, out_dir=out_dir,
                         progress=progress)
         if on_fixed and fr.size_after is not None and fr.status == "fixed" and not dry_run:

@@ -229,3 +229,25 @@ def test_torchscript_is_marked(tmp_path: Path) -> None:
     r = json.loads(run_cli("check", "--format", "json", str(path)).stdout)
     assert r["files"][0]["format"] == "torchscript"
     assert zipfile.is_zipfile(path)
+
+
+def test_symlinked_directory_leaving_repo_is_not_followed(tmp_path: Path, git_repo: Path) -> None:
+    """A symlink in any component counts, not only the file's own name (check and fix)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = training_checkpoint(elsewhere / "a.pt")
+    before = outside.read_bytes()
+    (git_repo / "out").symlink_to(elsewhere, target_is_directory=True)
+    p = run_cli("check", "--format", "json", "out/a.pt", cwd=git_repo)
+    f = json.loads(p.stdout)["files"][0]
+    assert f["status"] == "error"
+    assert "outside the repository" in f["findings"][0]["message"]
+    (git_repo / ".ckpt-guard.yml").write_text("version: 1\nrules:\n  optimizer-state: fix\n")
+    run_cli("fix", "out/a.pt", cwd=git_repo)
+    assert outside.read_bytes() == before
+
+
+def test_files_named_outside_the_repository_are_checked(tmp_path: Path, git_repo: Path) -> None:
+    other = clean_checkpoint(tmp_path / "other.pt")
+    p = run_cli("check", "--format", "json", str(other), cwd=git_repo)
+    assert json.loads(p.stdout)["files"][0]["status"] == "pass"

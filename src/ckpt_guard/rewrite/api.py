@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.rewrite import atomic
+from ckpt_guard.rewrite.atomic import TargetError
 from ckpt_guard.rewrite.directories import fix_directory
 from ckpt_guard.rewrite.fix import FixError, ProgressCounter, decide_overflow, fix_torch
 from ckpt_guard.rewrite.pickle_writer import PickleWriteError
@@ -21,8 +24,8 @@ from ckpt_guard.rewrite.verify import VerifyError
 ProgressFn = Callable[[int, int], None]
 _DEBUG_ENV = "CKPT_GUARD_DEBUG"
 _REWRITABLE = ("torch-zip", "torch-legacy", "safetensors")
-_EXPECTED = (FixError, VerifyError, PickleWriteError, InputChanged, UnreadableError, OSError,
-             ValueError)
+_EXPECTED = (FixError, VerifyError, PickleWriteError, InputChanged, UnreadableError,
+             TargetError, OSError, ValueError)
 
 
 def plan_fix(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
@@ -32,7 +35,8 @@ def plan_fix(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
 
 def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
              out_path: str | None = None, dry_run: bool = False,
-             progress: ProgressFn | None = None, convert: str | None = None) -> FixResult:
+             progress: ProgressFn | None = None, convert: str | None = None,
+             stat_before: os.stat_result | None = None) -> FixResult:
     """Apply the ``fix`` rules to one weight file.
 
     In place by default (temporary file beside it, fsync, verify with our own reader,
@@ -41,7 +45,13 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
 
     ``convert="safetensors"`` (or a rule option ``convert: safetensors``) writes a
     state-dict style torch file's result as safetensors instead, to ``out_path`` or beside
-    the input with a ``.safetensors`` suffix; the input itself is kept.
+    the input with a ``.safetensors`` suffix (never over another existing file); the input
+    itself is kept.
+
+    ``stat_before`` is ``os.stat(path)`` taken before ``analysis`` was read: a file changed
+    since is not rewritten. In place, a symlink's target is rewritten (the link stays), owner,
+    group and mode are kept, read-only files are refused, and leftovers of a killed run are
+    removed.
     """
     ckpt = analysis.checkpoint
     size = ckpt.size_bytes
@@ -60,15 +70,27 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         convert = convert or _option(rules, "convert")
         if convert == "safetensors" and ckpt.format != "safetensors":
             target = out_path or str(Path(path).with_suffix(".safetensors"))
+            beside = out_path is None and os.path.realpath(target) != os.path.realpath(path)
+            if beside and os.path.lexists(target) and not dry_run:
+                return FixResult(path=path, size_before=size, size_after=size, notes=(
+                    f"not converted: {target} exists (remove it, or use --out DIR)",))
+            source = atomic.source_for(path, stat_before, in_place=not beside)
             return convert_to_safetensors(path, analysis, plan, target, dry_run=dry_run,
                                           progress=progress, decide_overflow=decide_overflow,
-                                          progress_cls=ProgressCounter)
+                                          progress_cls=ProgressCounter, source=source)
+        in_place = out_path is None and not dry_run
+        source = atomic.source_for(path, stat_before, in_place=in_place)
+        cleaned = atomic.remove_stale(source.real) if in_place else 0
         if ckpt.format == "safetensors":
-            return fix_safetensors(path, analysis, plan, out_path=out_path, dry_run=dry_run,
-                                   progress=progress, decide_overflow=decide_overflow,
-                                   progress_cls=ProgressCounter)
-        return fix_torch(path, analysis, plan, out_path=out_path, dry_run=dry_run,
-                         progress=progress)
+            result = fix_safetensors(path, analysis, plan, out_path=out_path, dry_run=dry_run,
+                                     progress=progress, decide_overflow=decide_overflow,
+                                     progress_cls=ProgressCounter, source=source)
+        else:
+            result = fix_torch(path, analysis, plan, out_path=out_path, dry_run=dry_run,
+                               progress=progress, source=source)
+        notes = [*(source.notes if result.changed and not dry_run else ()), *([f"removed {cleaned} temporary file(s) left by an "
+                                   "interrupted fix"] if cleaned else [])]
+        return replace(result, notes=result.notes + tuple(notes)) if notes else result
     except _EXPECTED as e:
         return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
     except Exception as e:  # a bug must not become a traceback for users (nor lose data)

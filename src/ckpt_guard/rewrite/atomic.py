@@ -2,7 +2,12 @@
 
 A process killed at any moment leaves either the original file or the complete new one —
 never a mix. The temporary file's name starts with ``.`` and carries ``.ckpt-guard-`` so a
-leftover from a killed run is recognisable (:func:`stale_temporaries`).
+leftover from a killed run is recognisable (:func:`stale_temporaries`); an in-place fix
+removes the leftovers of the file it rewrites.
+
+In place, the file replaced is the REAL file (:func:`in_place_source`): a symlink stays a
+symlink to the fixed file, its owner, group and mode are kept, a read-only file is refused,
+and nothing is replaced when the file changed since it was read (:func:`commit`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,70 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 TEMP_MARK = ".ckpt-guard-"
+
+
+class TargetError(Exception):
+    """The file must not (or can no longer) be replaced. One line for users."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file an in-place fix reads and replaces, as it was when it was read."""
+
+    real: str  # symlinks resolved: what is replaced, so a link keeps pointing at it
+    stat: os.stat_result
+    notes: tuple[str, ...] = ()
+
+
+def source_for(path: str, before: os.stat_result | None = None, *, in_place: bool) -> Source:
+    """The file a fix reads (and, ``in_place``, replaces); ``before`` is its stat when it was
+    read for the analysis, else now. Raises :class:`TargetError` for files that must be left
+    alone."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    if before is not None:
+        ensure_unchanged(real, before, st)
+    if not in_place:
+        return Source(real, st)
+    if not stat.S_ISREG(st.st_mode):
+        raise TargetError("not a regular file")
+    # Mode bits, not only os.access: root may write anything, but a file nobody may write
+    # is a file its owner wants left alone.
+    if not st.st_mode & 0o222 or not os.access(real, os.W_OK):
+        raise TargetError("the file is read-only; make it writable or use --out DIR")
+    notes = []
+    if real != os.path.abspath(path):
+        notes.append(f"{path} is a symlink: its target {real} was fixed, the link kept")
+    if st.st_nlink > 1:
+        notes.append(f"the file had {st.st_nlink} hard links: only this name now holds the "
+                     f"fixed file, the other {st.st_nlink - 1} still hold the original")
+    return Source(real, st, tuple(notes))
+
+
+def ensure_unchanged(path: str, before: os.stat_result,
+                     now: os.stat_result | None = None) -> None:
+    """Raise :class:`TargetError` when ``path`` is no longer the file ``before`` described."""
+    now = now or os.stat(path)
+    if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+        raise TargetError("the file changed while being fixed; run fix again")
+
+
+def remove_stale(target: str | os.PathLike[str]) -> int:
+    """Remove the temporaries a killed run left for ``target``; returns how many."""
+    target = Path(target)
+    n = 0
+    for p in stale_temporaries(target.parent):
+        if p.name.startswith(f".{target.name}{TEMP_MARK}"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -32,7 +97,9 @@ def temporary_beside(target: str | os.PathLike[str]) -> Iterator[tuple[BinaryIO,
     try:
         yield fh, tmp
     finally:
-        if not fh.closed:
+        # Closing flushes, which fails again on a full disk: the temporary must go anyway.
+        # (A committed file was closed by the writer before the rename, so nothing is hidden.)
+        with contextlib.suppress(OSError):
             fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -43,16 +110,33 @@ def sync_file(fh: BinaryIO) -> None:
     os.fsync(fh.fileno())
 
 
-def commit(tmp: str, target: str | os.PathLike[str], *, mode_from: str | None = None) -> None:
-    """Give ``tmp`` the mode of ``mode_from`` (default: the target when it exists, else a
-    0644-style mode under the umask), rename it over ``target`` and fsync the directory."""
-    src = mode_from if mode_from is not None else str(target)
-    try:
-        mode = stat.S_IMODE(os.stat(src).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+def commit(tmp: str, target: str | os.PathLike[str], *, mode_from: str | None = None,
+           source: Source | None = None) -> None:
+    """Rename ``tmp`` over ``target`` and fsync the directory.
+
+    Nothing is replaced when ``source`` (the input) changed since it was read. In place
+    (``target`` is the source's real path) the file keeps its owner, group and mode;
+    otherwise ``tmp`` gets the mode of ``mode_from`` (default: the target when it exists,
+    else 0666 under the umask).
+    """
+    if source is not None:
+        ensure_unchanged(source.real, source.stat)
+    if source is not None and os.path.abspath(target) == source.real:
+        ours = os.stat(tmp)
+        if (ours.st_uid, ours.st_gid) != (source.stat.st_uid, source.stat.st_gid):
+            try:  # before chmod: chown may clear set-id bits
+                os.chown(tmp, source.stat.st_uid, source.stat.st_gid)
+            except PermissionError as e:
+                raise TargetError(f"cannot keep the file's owner and group (uid "
+                                  f"{source.stat.st_uid}, gid {source.stat.st_gid})") from e
+        mode = stat.S_IMODE(source.stat.st_mode)
+    else:
+        try:
+            mode = stat.S_IMODE(os.stat(mode_from or target).st_mode)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
     os.chmod(tmp, mode)
     os.replace(tmp, target)
     _sync_dir(Path(target).parent)

@@ -15,7 +15,7 @@ from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.pickle_writer import OutStorage, PickleWriteError, dumps, storage_type_for
 from ckpt_guard.rewrite.plan import CastItem, Plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.verify import VerifyError, verify_storages, verify_tree
+from ckpt_guard.rewrite.verify import read_back, verify_storages, verify_tree
 from ckpt_guard.rewrite.zip_writer import TorchZipWriter
 
 ProgressFn = Callable[[int, int], None]
@@ -164,14 +164,19 @@ def _projected_size(plan: Plan, prefix: str, byteorder: str) -> tuple[_Layout, i
 
 
 def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None,
-              dry_run: bool, progress: ProgressFn | None) -> FixResult:
+              dry_run: bool, progress: ProgressFn | None,
+              source: atomic.Source | None = None) -> FixResult:
+    """Rewrite ``path`` as a torch zip: to ``out_path``, else in place over ``source.real``
+    (see :func:`atomic.source_for`: symlinks resolved, owner and mode kept)."""
     ckpt = analysis.checkpoint
     size_before = ckpt.size_bytes
     if ckpt.format == "torch-legacy":
         plan.notes.append("legacy format rewritten as zip")
     prefix = ckpt.archive_prefix or "archive"
-    target = out_path or path
+    target = out_path or (source.real if source else path)
     with open(path, "rb") as src:
+        if source is not None:  # the file named is still the one analysed
+            atomic.ensure_unchanged(path, source.stat, os.fstat(src.fileno()))
         if dry_run:
             prog = ProgressCounter(progress, sum(i.storage.nbytes for i in plan.cast))
             decide_overflow(plan, src, prog)
@@ -210,21 +215,14 @@ def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None
             _verify(tmp, fh, layout, written, prog)
             size_after = os.fstat(fh.fileno()).st_size
             fh.close()
-            atomic.commit(tmp, target, mode_from=path)
+            atomic.commit(tmp, target, mode_from=path, source=source)
     return _result(path, plan, size_before, size_after, changed=True, stats=merged,
                    out_path=out_path)
 
 
 def _verify(tmp: str, fh: BinaryIO, layout: _Layout, written: Mapping[str, tuple[int, int]],
             prog: ProgressCounter) -> None:
-    from ckpt_guard.read import UnreadableError, read_path
-
-    try:
-        back = read_path(tmp)
-    except UnreadableError as e:
-        raise VerifyError(f"verification failed: the output does not read back: {e}") from e
-    if back.format != "torch-zip":
-        raise VerifyError(f"verification failed: the output reads as {back.format}")
+    back = read_back(tmp, "torch-zip")
     outs = {id(st): out for st, out in layout.storages}
     verify_tree(layout.root, back, lambda st: outs[id(st)])
     fh.seek(0)

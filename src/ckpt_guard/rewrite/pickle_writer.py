@@ -23,16 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ckpt_guard.read.rebuild import STORAGE_DTYPES
 from ckpt_guard.read.tree import NO_STATE, GlobalRef, Opaque, Storage, TensorRef
 
-STORAGE_TYPES: dict[str, str] = {
-    "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-    "bfloat16": "BFloat16Storage", "int64": "LongStorage", "int32": "IntStorage",
-    "int16": "ShortStorage", "int8": "CharStorage", "uint8": "ByteStorage",
-    "bool": "BoolStorage", "complex64": "ComplexFloatStorage",
-    "complex128": "ComplexDoubleStorage", "qint8": "QInt8Storage", "quint8": "QUInt8Storage",
-    "qint32": "QInt32Storage", "quint4x2": "QUInt4x2Storage", "quint2x4": "QUInt2x4Storage",
-}
+# dtype → torch's legacy typed storage class, the inverse of the reader's table.
+STORAGE_TYPES: dict[str, str] = {dtype: name for name, dtype in STORAGE_DTYPES.items()
+                                 if name not in ("UntypedStorage", "TypedStorage")}
 
 _BATCH = 1000  # items per APPENDS/SETITEMS, as pickle does
 
@@ -204,19 +200,20 @@ class _Writer:
         self._setitems(d)
 
     def _setitems(self, d: dict) -> None:
-        items = list(d.items())
-        for i in range(0, len(items), _BATCH):
-            batch = items[i:i + _BATCH]
-            if len(batch) == 1:
-                self.save(batch[0][0])
-                self.save(batch[0][1])
-                self.write(pickle.SETITEM)
-                continue
-            self.write(pickle.MARK)
-            for k, v in batch:
-                self.save(k)
+        self._batched([kv for item in d.items() for kv in item], 2, pickle.SETITEM,
+                      pickle.SETITEMS)
+
+    def _batched(self, values: list, width: int, one: bytes, many: bytes) -> None:
+        """Save ``values`` in groups of ``width`` (2: key, value) as pickle does: ``_BATCH``
+        groups under a MARK with ``many``, a lone group with ``one``."""
+        step = _BATCH * width
+        for i in range(0, len(values), step):
+            batch = values[i:i + step]
+            if len(batch) > width:
+                self.write(pickle.MARK)
+            for v in batch:
                 self.save(v)
-            self.write(pickle.SETITEMS)
+            self.write(many if len(batch) > width else one)
 
     def _list(self, seq: list) -> None:
         if self._get(id(seq)):
@@ -226,16 +223,7 @@ class _Writer:
         self._appends(seq)
 
     def _appends(self, seq: list) -> None:
-        for i in range(0, len(seq), _BATCH):
-            batch = seq[i:i + _BATCH]
-            if len(batch) == 1:
-                self.save(batch[0])
-                self.write(pickle.APPEND)
-                continue
-            self.write(pickle.MARK)
-            for v in batch:
-                self.save(v)
-            self.write(pickle.APPENDS)
+        self._batched(list(seq), 1, pickle.APPEND, pickle.APPENDS)
 
     def _tuple(self, t: tuple) -> None:
         if not t:

@@ -23,7 +23,7 @@ from ckpt_guard.rewrite import atomic, storage_io
 from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.plan import Plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.verify import VerifyError
+from ckpt_guard.rewrite.verify import VerifyError, read_back, verify_storages
 
 # safetensors' Dtype enum order (tensor.rs); serialization sorts by it, descending.
 DTYPE_ORDER = ("BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3",
@@ -61,15 +61,17 @@ class _Item:
 
 def fix_safetensors(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None,
                     dry_run: bool, progress: Callable[[int, int], None] | None,
-                    decide_overflow: Callable[..., None], progress_cls: Any) -> FixResult:
-    """Cast a safetensors file, keeping its ``__metadata__``."""
+                    decide_overflow: Callable[..., None], progress_cls: Any,
+                    source: atomic.Source | None = None) -> FixResult:
+    """Cast a safetensors file, keeping its ``__metadata__``: to ``out_path``, else in place
+    over ``source.real``."""
     ckpt = analysis.checkpoint
     items = [_Item(name, ref, ref.storage.offset or 0, ref.storage.nbytes)
              for name, ref in ckpt.root.items() if ref.storage is not None]
     return _write(path, items, ckpt.metadata.get("__metadata__"), plan, ckpt.size_bytes,
-                  target=out_path or path, out_path=out_path, dry_run=dry_run,
-                  progress=progress, decide_overflow=decide_overflow,
-                  progress_cls=progress_cls, in_place=out_path is None)
+                  target=out_path or (source.real if source else path), out_path=out_path,
+                  dry_run=dry_run, progress=progress, decide_overflow=decide_overflow,
+                  progress_cls=progress_cls, in_place=out_path is None, source=source)
 
 
 def convertible(root: Any) -> tuple[list[tuple[str, TensorRef]] | None, str]:
@@ -97,7 +99,7 @@ def convertible(root: Any) -> tuple[list[tuple[str, TensorRef]] | None, str]:
 def convert_to_safetensors(path: str, analysis: Analysis, plan: Plan, target: str, *,
                            dry_run: bool, progress: Callable[[int, int], None] | None,
                            decide_overflow: Callable[..., None],
-                           progress_cls: Any) -> FixResult:
+                           progress_cls: Any, source: atomic.Source | None = None) -> FixResult:
     """Write the (stripped, cast) state dict of a torch file as ``target`` in safetensors
     format (metadata ``{"format": "pt"}`` as ``safetensors.torch`` writes). The input is
     left in place; the caller decides whether to remove it."""
@@ -113,7 +115,8 @@ def convert_to_safetensors(path: str, analysis: Analysis, plan: Plan, target: st
                            ref.numel * size))
     res = _write(path, items, {"format": "pt"}, plan, analysis.checkpoint.size_bytes,
                  target=target, out_path=target, dry_run=dry_run, progress=progress,
-                 decide_overflow=decide_overflow, progress_cls=progress_cls, in_place=False)
+                 decide_overflow=decide_overflow, progress_cls=progress_cls, in_place=False,
+                 source=source)
     return res
 
 
@@ -128,9 +131,12 @@ def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan: Plan,
            size_before: int, *, target: str, out_path: str | None, dry_run: bool,
            progress: Callable[[int, int], None] | None, decide_overflow: Callable[..., None],
-           progress_cls: Any, in_place: bool) -> FixResult:
+           progress_cls: Any, in_place: bool,
+           source: atomic.Source | None = None) -> FixResult:
     prog = progress_cls(progress, 2 * sum(i.nbytes for i in items))
     with open(path, "rb") as src:
+        if source is not None:  # the file named is still the one analysed
+            atomic.ensure_unchanged(path, source.stat, os.fstat(src.fileno()))
         if plan.cast:
             decide_overflow(plan, src, prog)
         targets = {id(i.storage): i.target for i in plan.cast}
@@ -178,7 +184,7 @@ def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan:
             _verify(tmp, fh, entries, metadata, written, prog)
             fh.close()
             size_after = os.path.getsize(tmp)
-            atomic.commit(tmp, target, mode_from=path)
+            atomic.commit(tmp, target, mode_from=path, source=source)
     return _res(path, plan, size_before, size_after, True, merged, out_path, False)
 
 
@@ -189,15 +195,7 @@ def _code(ref: TensorRef) -> str:
 def _verify(tmp: str, fh: Any, entries: list[tuple[str, str, list[int], int]],
             metadata: dict[str, str] | None, written: dict[str, tuple[int, int]],
             prog: Any) -> None:
-    from ckpt_guard.read import UnreadableError, read_path
-    from ckpt_guard.rewrite.verify import verify_storages
-
-    try:
-        back = read_path(tmp)
-    except UnreadableError as e:
-        raise VerifyError(f"verification failed: the output does not read back: {e}") from e
-    if back.format != "safetensors":
-        raise VerifyError(f"verification failed: the output reads as {back.format}")
+    back = read_back(tmp, "safetensors")
     if back.metadata.get("__metadata__") != metadata:
         raise VerifyError("verification failed: __metadata__ changed")
     for name, code, shape, _n in entries:

@@ -71,6 +71,14 @@ class Stripper:
             del m[key]
             self.plan.changes.append(f"{key} removed")
 
+    def _drop(self, m: dict, *, optimizer: tuple[str, ...] = (),
+              training: tuple[str, ...] = ()) -> None:
+        """Delete the top-level keys the optimizer-state and training-state rules fix."""
+        for key in optimizer if self.opt.fixes else ():
+            self._del(m, key)
+        for key in training if self.train.fixes else ():
+            self._del(m, key)
+
     def _ema_moves(self, m: dict, ema_key: str, weights_key: str) -> bool:
         """ema-duplicate: the EMA replaces the weights (``keep: ema``), or is dropped
         (``keep: weights``) — unless there are no other weights (ultralytics' ``model: None``
@@ -118,21 +126,14 @@ class Stripper:
         # Pre-Lightning: checkpoint_best_total.pth keeps {model, args}.
         if self._ema_moves(m, "ema_model", "model"):
             self._del(m, "ema_model")
-        if self.opt.fixes:
-            self._del(m, "optimizer")
-        if self.train.fixes and "state_dict" not in m:
-            self._del(m, "lr_scheduler")
-            self._del(m, "epoch")
+        self._drop(m, optimizer=("optimizer",),
+                   training=("lr_scheduler", "epoch") if "state_dict" not in m else ())
 
     def _fw_timm(self, m: dict) -> None:
         # clean_checkpoint.py: state_dict_ema (or state_dict) is the weights.
         if self._ema_moves(m, "state_dict_ema", "state_dict"):
             self._del(m, "state_dict_ema")
-        if self.opt.fixes:
-            self._del(m, "optimizer")
-        if self.train.fixes:
-            self._del(m, "amp_scaler")
-            self._del(m, "amp")
+        self._drop(m, optimizer=("optimizer",), training=("amp_scaler", "amp"))
 
     def _fw_mmengine(self, m: dict) -> None:
         # publish_model.py keeps meta + state_dict. EMAHook already swapped EMA into state_dict.
@@ -146,11 +147,7 @@ class Stripper:
                             sd[k] = ema_sd[f"module.{k}"]
                     self.plan.changes.append("state_dict ← raw weights from ema_state_dict")
             self._del(m, "ema_state_dict")
-        if self.opt.fixes:
-            self._del(m, "optimizer")
-        if self.train.fixes:
-            self._del(m, "param_schedulers")
-            self._del(m, "message_hub")
+        self._drop(m, optimizer=("optimizer",), training=("param_schedulers", "message_hub"))
 
     def _fw_detectron2(self, m: dict) -> None:
         if self.opt.fixes:

@@ -130,6 +130,19 @@ class _Comparer:
             self.same(a.state, b.state, f"{path}<state>")
 
 
+def read_back(tmp: str, fmt: str) -> Checkpoint:
+    """The written file as OUR reader sees it; it must read, as format ``fmt``."""
+    from ckpt_guard.read import UnreadableError, read_path
+
+    try:
+        back = read_path(tmp)
+    except UnreadableError as e:
+        raise VerifyError(f"verification failed: the output does not read back: {e}") from e
+    if back.format != fmt:
+        raise VerifyError(f"verification failed: the output reads as {back.format}")
+    return back
+
+
 def tuple_or(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
