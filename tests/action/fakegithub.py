@@ -38,7 +38,8 @@ class State:
     next_id: int = 1000
     viewer: dict[str, Any] | None = None  # None: GET /user -> 403 like GITHUB_TOKEN
     forbid_writes: bool = False  # fork token: POST/PATCH comments -> 403
-    failures: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path re, status)
+    # (method, path re, status, headers, body): injected answers, used once each
+    failures: list[tuple[str, str, int, dict[str, str], Any]] = field(default_factory=list)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     releases: list[dict[str, Any]] = field(default_factory=list)
     blobs: dict[int, bytes] = field(default_factory=dict)
@@ -92,7 +93,14 @@ class FakeGitHub:
 
     def fail(self, method: str, path_re: str, *statuses: int) -> None:
         """The next requests matching answer ``statuses`` in turn (then normally)."""
-        self.state.failures.extend((method, path_re, s) for s in statuses)
+        self.state.failures.extend(
+            (method, path_re, s, {"Retry-After": "0"} if s == 429 else {},
+             {"message": f"injected {s}"}) for s in statuses)
+
+    def fail_with(self, method: str, path_re: str, status: int, body: Any,
+                  headers: dict[str, str] | None = None) -> None:
+        """The next request matching answers ``status`` with ``headers`` and ``body``."""
+        self.state.failures.append((method, path_re, status, headers or {}, body))
 
     def add_release(self, *, tag: str, draft: bool, assets: dict[str, bytes]) -> dict[str, Any]:
         rid = 500 + len(self.state.releases)
@@ -154,11 +162,10 @@ class FakeGitHub:
         return 404, {}, {"message": "Not Found"}
 
     def _route(self, req: Request):  # type: ignore[no-untyped-def]
-        for i, (method, path_re, status) in enumerate(self.state.failures):
+        for i, (method, path_re, status, hdrs, body) in enumerate(self.state.failures):
             if method == req.method and re.fullmatch(path_re, req.path):
                 del self.state.failures[i]
-                hdrs = {"Retry-After": "0"} if status == 429 else {}
-                return status, hdrs, {"message": f"injected {status}"}
+                return status, hdrs, body
         if not req.headers.get("authorization", "").startswith("Bearer "):
             return 401, {}, {"message": "Requires authentication"}
         repo = re.escape(self.repo)

@@ -66,3 +66,29 @@ def test_settings_typed_and_validated():
         Settings.from_env({"INPUT_MODE": "strip"})
     with pytest.raises(SettingsError, match="'commit_fixes' must be true or false"):
         Settings.from_env({"INPUT_COMMIT_FIXES": "maybe"})
+
+
+def test_info_lines_never_become_workflow_commands():
+    out = io.StringIO()
+    wf = Workflow({}, out)
+    wf.info("  ::error title=pwned::x.pt: changed by the event\n::add-mask::a\rnext ##[error]v1")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    for line in lines:  # what the runner checks: TrimStart().StartsWith("::"), "##[" anywhere
+        assert not line.lstrip().startswith("::") and "##[" not in line
+    assert lines[0].replace("\u200b", "") == "  ::error title=pwned::x.pt: changed by the event"
+
+
+def test_registered_secrets_never_written(tmp_path):
+    out, f, summ = io.StringIO(), tmp_path / "output", tmp_path / "summary"
+    wf = Workflow({"GITHUB_OUTPUT": str(f), "GITHUB_STEP_SUMMARY": str(summ)}, out)
+    secret = "ghs_abcSECRETdef"
+    wf.mask(secret)
+    wf.mask("")  # no token: nothing to mask (and "" must not mask everything)
+    wf.warning(f"git push: fatal: https://x-access-token:{secret}@github.com/a/b",
+               file=f"{secret}.pt", title=secret)
+    wf.info(f"url {secret}")
+    wf.set_output("o", secret)
+    wf.add_summary(f"# {secret}")
+    written = out.getvalue() + f.read_text() + summ.read_text()
+    assert secret not in written and written.count("***") == 6

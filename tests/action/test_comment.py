@@ -74,3 +74,19 @@ def test_body_capped_at_github_limit(api):
     text = with_marker("x" * 100_000)
     assert len(text) <= 65_536 and text.startswith(MARKER) and "Truncated" in text
     assert upsert_comment(gh(api), REPO, 8, "y" * 100_000).action == "created"
+
+
+def test_prefers_the_actions_bot_over_another_bot_quoting_the_marker(api):
+    quoting_app = {"login": "pr-summary[bot]", "type": "Bot", "id": 77}
+    api.add_comment(4, f"Summary of the PR body: {MARKER}", quoting_app)
+    ours = api.add_comment(4, f"{MARKER}\nold report", BOT)
+    assert find_comment(gh(api), REPO, 4)["id"] == ours["id"]
+    res = upsert_comment(gh(api), REPO, 4, "new")
+    assert res.action == "updated" and res.comment_id == ours["id"]
+    assert "Summary of the PR body" in api.state.comments[4][0]["body"]
+
+
+def test_a_response_that_is_not_json_is_a_failure_not_a_crash(api):
+    api.fail_with("GET", r"/repos/acme/models/issues/6/comments", 200, b"<html>proxy</html>")
+    res = upsert_comment(gh(api), REPO, 6, "x")
+    assert res.action == "failed" and "not JSON" in res.reason

@@ -213,7 +213,7 @@ def test_release_gate_downloads_assets_and_checks_them(tmp_path, api):
     assert len(api.blob_requests) == 2
     assert all("authorization" not in q.headers for q in api.blob_requests)
     assert "::error file=yolo-train.pt" in r.stdout
-    assert "release gate `v1.0`" in r.summary
+    assert "release gate <code>v1.0</code>" in r.summary
 
 
 def test_release_gate_by_tag_finds_the_draft(tmp_path, api):
@@ -331,3 +331,142 @@ def test_unreachable_base_falls_back_to_every_file_without_delta(pr_repo, api):
     assert len(report_of(pr_repo["ws"])["files"]) == 4
     body = api.state.comments[14][0]["body"]
     assert "Change vs" not in body and "| — |" in body
+
+
+def test_commit_fixes_runs_no_hooks_and_commits_only_the_fixed_files(tmp_path, api):
+    origin = init(tmp_path / "origin")
+    base = commit(origin, "base", {"w/other.pt": stripped(), "w/keep.txt": b"k"})
+    git(origin, "checkout", "-q", "-b", "feature")
+    head = commit(origin, "train", {"w/*.pt": ckpt_bytes(training())})  # a glob-looking name
+    git(origin, "checkout", "-q", "main")
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "feature", f"file://{origin}",
+        str(ws))
+    (ws / ".ckpt-guard.yml").write_bytes(FIX_POLICY)
+    (ws / "w/other.pt").write_bytes(ckpt_bytes(training()))  # dirty, not part of the PR
+    canary = tmp_path / "canary"
+    for hooks in (ws / ".git" / "hooks", ws / "planted"):
+        hooks.mkdir(exist_ok=True)
+        for name in ("pre-commit", "commit-msg", "post-commit", "pre-push",
+                     "reference-transaction"):
+            (hooks / name).write_text(f"#!/bin/sh\necho {name} >> {canary}\n")
+            (hooks / name).chmod(0o755)
+    git(ws, "config", "core.hooksPath", str(ws / "planted"))
+    r = run_action(ws, tmp_path / "run", event="pull_request", api_url=api.url,
+                   payload=pr_payload(15, base, head), inputs={"mode": "fix",
+                                                               "commit_fixes": "true",
+                                                               "paths": "w/[*].pt"})
+    assert r.rc == 0 and "pushed" in r.stdout, r.stdout + r.stderr
+    assert not canary.exists(), canary.read_text()
+    changed = git(origin, "show", "--name-only", "--format=", "feature").splitlines()
+    assert changed == ["w/*.pt"]
+
+
+def test_commit_fixes_never_pushes_when_the_head_repository_is_gone(fix_repo, api):
+    """A deleted fork has head.repo null: its branch name must not be pushed to the base."""
+    origin = fix_repo["origin"]
+    before = git(origin, "rev-parse", "feature")
+    payload = pr_payload(16, fix_repo["base"], fix_repo["head"])
+    payload["pull_request"]["head"]["repo"] = None
+    r = run_action(fix_repo["ws"], fix_repo["tmp"] / "gone", event="pull_request",
+                   api_url=api.url, payload=payload,
+                   inputs={"mode": "fix", "commit_fixes": "true"})
+    assert "not pushing to a fork" in r.stdout, r.stdout
+    assert git(origin, "rev-parse", "feature") == before
+
+
+def test_release_gate_fails_closed_on_an_asset_it_cannot_download(tmp_path, api):
+    ws = init(tmp_path / "ws")
+    commit(ws, "src", {"README.md": b"x"})
+    rel = api.add_release(tag="v4", draft=False, assets={"m.pt": stripped()})
+    api.fail("GET", r"/repos/acme/models/releases/assets/\d+", 404)
+    r = run_action(ws, tmp_path / "run", event="release", api_url=api.url,
+                   payload={"action": "published", "release": rel},
+                   inputs={"release_assets": "true"})
+    assert r.rc == 1 and r.outputs["status"] == "error", r.stdout + r.stderr
+    (f,) = report_of(ws)["files"]
+    assert f["path"] == "m.pt" and f["findings"][0]["rule"] == "unreadable"
+    assert "could not download" in f["findings"][0]["message"]
+
+
+def _commands(stdout: str) -> list[str]:
+    """Lines the runner would take for workflow commands (v2 after TrimStart, v1 anywhere)."""
+    return [line for line in stdout.splitlines()
+            if line.lstrip().startswith("::") or "##[" in line]
+
+
+def test_hostile_file_names_in_a_pull_request(tmp_path, api):
+    """A fork chooses file names: none may inject workflow commands, outputs or Markdown."""
+    names = ["evil\n::error title=pwned::x.pt", "::warning::lead.pt", "100%0A::notice::p.pt",
+             "@octocat [a](javascript:alert(1)) ![i](x) <details>-->.pt", "##[error]v1.pt",
+             "sp ace,comma:colon.pt"]
+    origin = init(tmp_path / "origin")
+    base = commit(origin, "base", {"README.md": b"x"})
+    head = commit(origin, "add", {n: ckpt_bytes(training(8)) for n in names})
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", f"file://{origin}", str(ws))
+    r = run_action(ws, tmp_path / "run", event="pull_request", api_url=api.url,
+                   payload=pr_payload(17, base, head))
+    assert r.rc == 1 and r.outputs["files_checked"] == str(len(names)), r.stdout + r.stderr
+    cmds = _commands(r.stdout)
+    assert cmds and all(c.startswith(("::error file=", "::warning ", "::notice ")) for c in cmds)
+    for c in cmds:  # parsed the way the runner does: only our properties, our titles
+        _name, _, props = c[2:].split("::", 1)[0].partition(" ")
+        kv = dict(p.split("=", 1) for p in props.split(",") if p)
+        assert set(kv) <= {"file", "title"} and kv.get("title", "ckpt").startswith("ckpt")
+    files = sorted(c.split("file=", 1)[1].split(",title=")[0] for c in cmds if "file=" in c)
+    unescaped = sorted(f.replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",")
+                       .replace("%25", "%") for f in files)
+    assert unescaped == sorted(names)
+    assert set(r.outputs) == {"status", "files_checked", "violations", "bytes_total",
+                              "bytes_removable", "bytes_saved", "report_json"}
+    body = api.state.comments[17][0]["body"].rsplit("<sub>", 1)[0]  # the footer links the run
+    for bad in ("](", "![", "@octocat", "<details>-->", "\n::"):
+        assert bad not in body, bad
+
+
+@pytest.mark.parametrize("tamper", ["bad_types", "no_head_sha", "huge"])
+def test_two_phase_trusts_nothing_in_the_artifact(pr_repo, api, tmp_path, tamper):
+    """Phase 1 of a fork's PR runs the fork's workflow: its artifact is attacker-made."""
+    ws2 = tmp_path / "ws2"
+    rd = ws2 / "ckpt-guard-report"
+    rd.mkdir(parents=True)
+    api.state.pulls[9] = {"number": 9, "head": {"sha": pr_repo["head"]}}
+    wr = {"workflow_run": {"id": 1, "event": "pull_request", "head_sha": pr_repo["head"]}}
+    report = {"files": [{"path": "m.pt", "status": "fail",
+                         "findings": [{"rule": "x", "action": "fail", "message": "m"}]}]}
+    ctx = {"pr_number": 9, "base_label": "`main` [x](javascript:1)", "changed": ["m.pt"],
+           "base_sizes": {"m.pt": 1}}
+    if tamper == "bad_types":
+        report["files"].append("not a dict")
+        ctx["base_sizes"] = {"m.pt": "lots"}
+    elif tamper == "no_head_sha":
+        wr["workflow_run"].pop("head_sha")
+    (rd / "report.json").write_text(json.dumps(report))
+    (rd / "context.json").write_text(json.dumps(ctx))
+    if tamper == "huge":
+        with open(rd / "report.json", "ab") as fh:
+            fh.truncate(65 * 1024 * 1024)  # sparse: a bomb costs the attacker nothing
+    r = run_action(ws2, tmp_path / "p2", event="workflow_run", payload=wr, api_url=api.url)
+    assert "Traceback" not in r.stdout + r.stderr and "internal error" not in r.stdout
+    assert not api.state.comments.get(9)
+    if tamper == "no_head_sha":
+        assert r.rc == 0 and "not commenting" in r.stdout
+    else:
+        assert r.rc == 2 and "no usable ckpt-guard report" in r.stdout
+
+
+def test_files_written_as_root_go_back_to_the_workspace_owner(fix_repo, api):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, as the container runs")
+    ws = fix_repo["ws"]
+    subprocess.run(["chown", "-R", "1001:1001", str(ws)], check=True)
+    r = run_action(ws, fix_repo["tmp"] / "own", event="pull_request", api_url=api.url,
+                   payload=pr_payload(18, fix_repo["base"], fix_repo["head"]),
+                   inputs={"mode": "fix"})
+    assert r.outputs["status"] == "fixed", r.stdout + r.stderr
+    for p in [ws / "models/train.pt", *(ws / "ckpt-guard-report").rglob("*"),
+              ws / "ckpt-guard-report"]:
+        assert p.stat().st_uid == 1001, p

@@ -103,3 +103,17 @@ def test_paths_globs_stay_inside_the_workspace(tmp_path):
     assert expand_globs(["**/*.pt"], ws) == ["a/b/m.pt", "link.pt", "top.pt"]
     assert expand_globs(["../*.pt", str(tmp_path / "outside.pt")], ws) == []
     assert expand_globs([str(ws / "top.pt"), "./a/**/*.pt"], ws) == ["a/b/m.pt", "top.pt"]
+
+
+def test_globs_never_reach_through_a_symlinked_directory(tmp_path):
+    from ckpt_guard.action.select import expand_globs
+
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    (ws / "models").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.pt").write_bytes(b"x")
+    (ws / "models" / "ok.pt").write_bytes(b"x")
+    (ws / "models" / "up").symlink_to(outside)  # a PR can commit this link
+    (ws / "direct.pt").symlink_to(outside / "secret.pt")
+    assert expand_globs(["models/*/*.pt", "models/up/secret.pt", "*.pt", "models/*.pt"],
+                        ws) == ["direct.pt", "models/ok.pt"]  # direct.pt: the engine says no

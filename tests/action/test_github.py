@@ -84,3 +84,39 @@ def test_connection_refused_is_a_clean_error(tmp_path):
     with pytest.raises(GitHubError) as e:
         gh.get_json("/user")
     assert e.value.status == 0 and TOKEN not in str(e.value)
+
+
+def test_retry_after_is_honoured_but_bounded(api):
+    """A 429 asking for an hour waits at most backoff_max; a 403 with Retry-After (secondary
+    rate limit) is retried; a plain 403 (fork token) is not."""
+    import time
+
+    api.state.pulls[5] = {"number": 5}
+    api.fail_with("GET", r"/repos/acme/models/pulls/5", 429, {"message": "slow down"},
+                  {"Retry-After": "3600"})
+    api.fail_with("GET", r"/repos/acme/models/pulls/5", 403,
+                  {"message": "You have exceeded a secondary rate limit"}, {"Retry-After": "60"})
+    t0 = time.monotonic()
+    assert client(api, backoff_max=0.2).get_json("/repos/acme/models/pulls/5") == {"number": 5}
+    assert time.monotonic() - t0 < 5
+    assert len(api.of("GET", r"/repos/acme/models/pulls/5")) == 3
+    api.fail("GET", r"/repos/acme/models/pulls/5", 403)
+    with pytest.raises(GitHubError) as e:
+        client(api).get_json("/repos/acme/models/pulls/5")
+    assert e.value.status == 403 and len(api.of("GET", r"/repos/acme/models/pulls/5")) == 4
+
+
+@pytest.mark.parametrize(("api_url", "url", "sent"), [
+    ("https://api.github.com", "https://api.github.com/repos/a/b", True),
+    # release uploads go to the upload host the release's upload_url names
+    ("https://api.github.com", "https://uploads.github.com/repos/a/b/releases/1/assets", True),
+    ("https://ghe.example/api/v3", "https://ghe.example/api/uploads/repos/a/b/releases/1/assets",
+     True),
+    ("https://api.github.com", "https://objects.githubusercontent.com/blob?sig=x", False),
+    ("https://api.github.com", "http://api.github.com/repos/a/b", False),
+    ("https://api.github.com", "https://uploads.github.com.evil.example/x", False),
+    ("https://api.github.com", "https://api.github.com:8443/x", False),
+    ("https://ghe.example/api/v3", "https://uploads.ghe.example/x", False),
+])
+def test_which_hosts_get_the_token(api_url, url, sent):
+    assert bool(GitHub(TOKEN, api_url)._auth_for(url)) is sent

@@ -6,6 +6,7 @@ Regenerate after an intended change: CKPT_GUARD_UPDATE_GOLDEN=1 pytest tests/act
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,59 @@ def test_escapes_paths_and_messages():
     assert "a&#124;b/&lt;img src=x&gt;.pt" in text
     row = next(line for line in text.splitlines() if line.startswith("| <code>a"))
     assert row.count("|") == 5  # no cell broke the table (no Δ column without a base)
+
+
+HOSTILE = ("x`](javascript:alert(1)) ![t](https://evil.example/p.png) [l](javascript:x) "
+           "<details><summary>-->@octocat @org/team #1 acme/other#2 www.evil.example "
+           "**b** ~~s~~ \\| \u202eevil\r# heading\n::error::pwned`.pt")
+
+
+def _inert(text: str) -> None:
+    """No Markdown/HTML construct of the hostile text survives (checked on the raw text the
+    way GitHub's renderer would see it)."""
+    assert not re.search(r"(?<!&)#[12]", text)  # issue references (entities are "&#…;")
+    for bad in ("](", "![", "<details><summary>-->", "-->", "@octocat", "@org", "www.evil", "https://evil", "**b**", "~~s~~", "\u202e", "\r", "\n# heading",
+                "\n::error"):
+        assert bad not in text, bad
+
+
+@pytest.mark.parametrize("where", ["path", "message", "note", "format", "rule"])
+def test_hostile_names_and_messages_are_inert(where):
+    fr = broken("models/ok.pt")
+    if where == "path":
+        fr.path = HOSTILE
+    elif where == "message":  # e.g. a pickle global or a key name quoted in a finding
+        fr.findings[0] = Finding("unreadable", "fail", f"global `{HOSTILE}` at `model`")
+    elif where == "note":
+        fr.notes = [HOSTILE]
+    elif where == "format":  # report.json from a fork's artifact (two-phase comment)
+        fr.format, fr.framework, fr.by_dtype = HOSTILE, HOSTILE, {HOSTILE: 1}
+    else:
+        fr.findings[0] = Finding(HOSTILE, HOSTILE, "m")
+        fr.status = "fail"
+    text = render_markdown(Report(files=[fr]), Context(base_sizes={}, changed=[fr.path]))
+    _inert(text)
+    # the text is still there for people to read, as entities
+    assert "&lt;details&gt;" in text and "@&#8203;octocat" in text and "&#92;u202e" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(line.count("|") == 6 for line in table if "<code>" in line), table
+
+
+def test_our_code_spans_stay_and_an_odd_backtick_disables_them():
+    fr = broken()
+    fr.findings[0] = Finding("unreadable", "fail", "at `model` and `optim`")
+    fr.notes = ["key `a`b` here"]
+    text = render_markdown(Report(files=[fr]))
+    assert "at <code>model</code> and <code>optim</code>" in text
+    assert "> key &#96;a&#96;b&#96; here" in text
+
+
+def test_very_long_names_are_shortened_in_the_comment():
+    files = [yolo(f"{'d' * 3000}/{i}.pt") for i in range(40)]
+    text = render_markdown(Report(files=files))
+    rows = [line for line in text.splitlines() if line.startswith("| <code>")]
+    assert len(rows) == 40 and all(len(r) < 600 for r in rows)
+    assert "…" in rows[0] and rows[0].count("d") < 250
 
 
 @pytest.mark.parametrize("n", [300, 3000])

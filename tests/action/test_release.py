@@ -69,3 +69,46 @@ def test_422_from_the_api_is_explained(api, tmp_path):
     why = replace_asset(gh(api), REPO, gate, gate.assets[0])
     assert why.startswith("GitHub refused the change (422)") and "immutable" in why
     assert api.state.releases[0]["assets"][0]["name"] == "model.pt"
+
+
+def test_hostile_and_colliding_asset_names_stay_in_their_own_directory(api, tmp_path):
+    names = {"../../escape.pt": b"A", "/abs/x.pt": b"B", "a b.pt": b"C", "a_b.pt": b"D",
+             "..": b"E", "..\\win.pt": b"F"}
+    rel = api.add_release(tag="v1", draft=True, assets=names)
+    dest = tmp_path / "dl"
+    gate = download_assets(gh(api), REPO, rel, dest, lambda n: True)
+    assert {a.name: a.path.read_bytes() for a in gate.assets} == names
+    for a in gate.assets:
+        assert a.path.resolve().is_relative_to(dest.resolve()) and a.path.parent.parent == dest
+    assert not (tmp_path / "escape.pt").exists() and not list(tmp_path.glob("*.pt"))
+
+
+def test_an_asset_larger_than_declared_is_refused(api, tmp_path):
+    rel = api.add_release(tag="v1", draft=True, assets={"model.pt": b"M" * 4096})
+    rel["assets"][0]["size"] = 100  # the blob host sends more than the API declared
+    gate = download_assets(gh(api), REPO, rel, tmp_path, lambda n: True)
+    assert not gate.assets and "model.pt" in gate.failed
+    assert "more than the expected 100 bytes" in gate.failed["model.pt"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial file left
+
+
+def test_replace_cleans_a_stale_temp_upload_and_never_loses_the_asset(api, tmp_path):
+    rel = api.add_release(tag="v1", draft=True, assets={"model.pt": b"M" * 4096,
+                                                        "model.pt.ckpt-guard-new": b"old"})
+    gate = download_assets(gh(api), REPO, rel, tmp_path, lambda n: True)
+    assert gate.skipped == ["model.pt.ckpt-guard-new"]  # our own leftovers are not checked
+    (asset,) = gate.assets
+    asset.path.write_bytes(b"m" * 1000)
+    # the old asset cannot be deleted: the upload is taken back, the original stays
+    api.fail("DELETE", rf"/repos/acme/models/releases/assets/{asset.id}", 404)
+    why = replace_asset(gh(api), REPO, gate, asset)
+    assert why and "404" in why
+    assert [(a["name"], a["size"]) for a in api.state.releases[0]["assets"]] == [
+        ("model.pt", 4096)]
+    # next run: replaced, and a rename that fails says exactly what to do
+    api.fail("PATCH", r"/repos/acme/models/releases/assets/\d+", 404)
+    why = replace_asset(gh(api), REPO, gate, asset)
+    assert "uploaded as 'model.pt.ckpt-guard-new'" in why and "rename it to 'model.pt'" in why
+    # a later run finds the asset it downloaded gone: it touches nothing
+    assert replace_asset(gh(api), REPO, gate, asset).startswith("the asset changed")
+    assert [a["name"] for a in api.state.releases[0]["assets"]] == ["model.pt.ckpt-guard-new"]

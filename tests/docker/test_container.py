@@ -114,6 +114,8 @@ def test_container_pull_request(image, tmp_path):
         assert outputs["violations"] == "1"
         assert "::error file=models/train.pt" in r.stdout
         report = json.loads((ws / outputs["report_json"]).read_text())
+        # what the root container wrote belongs to the runner's user afterwards
+        assert (ws / outputs["report_json"]).stat().st_uid == RUNNER_UID
         assert {f["path"] for f in report["files"]} == {
             "models/train.pt", "models/base.pt", "models/new/renamed.pt"}
         assert "### ckpt-guard: ❌ 1 of 3 weight files fail the policy" in summary

@@ -2,6 +2,9 @@
 
 Escaping follows actions/toolkit (``command.ts``): data escapes ``%``, ``\\r``, ``\\n``;
 properties also ``:`` and ``,``. Outputs use the ``name<<DELIMITER`` form so any value is safe.
+Plain log lines carry file names from pull requests: the runner would run a line that starts
+with ``::`` (after leading blanks) or holds ``##[`` as a command, so :meth:`Workflow.info`
+defuses both. Registered secrets are replaced by ``***`` in everything written.
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ def escape_property(value: str) -> str:
     return escape_data(value).replace(":", "%3A").replace(",", "%2C")
 
 
+_ZWSP = "\u200b"  # not whitespace to the runner's TrimStart, invisible in the log
+
+
+def defuse(line: str) -> str:
+    """A log line the runner will not take for a workflow command (v2 ``::cmd::`` at the
+    start, v1 ``##[cmd]`` anywhere)."""
+    line = line.replace("##[", f"##{_ZWSP}[")
+    return _ZWSP + line if line.lstrip().startswith("::") else line
+
+
 class Workflow:
     """Talks to the runner: annotations and groups on stdout, outputs and summary in files."""
 
@@ -35,11 +48,23 @@ class Workflow:
         self.output_file = env.get("GITHUB_OUTPUT") or None
         self.summary_file = env.get("GITHUB_STEP_SUMMARY") or None
         self.outputs: dict[str, str] = {}
+        self._secrets: list[str] = []
+
+    def mask(self, secret: str) -> None:
+        """Never write ``secret`` (a token) anywhere: it becomes ``***``."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # -- stdout commands -------------------------------------------------------------
     def command(self, name: str, message: str, **props: object) -> None:
-        p = ",".join(f"{k}={escape_property(str(v))}" for k, v in props.items() if v is not None)
-        self.out.write(f"::{name}{' ' + p if p else ''}::{escape_data(message)}\n")
+        p = ",".join(f"{k}={escape_property(self._redact(str(v)))}" for k, v in props.items()
+                     if v is not None)
+        self.out.write(f"::{name}{' ' + p if p else ''}::{escape_data(self._redact(message))}\n")
         self.out.flush()
 
     def error(self, message: str, *, file: str | None = None, line: int | None = None,
@@ -54,12 +79,13 @@ class Workflow:
         self.command("notice", message, file=file, title=title)
 
     def info(self, message: str) -> None:
-        self.out.write(message + "\n")
+        lines = self._redact(message).splitlines() or [""]
+        self.out.write("".join(defuse(line) + "\n" for line in lines))
         self.out.flush()
 
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
-        self.out.write(f"::group::{escape_data(title)}\n")
+        self.out.write(f"::group::{escape_data(self._redact(title))}\n")
         try:
             yield
         finally:
@@ -68,7 +94,7 @@ class Workflow:
 
     # -- files -----------------------------------------------------------------------
     def set_output(self, name: str, value: object) -> None:
-        text = str(value)
+        text = self._redact(str(value))
         self.outputs[name] = text
         if not self.output_file:
             return
@@ -86,7 +112,7 @@ class Workflow:
         path = Path(self.summary_file)
         used = path.stat().st_size if path.exists() else 0
         room = SUMMARY_LIMIT - used - 1
-        data = markdown.encode("utf-8")
+        data = self._redact(markdown).encode("utf-8")
         if len(data) > room:
             note = (b"\n\n> **Truncated**: the step summary is limited to 1 MiB; "
                     b"the full report is in the JSON report.\n")

@@ -39,10 +39,14 @@ def with_marker(body: str) -> str:
     return text
 
 
+def _url(comment: object) -> str:
+    return str(comment.get("html_url", "")) if isinstance(comment, dict) else ""
+
+
 def _viewer(gh: GitHub) -> str | None:
     try:
-        login = gh.request("GET", "/user", retry=False).json().get("login")
-    except (GitHubError, ValueError, AttributeError):
+        login = gh.json("GET", "/user", retry=False).get("login")
+    except (GitHubError, AttributeError):
         return None  # GITHUB_TOKEN: "Resource not accessible by integration"
     return str(login) if login else None
 
@@ -57,11 +61,18 @@ def _ours(comment: dict[str, Any], viewer: str | None) -> bool:
 
 
 def find_comment(gh: GitHub, repo: str, number: int) -> dict[str, Any] | None:
+    """Our comment: the oldest carrying the marker (the one earlier runs have been updating).
+    Without a known identity, a github-actions[bot] comment wins over another bot's — an
+    app that quotes the PR's text may repeat the marker, and is not ours to edit."""
     viewer = _viewer(gh)
+    other_bot = None
     for c in gh.paginate(f"/repos/{repo}/issues/{number}/comments"):
-        if _ours(c, viewer):
-            return c  # the oldest: the one earlier runs have been updating
-    return None
+        if not _ours(c, viewer):
+            continue
+        if viewer is not None or (c.get("user") or {}).get("login") == ACTIONS_BOT:
+            return c
+        other_bot = other_bot or c
+    return other_bot
 
 
 def upsert_comment(gh: GitHub, repo: str, number: int, body: str, *,
@@ -75,14 +86,12 @@ def upsert_comment(gh: GitHub, repo: str, number: int, body: str, *,
             cid = int(existing["id"])
             if existing.get("body") == text:
                 return CommentResult("unchanged", cid, str(existing.get("html_url", "")))
-            c = gh.request("PATCH", f"/repos/{repo}/issues/comments/{cid}",
-                           json={"body": text}).json()
-            return CommentResult("updated", cid, str(c.get("html_url", "")))
+            c = gh.json("PATCH", f"/repos/{repo}/issues/comments/{cid}", json={"body": text})
+            return CommentResult("updated", cid, _url(c))
         if not create:
             return CommentResult("skipped", reason="nothing to report and no earlier comment")
-        c = gh.request("POST", f"/repos/{repo}/issues/{number}/comments",
-                       json={"body": text}).json()
-        return CommentResult("created", int(c["id"]), str(c.get("html_url", "")))
+        c = gh.json("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": text})
+        return CommentResult("created", c.get("id") if isinstance(c, dict) else None, _url(c))
     except GitHubError as e:
         kind = "forbidden" if e.status in (401, 403, 404) else "failed"
         return CommentResult(kind, reason=str(e))

@@ -81,8 +81,11 @@ class RunContext:
 
     @property
     def is_fork(self) -> bool:
+        """Anything but a head branch proven to live in this repository: a deleted fork has
+        ``head.repo: null``, and its branch name must never be pushed to here."""
         head_repo = (self.pr.get("head") or {}).get("repo") or {}
-        return bool(head_repo) and head_repo.get("full_name") != self.repository
+        name = str(head_repo.get("full_name") or "")
+        return not name or not self.repository or name.lower() != self.repository.lower()
 
     @property
     def head_ref(self) -> str:

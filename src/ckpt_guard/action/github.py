@@ -1,9 +1,12 @@
 """A small GitHub REST client on ``requests``: bounded retries, timeouts, pagination, downloads.
 
-- Retries 429 and 5xx (every method: GitHub answers 5xx before acting) with exponential
-  backoff, honouring ``Retry-After``; a bounded number of tries, then :class:`GitHubError`.
-- Every request has a timeout. The token is sent only to the API's own origin and never
-  appears in an exception message or a log line.
+- Retries 429 and 5xx (every method: GitHub answers 5xx before acting) and a 403 that carries
+  ``Retry-After`` (a secondary rate limit) with exponential backoff, honouring
+  ``Retry-After`` up to ``backoff_max``; a bounded number of tries, then :class:`GitHubError`.
+- Every request has a timeout. The token is sent only to the API's own origin (and its
+  upload host, ``uploads.github.com`` for ``api.github.com``) and never appears in an
+  exception message or a log line. A response that is not the JSON expected is a
+  :class:`GitHubError` too.
 - ``Link: <…>; rel="next"`` pagination.
 - Asset downloads follow GitHub's 302 to the blob store by hand, so the Authorization header
   never reaches another host.
@@ -26,6 +29,18 @@ from ckpt_guard import __version__
 
 DEFAULT_API_URL = "https://api.github.com"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class _Retry(Retry):
+    """urllib3's Retry, but a server's ``Retry-After`` never makes us wait longer than
+    ``backoff_max`` (a job must not hang for an hour on one header), and a 403 carrying
+    ``Retry-After`` (GitHub's secondary rate limit) is retried too."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({403, 413, 429, 503})
+
+    def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, self.backoff_max)
 
 
 class GitHubError(Exception):
@@ -53,7 +68,7 @@ class GitHub:
         self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
         self._token = token
         self.timeout = timeout
-        retry = Retry(total=retries, connect=retries, read=retries, status=retries,
+        retry = _Retry(total=retries, connect=retries, read=retries, status=retries,
                       status_forcelist=RETRY_STATUSES, allowed_methods=None,
                       backoff_factor=backoff, backoff_max=backoff_max,
                       respect_retry_after_header=True, raise_on_status=False,
@@ -80,8 +95,16 @@ class GitHub:
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.api_url}/{path.lstrip('/')}"
 
+    def _trusted(self, url: str) -> bool:
+        scheme, host, port = _origin(url)
+        api_scheme, api_host, api_port = _origin(self.api_url)
+        if (scheme, host, port) == (api_scheme, api_host, api_port):
+            return True  # the API (on GHES, uploads live here too: https://HOST/api/uploads)
+        return (api_host.startswith("api.") and scheme == api_scheme == "https"
+                and host == "uploads." + api_host[4:] and port is None)
+
     def _auth_for(self, url: str) -> dict[str, str]:
-        if self._token and _origin(url) == _origin(self.api_url):
+        if self._token and self._trusted(url):
             return {"Authorization": f"Bearer {self._token}"}
         return {}
 
@@ -104,7 +127,13 @@ class GitHub:
         return resp
 
     def get_json(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw).json()
+        return self.json("GET", path, **kw)
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        """The JSON body of a request; a body that is not JSON (a proxy's HTML page) is a
+        :class:`GitHubError`, not a crash."""
+        resp = self.request(method, path, **kw)
+        return _json_of(resp, method)
 
     def paginate(self, path: str, params: Mapping[str, Any] | None = None,
                  max_pages: int = 100) -> Iterator[Any]:
@@ -115,16 +144,19 @@ class GitHub:
             if url is None:
                 return
             resp = self.request("GET", url, params=query)
-            body = resp.json()
-            yield from (body if isinstance(body, list) else body.get("items", []))
+            body = _json_of(resp, "GET")
+            items = body if isinstance(body, list) else (
+                body.get("items", []) if isinstance(body, dict) else [])
+            yield from (i for i in items if isinstance(i, dict))
             nxt = resp.links.get("next", {}).get("url")
             url, query = (urljoin(url, nxt) if nxt else None), None
 
     # -- downloads / uploads -----------------------------------------------------------
     def download(self, path: str, dest: Path, *, accept: str = "application/octet-stream",
-                 max_redirects: int = 5) -> int:
+                 max_redirects: int = 5, max_bytes: int | None = None) -> int:
         """Stream ``path`` to ``dest``; returns bytes written. Redirects are followed by hand:
-        the token goes only to the API origin, never to the blob host it redirects to."""
+        the token goes only to the API origin, never to the blob host it redirects to. More
+        than ``max_bytes`` (e.g. the asset's declared size) is an error, not a full disk."""
         url = self.url(path)
         for _ in range(max_redirects + 1):
             resp = self.request("GET", url, headers={"Accept": accept}, stream=True)
@@ -140,9 +172,14 @@ class GitHub:
             try:
                 with open(tmp, "wb") as fh:
                     for chunk in resp.iter_content(chunk_size=1 << 20):
-                        fh.write(chunk)
                         written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            raise _TooBig(f"more than the expected {max_bytes} bytes")
+                        fh.write(chunk)
                 os.replace(tmp, dest)
+            except _TooBig as e:
+                tmp.unlink(missing_ok=True)
+                raise GitHubError(0, f"download failed: {e}", "GET", url) from None
             except (OSError, requests.RequestException) as e:
                 tmp.unlink(missing_ok=True)
                 raise GitHubError(0, f"download failed: {type(e).__name__}", "GET", url) from e
@@ -163,12 +200,24 @@ class GitHub:
                                         retry=False,
                                         headers={"Content-Type": content_type,
                                                  "Content-Length": str(file.stat().st_size)})
-                    return resp.json()
+                    return _json_of(resp, "POST")
                 except GitHubError as e:
                     if e.status not in (0, *RETRY_STATUSES) or attempt == self.retries:
                         raise
             time.sleep(min(self.backoff_max, self.backoff * (2 ** attempt)))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _json_of(resp: requests.Response, method: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise GitHubError(resp.status_code, "the response is not JSON", method,
+                          resp.url) from None
 
 
 def _message(resp: requests.Response) -> str:

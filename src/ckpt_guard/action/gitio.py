@@ -6,6 +6,7 @@ blob is < 1 KiB). Base commits absent from a shallow checkout are fetched by SHA
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,12 @@ from pathlib import Path
 LFS_SPEC = b"version https://git-lfs.github.com/spec/v1"
 _POINTER_SIZE = re.compile(rb"^size (\d+)$", re.M)
 NULL_SHA = "0" * 40
+
+
+# Every git command: no hooks (a same-repository PR's earlier steps could have planted some
+# in .git/hooks or set core.hooksPath), no pager/prompt.
+SAFE = ("-c", "core.hooksPath=/dev/null", "--no-pager")
+ENV = {"GIT_TERMINAL_PROMPT": "0"}
 
 
 class GitError(RuntimeError):
@@ -59,8 +66,9 @@ class Git:
 
     def run(self, *args: str, check: bool = True, input: bytes | None = None) -> str:
         try:
-            proc = subprocess.run(["git", *args], cwd=self.cwd, input=input,
-                                  capture_output=True, timeout=600)
+            proc = subprocess.run(["git", *SAFE, *args], cwd=self.cwd, input=input,
+                                  capture_output=True, timeout=600,
+                                  env={**os.environ, **ENV})
         except (OSError, subprocess.TimeoutExpired) as e:
             raise GitError(f"git {args[0]}: {e}") from e
         if check and proc.returncode != 0:
@@ -196,7 +204,11 @@ class Git:
         """Commit ``paths`` as github-actions[bot] and push to ``branch``; returns the SHA."""
         ident = ["-c", "user.name=github-actions[bot]",
                  "-c", "user.email=41898282+github-actions[bot]@users.noreply.github.com"]
-        self.run("add", "--", *paths)
-        self.run(*ident, "commit", "-m", message, "--", *paths)
-        self.run("push", remote, f"HEAD:refs/heads/{branch}")
+        if not branch:
+            raise GitError("no head branch to push to")
+        # Literal pathspecs: a fixed file named "*.pt" or ":(glob)**" adds only itself.
+        self.run("--literal-pathspecs", "add", "--", *paths)
+        self.run(*ident, "--literal-pathspecs", "commit", "--no-verify", "--no-gpg-sign",
+                 "-m", message, "--", *paths)
+        self.run("push", "--no-verify", remote, f"HEAD:refs/heads/{branch}")
         return self.run("rev-parse", "HEAD").strip()

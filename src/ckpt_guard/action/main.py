@@ -26,8 +26,8 @@ from ckpt_guard.action.release import download_assets, find_release, replace_ass
 from ckpt_guard.action.select import Selection, pull_lfs, select
 from ckpt_guard.action.settings import FailOn, Mode, Settings, SettingsError
 from ckpt_guard.exitcodes import Exit
-from ckpt_guard.report.markdown import Context, render_markdown
-from ckpt_guard.report.model import Report
+from ckpt_guard.report.markdown import Context, code, render_markdown
+from ckpt_guard.report.model import FileReport, Finding, Report
 
 REPORT_DIR = "ckpt-guard-report"
 FORBIDDEN_HELP = (
@@ -52,14 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, EventError) as e:
         wf.error(str(e), title="ckpt-guard")
         return Exit.USAGE
+    wf.mask(settings.github_token)
+    action = Action(settings, ctx, wf)
     try:
-        return Action(settings, ctx, wf).run()
+        return action.run()
     except Exception as e:  # a bug must reach users as one line, not a traceback
         if os.environ.get("CKPT_GUARD_DEBUG"):
             raise
         wf.error(f"internal error: {type(e).__name__}: {e} (set CKPT_GUARD_DEBUG=1 for the "
                  "traceback and report it)", title="ckpt-guard")
         return Exit.USAGE
+    finally:
+        action.hand_back()
 
 
 def overall_status(report: Report) -> str:
@@ -89,12 +93,31 @@ class Action:
         self.workspace = ctx.workspace
         self.report_dir = self.workspace / REPORT_DIR
         self._gh: GitHub | None = None
+        self._written: list[str] = []  # workspace files rewritten by mode: fix
 
     @property
     def gh(self) -> GitHub:
         if self._gh is None:
             self._gh = GitHub(self.s.github_token, self.ctx.api_url)
         return self._gh
+
+    def hand_back(self) -> None:
+        """The container runs as root, the workspace belongs to the runner's user: give what
+        we wrote (reports, fixed files) to the workspace's owner, so later steps (upload,
+        commit, the next checkout's clean-up) can use and remove it."""
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not self.workspace.is_dir():
+            return
+        st = self.workspace.stat()
+        if st.st_uid == 0:
+            return
+        paths = [self.report_dir, *self.report_dir.rglob("*")] if self.report_dir.is_dir() else []
+        paths += [self.workspace / p for p in self._written]
+        for p in paths:
+            try:
+                if p.exists() and not p.is_symlink() and p.stat().st_uid == 0:
+                    os.chown(p, st.st_uid, st.st_gid)
+            except OSError:
+                pass
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> int:
@@ -115,10 +138,13 @@ class Action:
         sel = select(scope, workspace=self.workspace, paths=self.s.paths,
                      matches=lambda p: checking.matches(policy, p, self.workspace))
         pointers = pull_lfs(sel, self.workspace, self.s.lfs)
-        for p in pointers:
-            self.wf.warning(f"{p} is a Git LFS pointer: only the pointer's size is known. Set "
-                            "`lfs: true` on actions/checkout (or `lfs: fetch` here) to check "
-                            "the real file.", file=p, title="ckpt-guard: LFS pointer")
+        if pointers:  # one warning, not one per file: the UI shows only 10 per step
+            shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more"
+                                               if len(pointers) > 5 else "")
+            self.wf.warning(f"{len(pointers)} file(s) are Git LFS pointers ({shown}): only "
+                            "the pointer's size is known. Set `lfs: true` on actions/checkout "
+                            "(or `lfs: fetch` here) to check the real files.",
+                            title="ckpt-guard: LFS pointer")
         for w in sel.warnings:
             self.wf.warning(w, title="ckpt-guard")
         for n in sel.notes:
@@ -126,6 +152,7 @@ class Action:
         self.wf.info(f"checking {len(sel.files)} file(s)")
         report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
             sel.files, policy, self.workspace)
+        self._written = [f.path for f in report.files if f.status == "fixed"]
         context = self.markdown_context(sel)
         self.publish(report, context)
         if self.ctx.is_pull_request:
@@ -249,8 +276,6 @@ class Action:
         dest = Path(tempfile.mkdtemp(prefix="ckpt-guard-assets-", dir=tmp))
         gate = download_assets(self.gh, self.ctx.repository, rel, dest,
                                lambda name: bool(policy.matches(name)))
-        for err in gate.errors:
-            self.wf.warning(f"release gate: {err}", title="ckpt-guard")
         names = {str(a.path): a.name for a in gate.assets}
         paths = [str(a.path) for a in gate.assets]
         report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
@@ -258,6 +283,11 @@ class Action:
         by_name = {a.name: a for a in gate.assets}
         for fr in report.files:
             fr.path = names.get(str(dest / fr.path), fr.path)
+        # A gate must not pass what it could not look at: an asset that did not download is
+        # a file that cannot be read.
+        report.files += [FileReport(path=name, status="error",
+                                    findings=[Finding("unreadable", "fail", why)])
+                         for name, why in gate.failed.items()]
         if self.s.mode is Mode.FIX:
             for fr in report.files:
                 if fr.status == "fixed":
@@ -270,7 +300,7 @@ class Action:
                     else:
                         self.wf.info(f"replaced release asset {fr.path}")
         tag = rel.get("tag_name", "")
-        self.publish(report, Context(title=f"ckpt-guard release gate `{tag}`",
+        self.publish(report, Context(title=f"ckpt-guard release gate {code(tag)}",
                                      full_report=f"`{REPORT_DIR}/report.json`"))
         (self.report_dir / "release.json").write_text(json.dumps(
             {"tag": tag, "draft": gate.draft, "checked": [a.name for a in gate.assets],

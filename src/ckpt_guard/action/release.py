@@ -9,6 +9,7 @@ only while the release is a draft: immutable releases reject asset changes after
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,12 +33,17 @@ class Asset:
     path: Path  # where it was downloaded
 
 
+ASSET_MAX = 2 * 1024**3  # GitHub's cap on a release asset
+TEMP_SUFFIX = ".ckpt-guard-new"
+
+
 @dataclass
 class Gate:
     release: dict[str, Any]
     assets: list[Asset] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # names not matching the policy
     errors: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # wanted asset name -> why not checked
     replaced: list[str] = field(default_factory=list)
 
     @property
@@ -46,6 +52,7 @@ class Gate:
 
 
 def _safe_name(name: str) -> str:
+    """A file name for the download: no separators or "..", whatever the asset is called."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "asset"
 
 
@@ -72,16 +79,22 @@ def download_assets(gh: GitHub, repo: str, release: dict[str, Any], dest: Path,
     dest.mkdir(parents=True, exist_ok=True)
     for a in assets:
         name = str(a.get("name", ""))
-        if not wanted(name):
+        if not wanted(name) or name.endswith(TEMP_SUFFIX):
             gate.skipped.append(name)
             continue
-        target = dest / _safe_name(name)
+        # One directory per asset id: names that sanitise alike ("a b.pt", "a_b.pt") never
+        # overwrite each other, and the file keeps its name for the policy's path rules.
+        aid, size = int(a["id"]), int(a.get("size") or 0)
+        target = dest / str(aid) / _safe_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            gh.download(f"/repos/{repo}/releases/assets/{int(a['id'])}", target)
+            gh.download(f"/repos/{repo}/releases/assets/{aid}", target,
+                        max_bytes=size if 0 < size <= ASSET_MAX else ASSET_MAX)
         except GitHubError as e:
             gate.errors.append(f"{name}: {e}")
+            gate.failed[name] = f"could not download the release asset: {e}"
             continue
-        gate.assets.append(Asset(int(a["id"]), name, int(a.get("size", 0)), target))
+        gate.assets.append(Asset(aid, name, size, target))
     return gate
 
 
@@ -94,15 +107,31 @@ def replace_asset(gh: GitHub, repo: str, gate: Gate, asset: Asset) -> str | None
     if not upload_url:
         return "the release payload has no upload_url"
     # Upload under a temporary name first, so a failed upload never leaves the release
-    # without the asset; then delete the old one and give the new one its name.
+    # without the asset; then delete the old one and give the new one its name. A temporary
+    # upload left by an earlier, interrupted run is ours: remove it first.
+    temp = asset.name + TEMP_SUFFIX
+    new_id = None
     try:
-        new = gh.upload(upload_url, asset.path, f"{asset.name}.ckpt-guard-new")
+        current = list(gh.paginate(f"/repos/{repo}/releases/{int(gate.release['id'])}/assets"))
+        if not any(c.get("id") == asset.id for c in current):
+            return "the asset changed since it was downloaded; not replacing it"
+        for stale in current:
+            if stale.get("name") == temp:
+                gh.request("DELETE", f"/repos/{repo}/releases/assets/{int(stale['id'])}")
+        new = gh.upload(upload_url, asset.path, temp)
+        new_id = int(new["id"])
         gh.request("DELETE", f"/repos/{repo}/releases/assets/{asset.id}")
-        gh.request("PATCH", f"/repos/{repo}/releases/assets/{int(new['id'])}",
-                   json={"name": asset.name})
-    except GitHubError as e:
-        if e.status == 422:
+    except (GitHubError, KeyError, TypeError, ValueError) as e:
+        if new_id is not None:  # the old asset is still there: take the upload back
+            with contextlib.suppress(GitHubError):
+                gh.request("DELETE", f"/repos/{repo}/releases/assets/{new_id}")
+        if isinstance(e, GitHubError) and e.status == 422:
             return f"GitHub refused the change (422): {e.message}. {IMMUTABLE_NOTE}"
-        return str(e)
+        return str(e) if isinstance(e, GitHubError) else "unexpected API answer"
+    try:
+        gh.request("PATCH", f"/repos/{repo}/releases/assets/{new_id}", json={"name": asset.name})
+    except GitHubError as e:
+        return (f"the fixed file was uploaded as {temp!r} and the old asset deleted, but "
+                f"renaming it failed ({e}): rename it to {asset.name!r} before publishing")
     gate.replaced.append(asset.name)
     return None

@@ -43,6 +43,7 @@ def expand_globs(patterns: Sequence[str], workspace: Path) -> list[str]:
     """Workspace files matching the ``paths`` input (glob patterns, ``**`` recursive)."""
     found: set[str] = set()
     root = workspace.absolute()
+    real_root = Path(os.path.realpath(root))
     for pat in patterns:
         pat = pat.removeprefix("./")
         if Path(pat).is_absolute():  # glob() takes relative patterns only
@@ -59,8 +60,14 @@ def expand_globs(patterns: Sequence[str], workspace: Path) -> list[str]:
                 rel = Path(os.path.normpath(p.absolute())).relative_to(workspace.absolute())
             except ValueError:
                 continue
-            if (p.is_file() or p.is_symlink()) and ".git" not in rel.parts:
-                found.add(p.relative_to(workspace).as_posix())
+            if not (p.is_file() or p.is_symlink()) or ".git" in rel.parts:
+                continue
+            # Through a symlinked directory the file lives outside the workspace (a pull
+            # request can turn "models/" into a link to "/"): never read or rewrite it. A
+            # symlinked file itself goes on: the engine reports it as leaving the repository.
+            if not Path(os.path.realpath(p.parent)).is_relative_to(real_root):
+                continue
+            found.add(p.relative_to(workspace).as_posix())
     return sorted(found)
 
 

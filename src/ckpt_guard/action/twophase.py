@@ -27,6 +27,13 @@ from ckpt_guard.report.markdown import Context, render_markdown
 from ckpt_guard.report.model import FileReport, Report, finding_from_dict
 
 CONTEXT_FILE = "context.json"
+MAX_ARTIFACT = 64 * 1024 * 1024  # report.json of 100k files is far below; a bomb is not
+
+
+def _read_json(path: Path) -> Any:
+    if path.stat().st_size > MAX_ARTIFACT:
+        raise ValueError(f"{path.name} is larger than {MAX_ARTIFACT} bytes")
+    return json.loads(path.read_text("utf-8"))
 
 
 def save_context(report_dir: Path, ctx: RunContext, context: Context) -> None:
@@ -57,16 +64,30 @@ def report_from_dict(d: dict[str, Any]) -> Report:
     return Report(files=files, policy_source=str(d.get("policy", "built-in")))
 
 
+def _context(meta: dict[str, Any]) -> Context:
+    """The comment's context from the artifact's context.json (validated: it is untrusted)."""
+    sizes = meta.get("base_sizes")
+    label = re.sub(r"[^\w./-]", "", str(meta.get("base_label", "base")))[:100]
+    return Context(
+        base_sizes={str(k): (int(v) if v is not None else None) for k, v in sizes.items()}
+        if isinstance(sizes, dict) else None,
+        changed=[str(p) for p in meta["changed"]] if isinstance(meta.get("changed"), list)
+        else None,
+        base_label=f"`{label}`" if label not in ("", "base") else "base",
+        full_report="the triggering run's step summary and its `ckpt-guard-report` artifact")
+
+
 def post(ctx: RunContext, s: Settings, wf: Workflow, gh: GitHub, report_dir: Path) -> int:
     """Phase 2: post the comment for the artifact found in ``report_dir``. Never fails the
     job over the comment; exits 2 only when the artifact is missing or malformed."""
     try:
-        report = report_from_dict(json.loads((report_dir / "report.json").read_text("utf-8")))
-        meta = json.loads((report_dir / CONTEXT_FILE).read_text("utf-8"))
+        report = report_from_dict(_read_json(report_dir / "report.json"))
+        meta = _read_json(report_dir / CONTEXT_FILE)
         number = meta.get("pr_number")
-        if not isinstance(number, int) or number <= 0:
+        if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
             raise ValueError("pr_number is not a positive integer")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        context = _context(meta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         wf.error(f"workflow_run: no usable ckpt-guard report in {report_dir.name}/ ({e}); "
                  "download the phase-1 artifact into it first", title="ckpt-guard")
         return Exit.USAGE
@@ -77,18 +98,11 @@ def post(ctx: RunContext, s: Settings, wf: Workflow, gh: GitHub, report_dir: Pat
     except GitHubError as e:
         wf.warning(f"workflow_run: cannot read pull request #{number}: {e}", title="ckpt-guard")
         return Exit.OK
-    if expected and (pr.get("head") or {}).get("sha") != expected:
+    head = (pr.get("head") or {}).get("sha") if isinstance(pr, dict) else None
+    if not expected or head != expected:
         wf.warning(f"workflow_run: pull request #{number} is not at {expected[:12]} (the commit "
                    "the report is about); not commenting", title="ckpt-guard")
         return Exit.OK
-    sizes = meta.get("base_sizes")
-    context = Context(
-        base_sizes={str(k): (int(v) if v is not None else None) for k, v in sizes.items()}
-        if isinstance(sizes, dict) else None,
-        changed=[str(p) for p in meta["changed"]] if isinstance(meta.get("changed"), list)
-        else None,
-        base_label=re.sub(r"[^\w./`-]", "", str(meta.get("base_label", "base")))[:100] or "base",
-        full_report="the triggering run's step summary and its `ckpt-guard-report` artifact")
     res = upsert_comment(gh, ctx.repository, number, render_markdown(report, context),
                          create=bool(report.files))
     if res.action in ("forbidden", "failed"):

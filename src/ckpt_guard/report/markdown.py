@@ -6,11 +6,17 @@ the changed weight files (size, Δ vs base, what each carries, verdict); one col
 ``<details>`` per file (framework, roles, dtypes, findings); unchanged files collapsed at the
 end. The whole text stays under ``max_chars`` whatever the number of files: what does not fit
 is left out with a note pointing at the full report.
+
+Everything that comes from a checked file or an artifact (paths, finding messages carrying key
+and global names, formats, rule names) goes through :func:`text` / :func:`inline`: it can
+never open a tag, a link, an image, a code span, a table cell or a new line, ping anyone
+(``@user``) or cross-reference an issue (``#1``) — pull requests from forks choose them.
 """
 
 from __future__ import annotations
 
-import html
+import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -42,12 +48,55 @@ class Context:
     footer: str = ""
 
 
-def _cell(text: str) -> str:
-    return html.escape(text, quote=False).replace("|", "&#124;").replace("\n", " ")
+# Markdown and HTML punctuation as entities: inert in text, in table cells and inside <code>
+# (links and images need "[", code spans "`", autolinks "www." or "://"). `@` and `#` keep a
+# zero-width space after them, so mentions and issue references (which GitHub finds in the
+# rendered text) never form.
+_ESCAPES = {c: f"&#{ord(c)};" for c in "\\`*_[]|~"}
+_ESCAPES.update({"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@&#8203;", "#": "&#35;&#8203;"})
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_AUTOLINK = re.compile(r"(www)\.|:(//)", re.I)  # GFM autolinks "www." and "scheme://"
+MAX_NAME = 200  # characters of a path shown; a 4 kB name must not push other files out
+
+
+def _visible(ch: str) -> str:
+    """Control, line-separator and bidi-override characters as a visible ``\\uXXXX``: they
+    could end a table row or make ``evil.pt`` read as another name (Trojan Source)."""
+    if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+        return f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}"
+    return ch
+
+
+def text(value: object, *, newline: str = " ") -> str:
+    """``value`` as inert Markdown text (see the module docstring)."""
+    s = str(value).replace("\r\n", "\n")
+    s = "".join(newline if ch == "\n" and newline else _visible(ch) for ch in s)
+    s = "".join(_ESCAPES.get(ch, ch) for ch in s)
+    return _AUTOLINK.sub(lambda m: f"{m[1]}&#46;" if m[1] else f"&#58;{m[2]}", s)
+
+
+def inline(message: object) -> str:
+    """A message with our own `code` spans kept as <code>; everything else inert text. With
+    an odd number of backticks (a name carrying one) nothing is a code span."""
+    parts = str(message).split("`")
+    if len(parts) % 2 == 0:
+        return text(message)
+    return "".join(f"<code>{text(p)}</code>" if i % 2 else text(p) for i, p in enumerate(parts))
+
+
+def _short(path: str) -> str:
+    if len(path) <= MAX_NAME:
+        return path
+    keep = (MAX_NAME - 1) // 2
+    return f"{path[:keep]}…{path[-keep:]}"
+
+
+def code(value: object) -> str:
+    return f"<code>{text(value, newline='')}</code>"
 
 
 def _code(path: str) -> str:
-    return f"<code>{_cell(path)}</code>"
+    return code(_short(path))
 
 
 def _signed(n: int) -> str:
@@ -72,11 +121,12 @@ def baggage(fr: FileReport) -> int:
 
 
 def carries(fr: FileReport) -> str:
-    """What training baggage the file carries (for a fixed file: what the fix removed)."""
+    """What training baggage the file carries (for a fixed file: what the fix removed), as
+    Markdown."""
     if fr.status == "fixed":
         fix = fr.details.get("fix") if isinstance(fr.details.get("fix"), dict) else {}
         removed = fix.get("removed") if isinstance(fix.get("removed"), dict) else {}
-        parts = [f"{ROLE_LABELS.get(r, r)} {format_bytes(n)}"
+        parts = [f"{ROLE_LABELS.get(r) or text(r)} {format_bytes(n)}"
                  for r, n in removed.items() if isinstance(n, int) and n]
         cast = fix.get("cast_bytes")
         if isinstance(cast, int) and cast:
@@ -93,16 +143,17 @@ def carries(fr: FileReport) -> str:
 
 
 def verdict(fr: FileReport) -> str:
+    """Icon, status and the rules behind it, as Markdown."""
     rules = sorted({f.rule for f in fr.findings
                     if f.action in (("fail", "fix") if fr.status in ("fail", "error")
                                     else ("warn",))})
-    text = f"{ICONS.get(fr.status, '')} {fr.status}"
+    out = f"{ICONS.get(fr.status, '')} {text(fr.status)}"
     if rules and fr.status in ("fail", "error", "warn"):
-        text += ": " + ", ".join(rules)
+        out += ": " + ", ".join(text(r) for r in rules)
     if any(f.fixable and f.action in ("fail", "fix") for f in fr.findings) \
             and fr.status != "fixed":
-        text += " (fixable)"
-    return text
+        out += " (fixable)"
+    return out
 
 
 def _delta(fr: FileReport, ctx: Context) -> str:
@@ -173,12 +224,12 @@ def _row(fr: FileReport, ctx: Context) -> str:
         size = f"{format_bytes(fr.size_bytes)} → {size}"
     delta = "" if ctx.base_sizes is None else f" {_delta(fr, ctx)} |"
     return (f"| {_code(fr.path)} | {size} |{delta} "
-            f"{_cell(carries(fr))} | {_cell(verdict(fr))} |")
+            f"{carries(fr)} | {verdict(fr)} |")
 
 
 def _details(fr: FileReport) -> str:
-    out = [f"<details><summary>{_code(fr.path)} — {_cell(verdict(fr))}</summary>", ""]
-    facts = [f"format `{fr.format}`", f"framework **{fr.framework}**"]
+    out = [f"<details><summary>{_code(fr.path)} — {verdict(fr)}</summary>", ""]
+    facts = [f"format {code(fr.format)}", f"framework **{text(fr.framework)}**"]
     if fr.tensor_count:
         facts.append(f"{fr.tensor_count} tensors")
     facts.append(f"{format_bytes(fr.tensor_bytes_total)} of tensors in "
@@ -188,25 +239,26 @@ def _details(fr: FileReport) -> str:
     if fr.by_role:
         out += ["| Role | Bytes | Share |", "|---|---:|---:|"]
         for role, n in sorted(fr.by_role.items(), key=lambda kv: -kv[1]):
-            out.append(f"| {ROLE_LABELS.get(role, _cell(role))} | {format_bytes(n)} | "
+            out.append(f"| {ROLE_LABELS.get(role) or text(role)} | {format_bytes(n)} | "
                        f"{format_percent(n, total)} |")
         out.append("")
     if fr.by_dtype:
         out += ["| dtype | Bytes | Share |", "|---|---:|---:|"]
         for dtype, n in sorted(fr.by_dtype.items(), key=lambda kv: -kv[1]):
-            out.append(f"| {_cell(dtype)} | {format_bytes(n)} | {format_percent(n, total)} |")
+            out.append(f"| {text(dtype)} | {format_bytes(n)} | {format_percent(n, total)} |")
         out.append("")
     if fr.findings:
         out.append("**Findings**")
         out.append("")
         for f in fr.findings:
             icon = {"fail": "❌", "fix": "❌", "warn": "⚠️"}.get(f.action, "•")
-            extra = [f.action] + (["fixable"] if f.fixable else [])
+            extra = [text(f.action)] + (["fixable"] if f.fixable else [])
             size = f" — {format_bytes(f.bytes)}" if f.bytes else ""
-            out.append(f"- {icon} **{f.rule}** ({', '.join(extra)}): {_cell(f.message)}{size}")
+            out.append(f"- {icon} **{text(f.rule)}** ({', '.join(extra)}): "
+                       f"{inline(f.message)}{size}")
         out.append("")
     for note in fr.notes:
-        out.append(f"> {_cell(note)}")
+        out.append(f"> {inline(note)}")
     if fr.notes:
         out.append("")
     out.append("</details>")
@@ -214,7 +266,7 @@ def _details(fr: FileReport) -> str:
 
 
 def _unchanged(files: list[FileReport], shown: int) -> str:
-    rows = "\n".join(f"| {_code(f.path)} | {format_bytes(size_of(f))} | {_cell(verdict(f))} |"
+    rows = "\n".join(f"| {_code(f.path)} | {format_bytes(size_of(f))} | {verdict(f)} |"
                      for f in files[:shown])
     more = len(files) - shown
     note = f"\n\n… and {more} more (left out to fit)" if more > 0 else ""
@@ -241,7 +293,7 @@ def render_markdown(report: Report, context: Context | None = None, *,
 
     head = _headline(changed + unchanged, report, ctx)
     footer = ctx.footer or (f"<sub>ckpt-guard {__version__} · policy: "
-                            f"{_cell(report.policy_source)}</sub>")
+                            f"{text(report.policy_source)}</sub>")
     where = ctx.full_report or "the JSON report"
     reserve = 300  # room for the truncation note
     budget = max_chars - len(head) - len(footer) - reserve
