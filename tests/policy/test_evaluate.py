@@ -10,8 +10,6 @@ from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef
 from tests.policy.build import analysis, tensor, verdict
 
-FIX_HINT = " (fixable: run `ckpt-guard fix`)"
-
 
 def rules(**changes: dict | str) -> dict[str, RuleConfig]:
     """The built-in rules with ``changes`` (rule id with '_' for '-') merged in."""
@@ -42,8 +40,8 @@ def test_optimizer_message_matches_the_issue_example() -> None:
         bytes_by_role={"weights": 1_034_328_358, "optimizer": 2_100_000_000})
     findings, removable = evaluate(a, rules(fp32_payload="off"), path="best.pt")
     assert [f.message for f in findings] == [
-        "optimizer state: 2.1 GB (67% of tensor bytes) at 'optimizer' "
-        "(Adam: exp_avg, exp_avg_sq for 161 params)"]
+        "2.1 GB (67% of tensor bytes) at 'optimizer': "
+        "Adam-style state (exp_avg, exp_avg_sq) for 161 params"]
     f = findings[0]
     assert (f.rule, f.action, f.bytes, f.fixable) == ("optimizer-state", "fail",
                                                       2_100_000_000, False)
@@ -52,12 +50,19 @@ def test_optimizer_message_matches_the_issue_example() -> None:
 
 
 @pytest.mark.parametrize(("state", "name"), [
-    (_adam_state(2, decoupled=True), "AdamW: exp_avg, exp_avg_sq for 2 params"),
-    (_adam_state(2, decoupled=None), "Adam/AdamW: exp_avg, exp_avg_sq for 2 params"),
-    ([_adam_state(1), _adam_state(3)], "Adam: exp_avg, exp_avg_sq for 4 params"),  # Lightning
+    # The class is not recorded: the same words whatever param_groups say (AdamW, RAdam…)
+    (_adam_state(2, decoupled=True), "Adam-style state (exp_avg, exp_avg_sq) for 2 params"),
+    (_adam_state(2, decoupled=None), "Adam-style state (exp_avg, exp_avg_sq) for 2 params"),
+    ({**_adam_state(2), "param_groups": [{"lr": 0.1, "params": [0, 1]}]},  # no amsgrad
+     "Adam-style state (exp_avg, exp_avg_sq) for 2 params"),
+    ([_adam_state(1), _adam_state(3)],  # Lightning
+     "Adam-style state (exp_avg, exp_avg_sq) for 4 params"),
     ({"state": {0: {"momentum_buffer": TensorRef(Storage("m", "float32", 4), "float32", (4,))}},
-      "param_groups": [{"params": [0], "momentum": 0.9}]}, "SGD: momentum_buffer for 1 param"),
-    ({"state": {}, "param_groups": [{"params": [0, 1]}]}, "optimizer: no per-parameter buffers"),
+      "param_groups": [{"params": [0], "momentum": 0.9}]},
+     "SGD momentum state (momentum_buffer) for 1 param"),
+    ({"state": {0: {"foo": TensorRef(Storage("m", "float32", 4), "float32", (4,))}},
+      "param_groups": [{"params": [0]}]}, "optimizer state (foo) for 1 param"),
+    ({"state": {}, "param_groups": [{"params": [0, 1]}]}, "no per-parameter buffers"),
     # not an optimizer state_dict: the analysis' own description is used
     ({"something": 1}, "torch optimizer state_dict"),
 ])
@@ -67,7 +72,8 @@ def test_optimizer_description(state: object, name: str) -> None:
                                        "torch optimizer state_dict")],
                  root={"trainer": {"_trainer": {"optimizer": state}}})
     [f] = [f for f in evaluate(a, rules(), path="x.pt")[0] if f.rule == "optimizer-state"]
-    assert f.message.endswith(f"at 'trainer._trainer.optimizer' ({name})")
+    assert f.message.endswith(f"at 'trainer._trainer.optimizer': {name}")
+    assert not f.message.startswith("optimizer state")  # the rule id says that already
 
 
 def test_optimizer_subtree_found_through_opaque_and_dotted_keys() -> None:
@@ -75,15 +81,16 @@ def test_optimizer_subtree_found_through_opaque_and_dotted_keys() -> None:
     a = analysis([tensor("box.opt.v1.state.0.exp_avg", "optimizer")],
                  subtrees=[RoleSubtree("box.opt.v1", "optimizer", 40)], root={"box": holder})
     [f] = [f for f in evaluate(a, rules(), path="x.pt")[0] if f.rule == "optimizer-state"]
-    assert f.message.endswith("(Adam: exp_avg, exp_avg_sq for 1 param)")
+    assert f.message.endswith(": Adam-style state (exp_avg, exp_avg_sq) for 1 param")
 
 
 def test_whole_file_optimizer_and_fix_action() -> None:
     a = analysis([tensor("state.0.exp_avg", "optimizer", shape=(250,))],
                  subtrees=[RoleSubtree("", "optimizer", 1000)], root=_adam_state(1))
     [f] = evaluate(a, rules(optimizer_state="fix"), path="optimizer.pt")[0]
-    assert f.message == ("optimizer state: 1.0 kB (100% of tensor bytes) at the top level "
-                         "(Adam: exp_avg, exp_avg_sq for 1 param)" + FIX_HINT)
+    # fixable is a field (renderers say it); the message does not repeat it
+    assert f.message == ("1.0 kB (100% of tensor bytes) at the top level: "
+                         "Adam-style state (exp_avg, exp_avg_sq) for 1 param")
     assert (f.action, f.fixable) == ("fix", True)
 
 
@@ -119,17 +126,16 @@ def test_bytes_removable_sums_the_size_rules() -> None:
     assert by_rule["optimizer-state"].bytes == 24_000_000
     assert by_rule["training-state"].bytes == 5060
     assert by_rule["training-state"].message == (
-        "training state: 5.1 kB (<1% of tensor bytes) in grad scaler at 'scaler', "
-        "RNG state at 'epoch_rng'")
+        "grad scaler at 'scaler', RNG state at 'epoch_rng' (5.1 kB, <1% of tensor bytes)")
     assert by_rule["ema-duplicate"].bytes == 12_004_000  # keep: ema drops the weights
     assert by_rule["ema-duplicate"].message == (
-        "EMA duplicate: 12.0 MB of EMA weights at 'ema' duplicate the 12.0 MB of weights at "
-        "'model'; a fix keeps the EMA copy (keep: ema) and removes 12.0 MB")
+        "EMA weights at 'ema' (12.0 MB) duplicate the weights at 'model' (12.0 MB); a fix "
+        "keeps the EMA copy (keep: ema) and removes 12.0 MB")
     # the cast applies to the kept copy (EMA) only; ema.bn.weight stays FP32
     assert by_rule["fp32-payload"].bytes == 6_000_000
     assert by_rule["fp32-payload"].message == (
-        "FP32 payload: 12.0 MB of float32 weights in 1 tensor could be float16, saving 6.0 MB; "
-        "1 tensor (4.0 kB) stay FP32 (keep-fp32, normalization layers) (over max-bytes 1.0 MB)")
+        "12.0 MB of float32 weights in 1 tensor could be float16, saving 6.0 MB "
+        "(over max-bytes 1.0 MB); 1 tensor (4.0 kB) stays float32 (keep-fp32)")
     assert by_rule["fp32-payload"].detail["kept_fp32"] == [
         {"path": "ema.bn.weight", "reason": "keep-fp32 '*.bn.*'"}]
     assert removable == 24_000_000 + 5060 + 12_004_000 + 6_000_000
@@ -172,14 +178,14 @@ def test_fp32_counts_shared_storages_once_and_ignores_other_dtypes() -> None:
                                     optimizer_state="off"), path="x.pt")
     [f] = findings
     assert f.bytes == 2_000_000 and f.detail["castable_bytes"] == 4_000_000
-    assert f.message == ("FP32 payload: 4.0 MB of float32 weights in 2 tensors could be "
+    assert f.message == ("4.0 MB of float32 weights in 2 tensors could be "
                          "bfloat16, saving 2.0 MB")
 
 
 def test_fp32_fix_action() -> None:
     a = analysis([tensor("w", "weights", shape=(5_000_000,))])
     [f] = evaluate(a, rules(fp32_payload={"action": "fix", "max-bytes": 0}), path="x.pt")[0]
-    assert f.fixable and f.action == "fix" and f.message.endswith(FIX_HINT)
+    assert f.fixable and f.action == "fix" and "fix" not in f.message
 
 
 def test_unsafe_pickle_lists_globals_with_reasons() -> None:
@@ -191,8 +197,8 @@ def test_unsafe_pickle_lists_globals_with_reasons() -> None:
     ])
     [f] = evaluate(a, rules(), path="x.pt")[0]
     assert f.rule == "unsafe-pickle" and f.action == "fail" and not f.fixable
-    assert f.message == ("unsafe pickle: references os.system (runs a shell command), "
-                         "builtins.eval (evaluates code) in archive/data.pkl, archive/extra.pkl; "
+    assert f.message == ("references os.system (runs a shell command), "
+                         "builtins.eval (evaluates code) in archive/data.pkl, archive/extra.pkl: "
                          "torch.load(weights_only=False) on this file can run arbitrary code")
     assert [g["global"] for g in f.detail["globals"]] == ["os.system", "builtins.eval",
                                                           "os.system"]
@@ -206,10 +212,10 @@ def test_needs_code_lists_classes() -> None:
     [f] = evaluate(a, rules(), path="best.pt")[0]
     assert (f.rule, f.action) == ("needs-code", "warn")
     assert f.message == (
-        "needs code: pickles 6 custom classes (models.yolo.DetectionModel, models.common.Conv, "
-        "models.common.C2f, models.common.SPPF, models.head.Detect, +1 more); "
-        "torch.load(weights_only=True) refuses this file, and loading it needs those packages "
-        "installed (and runs their code)")
+        "6 classes or functions outside torch's weights_only allowlist "
+        "(models.yolo.DetectionModel, models.common.Conv, models.common.C2f, +3 more): "
+        "torch.load(weights_only=True) refuses this file; weights_only=False needs package "
+        "'models' importable and runs its code")
     assert f.detail["classes"][0] == "models.yolo.DetectionModel"
     assert len(f.detail["classes"]) == 6
 
@@ -218,7 +224,8 @@ def test_file_size() -> None:
     a = analysis([tensor("w", "weights", "float16", shape=(10,))], size=546_000_000)
     assert evaluate(a, rules(), path="x.pt")[0] == []  # off by default
     [f] = evaluate(a, rules(file_size="fail"), path="x.pt")[0]
-    assert f.message == "file size: file is 546 MB, over max-bytes 105 MB"
+    # the limit as it was most likely written (100MiB), not as "105 MB"
+    assert f.message == "546 MB, over max-bytes 100 MiB"
     assert (f.bytes, f.detail) == (546_000_000, {"size_bytes": 546_000_000,
                                                  "max_bytes": 104_857_600})
 
@@ -232,16 +239,16 @@ def test_lfs_pointer() -> None:
         "Git LFS pointer to a 546 MB object (sha256:abababababab…), not the weights "
         "themselves: fetch LFS objects to check it (`git lfs pull "
         "--include=\"models/best.pt\"`, or `lfs: true` on actions/checkout)",
-        "file size: the LFS object is 546 MB, over max-bytes 105 MB",
+        "the LFS object is 546 MB, over max-bytes 100 MiB",
     ]
     assert findings[0].action == "warn" and findings[0].bytes == 546_000_000
 
 
 @pytest.mark.parametrize(("err", "message"), [
     (UnreadableError("not a weight file (starts with b'PK\\x03\\x04', no data.pkl)"),
-     "unreadable: not a weight file (starts with b'PK\\x03\\x04', no data.pkl)"),
-    (PermissionError(13, "Permission denied"), "unreadable: cannot read: Permission denied"),
-    (ValueError("bad\nthing"), "unreadable: ValueError: bad thing"),
+     "not a weight file (starts with b'PK\\x03\\x04', no data.pkl)"),
+    (PermissionError(13, "Permission denied"), "cannot read: Permission denied"),
+    (ValueError("bad\nthing"), "ValueError: bad thing"),
 ])
 def test_unreadable(err: Exception, message: str) -> None:
     f = evaluate_unreadable(err, rules())
@@ -273,28 +280,71 @@ def _hf_dir(remove: bool = False, action: str = "fail") -> tuple:
 def test_checkpoint_directory() -> None:
     d, r = _hf_dir()
     findings, removable = evaluate(d, r, path="checkpoint-500")
+    # failing findings first, then warnings
     assert [(f.rule, f.message) for f in findings] == [
-        ("fp32-payload", "model.safetensors: FP32 payload: 4.0 MB of float32 weights in 1 "
-                         "tensor could be float16, saving 2.0 MB"),
-        ("unsafe-pickle", "training_args.bin: unsafe pickle: references posix.system (runs a "
-                          "shell command) in archive/data.pkl; torch.load(weights_only=False) "
+        ("unsafe-pickle", "training_args.bin: references posix.system (runs a "
+                          "shell command) in archive/data.pkl: torch.load(weights_only=False) "
                           "on this file can run arbitrary code"),
-        ("unreadable", "extra.bin: unreadable: truncated zip"),
-        ("optimizer-state", "optimizer state: training file optimizer.pt (8.0 MB)"),
-        ("training-state", "training state: training files scheduler.pt (1.0 kB), "
+        ("unreadable", "extra.bin: truncated zip"),
+        ("optimizer-state", "training file optimizer.pt (8.0 MB)"),
+        ("fp32-payload", "model.safetensors: 4.0 MB of float32 weights in 1 "
+                         "tensor could be float16, saving 2.0 MB"),
+        ("training-state", "training files scheduler.pt (1.0 kB), "
                            "training_args.bin (5.0 kB), rng_state.pth (size unknown)"),
     ]
-    assert findings[0].detail["member"] == "model.safetensors"
-    assert findings[3].bytes == 8_000_500 and findings[4].bytes == 6_000
+    assert findings[3].detail["member"] == "model.safetensors"
+    assert findings[2].bytes == 8_000_500 and findings[4].bytes == 6_000
     assert removable == 2_000_000 + 8_000_500 + 6_000
 
 
 @pytest.mark.parametrize(("remove", "suffix", "fixable"), [
     (False, " (set remove-training-files: true to let `ckpt-guard fix` delete them)", False),
-    (True, FIX_HINT, True),
+    (True, "", True),
 ])
 def test_checkpoint_directory_fix_needs_opt_in(remove: bool, suffix: str, fixable: bool) -> None:
     d, r = _hf_dir(remove=remove, action="fix")
     [f] = [f for f in evaluate(d, r, path="checkpoint-500")[0] if f.rule == "optimizer-state"]
-    assert f.message == "optimizer state: training file optimizer.pt (8.0 MB)" + suffix
+    assert f.message == "training file optimizer.pt (8.0 MB)" + suffix
     assert (f.action, f.fixable) == ("fix", fixable)
+
+
+def test_needs_code_names_the_packages_to_install_not_stdlib_or_torch() -> None:
+    a = analysis(globals_=[verdict("argparse.Namespace", "needs-code", "custom class"),
+                           verdict("torch.nn.modules.linear.Linear", "needs-code", "torch")])
+    [f] = evaluate(a, rules(), path="x.pt")[0]
+    assert f.message == (
+        "2 classes or functions outside torch's weights_only allowlist (argparse.Namespace, "
+        "torch.nn.modules.linear.Linear): torch.load(weights_only=True) refuses this file; "
+        "load it with weights_only=False, or allow them with "
+        "torch.serialization.add_safe_globals")
+    a = analysis(globals_=[verdict("mmengine.x.HistoryBuffer", "needs-code", "c"),
+                           verdict("numpy.ndarray", "needs-code", "c")])
+    [f] = evaluate(a, rules(), path="x.pt")[0]
+    assert f.message.endswith("weights_only=False needs packages 'mmengine' and 'numpy' "
+                              "importable and runs their code")
+
+
+def test_needs_code_on_torchscript_speaks_of_torch_jit_load() -> None:
+    a = analysis(fmt="torchscript", globals_=[
+        verdict("__torch__.net.SmallNet", "needs-code", "c"),
+        verdict("torch.jit._pickle.build_intlist", "needs-code", "c")])
+    [f] = evaluate(a, rules(), path="x.pt")[0]
+    assert f.message == ("TorchScript archive: torch.load(weights_only=True) refuses it, and "
+                         "torch.jit.load runs the compiled code it carries "
+                         "(e.g. __torch__.net.SmallNet)")
+
+
+def test_optimizer_without_tensors_says_so_instead_of_0_b() -> None:
+    a = analysis(subtrees=[RoleSubtree("optimizer", "optimizer", 0)],
+                 root={"optimizer": {"state": {}, "param_groups": [{"params": [0]}]}})
+    [f] = [f for f in evaluate(a, rules(), path="x.pt")[0] if f.rule == "optimizer-state"]
+    assert f.message == "state at 'optimizer' (no tensor data): no per-parameter buffers"
+
+
+def test_findings_come_most_severe_first() -> None:
+    a = analysis([tensor("optimizer.state.0.exp_avg", "optimizer", shape=(10,))],
+                 subtrees=[RoleSubtree("optimizer", "optimizer", 40)],
+                 globals_=[verdict("models.yolo.Model", "needs-code", "custom class")])
+    findings, _ = evaluate(a, rules(), path="x.pt")
+    assert [(f.rule, f.action) for f in findings] == [("optimizer-state", "fail"),
+                                                      ("needs-code", "warn")]

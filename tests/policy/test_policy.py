@@ -334,3 +334,15 @@ def test_builtin_policy_does_not_import_yaml():
             "from pathlib import Path; load_policy(None, Path('/'));"
             "assert 'yaml' not in sys.modules and 'jsonschema' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_init_template_override_example_is_valid_when_uncommented() -> None:
+    text = init_text()
+    example = text[text.index("# Example:"):].splitlines()[1:]
+    body = "\n".join(ln[2:] for ln in example if ln.startswith("#   "))
+    policy = load_text(f"version: 1\noverrides:\n{body}\n", "example")
+    assert [o.paths for o in policy.overrides] == [("checkpoints/resume/**",), ("release/**",)]
+    assert policy.convert_for("release/a.pt") == "safetensors"
+    for option in ("remove-training-files", "convert", "keep-fp32", "on-overflow", "cast-to",
+                   "max-bytes", "keep"):
+        assert option in text

@@ -56,8 +56,8 @@ def test_adam_training_checkpoint(tmp_path: Path) -> None:
     n_params = len(sd["optimizer"]["state"])
     o = by_rule["optimizer-state"]
     assert (o.action, o.bytes) == ("fail", opt_bytes)
-    assert o.message.endswith(f"at 'optimizer' (AdamW: exp_avg, exp_avg_sq for {n_params} "
-                              f"params)")
+    assert o.message.endswith(f"at 'optimizer': Adam-style state (exp_avg, exp_avg_sq) for "
+                              f"{n_params} params")
     # FP32 weights: 1000x2304 linear ≈ 9.2 MB castable, under the 10 MB default: no finding
     assert "fp32-payload" not in by_rule
     assert removable == opt_bytes
@@ -118,7 +118,7 @@ def test_policy_file_in_a_repo_drives_evaluate(tmp_path: Path, monkeypatch: pyte
                                                                           repo)))
     assert top["optimizer-state"].fixable
     assert top["optimizer-state"].message.endswith(
-        "(SGD: momentum_buffer for 6 params) (fixable: run `ckpt-guard fix`)")
+        ": SGD momentum state (momentum_buffer) for 6 params")
     rel = policy.relpath(repo / "resume" / "model.pt", repo)
     assert rel == "resume/model.pt"
     resumed, removable = _findings(repo / "resume" / "model.pt", policy.rules_for(rel))

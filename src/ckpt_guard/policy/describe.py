@@ -1,5 +1,10 @@
 """Short, specific descriptions of what a role subtree holds, for finding messages —
-e.g. ``Adam: exp_avg, exp_avg_sq for 161 params``. Reads the reader's tree only."""
+e.g. ``Adam-style state (exp_avg, exp_avg_sq) for 161 params``. Reads the reader's tree only.
+
+A torch optimizer ``state_dict`` does not record the optimizer's class, so the description
+names the *kind* of state its per-parameter buffers are (Adam-style moments, SGD momentum),
+never a class it cannot know (Adam, AdamW, RAdam, LAMB… all write ``exp_avg``/``exp_avg_sq``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,18 @@ from typing import Any
 
 from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
 
-# Per-parameter state keys → the torch optimizer that writes them (torch.optim, 2.x).
+# Per-parameter state keys → the family of torch.optim (2.x) optimizers that write them.
+# "-style": third-party optimizers reuse these key names, and the class is not recorded.
 _BY_STATE_KEYS: tuple[tuple[frozenset[str], str], ...] = (
-    (frozenset({"exp_avg", "exp_avg_sq", "mu_product"}), "NAdam"),
-    (frozenset({"exp_avg", "exp_inf"}), "Adamax"),
-    (frozenset({"exp_avg", "exp_avg_sq"}), "Adam"),
-    (frozenset({"square_avg", "acc_delta"}), "Adadelta"),
-    (frozenset({"square_avg"}), "RMSprop"),
-    (frozenset({"momentum_buffer"}), "SGD"),
-    (frozenset({"sum"}), "Adagrad"),
-    (frozenset({"eta", "mu", "ax"}), "ASGD"),
-    (frozenset({"prev", "step_size"}), "Rprop"),
+    (frozenset({"exp_avg", "exp_avg_sq", "mu_product"}), "NAdam-style"),
+    (frozenset({"exp_avg", "exp_inf"}), "Adamax-style"),
+    (frozenset({"exp_avg", "exp_avg_sq"}), "Adam-style"),
+    (frozenset({"square_avg", "acc_delta"}), "Adadelta-style"),
+    (frozenset({"square_avg"}), "RMSprop-style"),
+    (frozenset({"momentum_buffer"}), "SGD momentum"),
+    (frozenset({"sum"}), "Adagrad-style"),
+    (frozenset({"eta", "mu", "ax"}), "ASGD-style"),
+    (frozenset({"prev", "step_size"}), "Rprop-style"),
 )
 _MAX_DEPTH = 64
 
@@ -78,10 +84,11 @@ def _lookup(container: Any, key: str) -> Any:
 
 
 def optimizer_summary(value: Any) -> str | None:
-    """``"Adam: exp_avg, exp_avg_sq for 161 params"`` for a torch optimizer state_dict (or a
-    list of them, as Lightning's ``optimizer_states``); ``None`` when not recognisable."""
+    """``"Adam-style state (exp_avg, exp_avg_sq) for 161 params"`` for a torch optimizer
+    state_dict (or a list of them, as Lightning's ``optimizer_states``); ``None`` when not
+    recognisable."""
     sds = value if isinstance(value, (list, tuple)) else [value]
-    names: list[str] = []
+    kinds: list[str] = []
     keys: list[str] = []
     params = 0
     for sd in sds:
@@ -98,27 +105,18 @@ def optimizer_summary(value: Any) -> str | None:
                 continue
             params += 1
             seen.update(str(k) for k in pm if isinstance(pm[k], TensorRef) and k != "step")
-        names.append(_optimizer_name(seen, m.get("param_groups")))
+        kinds.append(_kind(seen))
         keys.extend(k for k in sorted(seen) if k not in keys)
-    if not names:
+    if not kinds:
         return None
-    name = "/".join(dict.fromkeys(n for n in names if n)) or "optimizer"
     if not keys:
-        return f"{name}: no per-parameter buffers"
-    return f"{name}: {', '.join(keys)} for {params} param{'s' if params != 1 else ''}"
+        return "no per-parameter buffers"
+    kind = " + ".join(dict.fromkeys(k for k in kinds if k)) or "optimizer"
+    return f"{kind} state ({', '.join(keys)}) for {params} param{'s' if params != 1 else ''}"
 
 
-def _optimizer_name(keys: set[str], param_groups: Any) -> str:
-    group = as_mapping(param_groups[0]) if isinstance(param_groups, (list, tuple)) and \
-        param_groups else None
-    for needed, name in _BY_STATE_KEYS:
+def _kind(keys: set[str]) -> str:
+    for needed, kind in _BY_STATE_KEYS:
         if needed <= keys:
-            if name == "Adam" and group is not None:
-                if "amsgrad" not in group:
-                    return "RAdam"
-                if "decoupled_weight_decay" not in group:  # torch < 2.6 wrote no such flag
-                    return "Adam/AdamW"
-                if group.get("decoupled_weight_decay") is True:
-                    return "AdamW"
-            return name
+            return kind
     return ""

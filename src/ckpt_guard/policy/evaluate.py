@@ -1,5 +1,9 @@
 """Judge an :class:`~ckpt_guard.analyze.model.Analysis` against a file's rules.
 
+Messages never repeat the rule id (every surface prints it beside them: ``optimizer-state:
+617 kB …``) nor whether the finding is fixable (``Finding.fixable`` carries that; each
+renderer says it its own way). Findings come most severe first (fail/fix, then warn).
+
 ``evaluate`` returns the findings (rules whose action is ``off`` produce none) and
 ``bytes_removable``: the bytes a ``ckpt-guard fix`` of the enabled size rules would take out —
 optimizer and training state, the duplicate EMA/weights copy, half of the castable FP32
@@ -10,6 +14,7 @@ bytes, and a checkpoint directory's training files (which ``fix`` deletes only w
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from ckpt_guard.analyze.model import Analysis
@@ -18,11 +23,10 @@ from ckpt_guard.policy.keep_fp32 import for_rule
 from ckpt_guard.policy.model import FIXABLE_RULES, RuleConfig
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.report.model import Finding
-from ckpt_guard.report.units import format_bytes, format_percent
+from ckpt_guard.report.units import format_bytes, format_limit, format_percent
 
 Rules = Mapping[str, RuleConfig]
 
-FIX_HINT = " (fixable: run `ckpt-guard fix`)"
 TRAINING_ROLES = ("scheduler", "scaler", "rng")
 _ROLE_WORDS = {"scheduler": "LR scheduler", "scaler": "grad scaler", "rng": "RNG state",
                "training": "training metadata"}
@@ -47,10 +51,10 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str) -> tuple[list[Findi
         if finding is not None:
             findings.append(finding)
             removable += freed
-    size = _file_size(analysis.checkpoint.size_bytes, rules, "file")
+    size = _file_size(analysis.checkpoint.size_bytes, rules, "")
     if size is not None:
         findings.append(size)
-    return findings, removable
+    return _by_severity(findings), removable
 
 
 def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:
@@ -64,7 +68,7 @@ def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -
     detail = {"error": type(err).__name__}
     if member:
         detail["member"] = member
-    return _finding("unreadable", cfg, f"{prefix}unreadable: {reason}", 0, detail)
+    return _finding("unreadable", cfg, f"{prefix}{reason}", 0, detail)
 
 
 # --- single files -----------------------------------------------------------------------
@@ -82,8 +86,8 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
             members.append(v.use.member)
     names = [f"{q} ({r})" if r else q for q, r in listed.items()]
     where = f" in {', '.join(members)}" if members else ""
-    msg = (f"unsafe pickle: references {_listing(names)}{where}; torch.load(weights_only=False) "
-           f"on this file can run arbitrary code")
+    msg = (f"references {_listing(names)}{where}: torch.load(weights_only=False) on this file "
+           f"can run arbitrary code")
     detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
                            "member": v.use.member} for v in verdicts]}
     return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
@@ -91,14 +95,37 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
 
 def _needs_code(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     cfg = rules.get("needs-code")
-    classes = list(dict.fromkeys(g.use.qualname for g in a.globals if g.safety == "needs-code"))
-    if cfg is None or not cfg.enabled or not classes:
+    uses = list({g.use.qualname: g.use for g in a.globals if g.safety == "needs-code"}.values())
+    if cfg is None or not cfg.enabled or not uses:
         return None, 0
+    classes = [u.qualname for u in uses]
     n = len(classes)
-    msg = (f"needs code: pickles {n} custom class{'es' if n != 1 else ''} ({_listing(classes)}); "
-           f"torch.load(weights_only=True) refuses this file, and loading it needs "
-           f"{'those packages' if n != 1 else 'that package'} installed (and runs their code)")
+    if a.checkpoint.format == "torchscript":
+        msg = (f"TorchScript archive: torch.load(weights_only=True) refuses it, and "
+               f"torch.jit.load runs the compiled code it carries (e.g. {classes[0]})")
+        return _finding("needs-code", cfg, msg, 0, {"classes": classes}), 0
+    packages = _third_party([u.module for u in uses])
+    one = n == 1
+    msg = (f"{n} {'class or function' if one else 'classes or functions'} outside torch's "
+           f"weights_only allowlist ({_listing(classes, 3)}): torch.load(weights_only=True) "
+           f"refuses this file")
+    if packages:
+        many = len(packages) != 1
+        msg += (f"; weights_only=False needs {'packages' if many else 'package'} "
+                f"{_and([repr(p) for p in packages])} importable and runs "
+                f"{'their' if many else 'its'} code")
+    else:
+        msg += (f"; load it with weights_only=False, or allow {'it' if one else 'them'} with "
+                f"torch.serialization.add_safe_globals")
     return _finding("needs-code", cfg, msg, 0, {"classes": classes}), 0
+
+
+def _third_party(modules: list[str]) -> list[str]:
+    """The distinct top-level packages of ``modules`` a user may have to install: not the
+    standard library, not torch (which loading needs anyway)."""
+    tops = dict.fromkeys(m.split(".")[0] for m in modules)
+    return [t for t in tops if t and t != "torch" and t not in sys.stdlib_module_names
+            and not t.startswith("_")]
 
 
 def _optimizer_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
@@ -112,9 +139,11 @@ def _optimizer_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
         summary = optimizer_summary(find(a.checkpoint.root, s.path)) or s.what
         if summary and summary not in descriptions:
             descriptions.append(summary)
-    msg = (f"optimizer state: {format_bytes(nbytes)}{_share(nbytes, a)}"
-           f"{_at([s.path for s in subtrees])}"
-           + (f" ({'; '.join(descriptions)})" if descriptions else ""))
+    where = _at([s.path for s in subtrees])
+    msg = (f"{format_bytes(nbytes)}{_share(nbytes, a)}{where}" if nbytes
+           else f"state{where} (no tensor data)")
+    if descriptions:
+        msg += f": {'; '.join(descriptions)}"
     detail = {"paths": [s.path for s in subtrees]}
     return _finding("optimizer-state", cfg, msg, nbytes, detail), nbytes
 
@@ -128,9 +157,9 @@ def _training_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     parts = [f"{_ROLE_WORDS[s.role]}{_at([s.path])}" for s in subtrees]
     if not parts:
         parts = [_ROLE_WORDS[r] for r in TRAINING_ROLES if a.bytes_by_role.get(r)]
-    head = (f"training state: {format_bytes(nbytes)}{_share(nbytes, a)} in" if nbytes
-            else "training state (no tensor data):")
-    msg = f"{head} {', '.join(parts)}"
+    size = (f"{format_bytes(nbytes)}{_share(nbytes, a, short=True)}" if nbytes
+            else "no tensor data")
+    msg = f"{', '.join(parts)} ({size})"
     detail = {"paths": [s.path for s in subtrees],
               "by_role": {r: a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
     return _finding("training-state", cfg, msg, nbytes, detail), nbytes
@@ -155,8 +184,8 @@ def _ema_duplicate(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     ema_b, w_b = a.bytes_by_role["ema"], a.bytes_by_role["weights"]
     paths = {r: [s.path for s in a.subtrees if s.role == r] for r in ("ema", "weights")}
     freed = a.bytes_by_role[dropped]
-    msg = (f"EMA duplicate: {format_bytes(ema_b)} of EMA weights{_at(paths['ema'])} duplicate "
-           f"the {format_bytes(w_b)} of weights{_at(paths['weights'])}; a fix keeps the "
+    msg = (f"EMA weights{_at(paths['ema'])} ({format_bytes(ema_b)}) duplicate the "
+           f"weights{_at(paths['weights'])} ({format_bytes(w_b)}); a fix keeps the "
            f"{'EMA copy' if kept == 'ema' else 'training weights'} (keep: {kept}) and removes "
            f"{format_bytes(freed)}")
     detail = {"keep": kept, "ema_paths": paths["ema"], "weights_paths": paths["weights"],
@@ -191,14 +220,15 @@ def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
             for p in tensors_by_storage[k]]
     kept_bytes = sum(n for n, g in storages.values() if g is not None)
     saved = castable // 2  # float16 and bfloat16 both take 2 bytes per element
-    msg = (f"FP32 payload: {format_bytes(castable)} of float32 weights in {n_cast} "
+    msg = (f"{format_bytes(castable)} of float32 weights in {n_cast} "
            f"tensor{'s' if n_cast != 1 else ''} could be {cfg.cast_to}, saving "
            f"{format_bytes(saved)}")
+    if limit:
+        msg += f" (over max-bytes {format_limit(limit)})"
     if kept:
         msg += (f"; {len(kept)} tensor{'s' if len(kept) != 1 else ''} "
-                f"({format_bytes(kept_bytes)}) stay FP32 (keep-fp32, normalization layers)")
-    if limit:
-        msg += f" (over max-bytes {format_bytes(limit)})"
+                f"({format_bytes(kept_bytes)}) {'stay' if len(kept) != 1 else 'stays'} "
+                f"float32 (keep-fp32)")
     detail = {"castable_bytes": castable, "cast_to": cfg.cast_to, "kept_fp32_bytes": kept_bytes,
               "kept_fp32": [{"path": p, "reason": g} for p, g in kept[:50]]}
     return _finding("fp32-payload", cfg, msg, saved, detail), saved
@@ -208,7 +238,7 @@ def _file_size(size: int, rules: Rules, what: str) -> Finding | None:
     cfg = rules.get("file-size")
     if cfg is None or not cfg.enabled or cfg.max_bytes is None or size <= cfg.max_bytes:
         return None
-    msg = f"file size: {what} is {format_bytes(size)}, over max-bytes {format_bytes(cfg.max_bytes)}"
+    msg = f"{what}{format_bytes(size)}, over max-bytes {format_limit(cfg.max_bytes)}"
     return _finding("file-size", cfg, msg, size, {"size_bytes": size,
                                                    "max_bytes": cfg.max_bytes})
 
@@ -231,7 +261,7 @@ def _lfs_pointer(a: Analysis, rules: Rules, path: str) -> list[Finding]:
         findings.append(_finding("lfs-pointer", cfg, msg, pointed or 0,
                                  {"oid": oid, "size": pointed}))
     if pointed is not None:
-        size = _file_size(pointed, rules, "the LFS object")
+        size = _file_size(pointed, rules, "the LFS object is ")
         if size is not None:
             findings.append(size)
     return findings
@@ -268,15 +298,14 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
         nbytes = sum(s or 0 for _, s, _ in files)
         listed = [f"{m} ({format_bytes(s) if s is not None else 'size unknown'})"
                   for m, s, _ in files]
-        label = "optimizer state" if rule == "optimizer-state" else "training state"
-        msg = f"{label}: training file{'s' if len(files) != 1 else ''} {_listing(listed)}"
+        msg = f"training file{'s' if len(files) != 1 else ''} {_listing(listed)}"
         can_fix = cfg.remove_training_files
         if cfg.fixes and not can_fix:
             msg += " (set remove-training-files: true to let `ckpt-guard fix` delete them)"
         detail = {"files": [{"path": m, "bytes": s, "kind": h} for m, s, h in files]}
         findings.append(_finding(rule, cfg, msg, nbytes, detail, can_fix=can_fix))
         removable += nbytes
-    return findings, removable
+    return _by_severity(findings), removable
 
 
 def _stat_size(directory: str, member: str) -> int | None:
@@ -296,16 +325,23 @@ def _in_member(f: Finding, member: str) -> Finding:
 def _finding(rule: str, cfg: RuleConfig, message: str, nbytes: int, detail: dict,
              *, can_fix: bool = True) -> Finding:
     fixable = cfg.fixes and can_fix and rule in FIXABLE_RULES
-    if fixable:
-        message += FIX_HINT
     return Finding(rule=rule, action=cfg.action, message=message, bytes=nbytes,
                    fixable=fixable, detail=detail)
 
 
-def _share(nbytes: int, a: Analysis) -> str:
+_SEVERITY = {"fail": 0, "fix": 0, "warn": 1}
+
+
+def _by_severity(findings: list[Finding]) -> list[Finding]:
+    """Failing findings first (stable: rule order within each group)."""
+    return sorted(findings, key=lambda f: _SEVERITY.get(f.action, 2))
+
+
+def _share(nbytes: int, a: Analysis, *, short: bool = False) -> str:
     if not nbytes or a.tensor_bytes_total <= 0:
         return ""
-    return f" ({format_percent(nbytes, a.tensor_bytes_total)} of tensor bytes)"
+    pct = format_percent(nbytes, a.tensor_bytes_total)
+    return f", {pct} of tensor bytes" if short else f" ({pct} of tensor bytes)"
 
 
 def _at(paths: list[str]) -> str:
@@ -316,10 +352,16 @@ def _at(paths: list[str]) -> str:
     return " at " + ", ".join(shown) + more
 
 
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
+def _and(items: list[str]) -> str:
     if len(items) > _MAX_LISTED:
-        shown += f", +{len(items) - _MAX_LISTED} more"
+        return _listing(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _listing(items: list[str], limit: int = _MAX_LISTED) -> str:
+    shown = ", ".join(items[:limit])
+    if len(items) > limit:
+        shown += f", +{len(items) - limit} more"
     return shown
 
 

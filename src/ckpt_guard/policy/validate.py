@@ -16,7 +16,10 @@ from ckpt_guard.policy.errors import Problem
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.yamlsrc import Path, Source
 
-TOP_KEYS = ("version", "include", "exclude", "rules", "overrides")
+TOP_KEYS = ("version", "include", "exclude", "rules", "convert", "overrides")
+# Spellings users write for the dtypes `cast-to` accepts.
+_DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "f16": "float16", "bf16": "bfloat16",
+                  "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
 
 # Validators reporting on a value's own type/content: one message per value is enough, the
 # first in this order wins (a list given for an action is "wrong type", not also "not one of").
@@ -73,6 +76,10 @@ def _problems(err: jsonschema.ValidationError, path: Path, src: Source) -> list[
     if err.validator == "required":
         line, col = src.at_value(path)
         missing = [k for k in err.validator_value if k not in err.instance]
+        typos = [k for k in err.instance if isinstance(k, str) and difflib.get_close_matches(
+            k, missing, n=1, cutoff=0.6)]
+        if typos:  # `path:` for `paths:`: the unknown key's "did you mean" says it all
+            return []
         if not path:
             return [Problem(line, col, "missing 'version' (add 'version: 1' at the top)")]
         return [Problem(line, col, f"{_name(path)} needs {_quoted(missing)}"
@@ -120,7 +127,9 @@ def _value_message(err: jsonschema.ValidationError, path: Path) -> str:
         what = "action" if title in ("action", "check-action") else "value"
         hint = ""
         if isinstance(value, str):
-            close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.6)
+            alias = _DTYPE_ALIASES.get(value.strip().lower())
+            close = [alias] if alias in choices else difflib.get_close_matches(
+                value.lower(), choices, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
         return f"invalid {what} {_show(value)} for {name} ({hint}expected {_or(choices)})"
     if title == "size" and err.validator == "type":

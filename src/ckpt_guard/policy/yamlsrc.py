@@ -81,6 +81,8 @@ def _syntax_problem(e: yaml.MarkedYAMLError) -> Problem:
         "YAML syntax error"
     if "while scanning an alias" in what:  # `include: *.pt` — a glob read as an alias
         what += " (quote globs that start with '*': '*.pt')"
+    elif "'\\t'" in what or "\t" in what:  # an editor indented with a tab
+        what = "found a tab (YAML indents with spaces, not tabs)"
     if mark is None:
         return Problem(0, 0, f"{kind}: {what}")
     line, col = _pos(mark)

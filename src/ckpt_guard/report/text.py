@@ -1,26 +1,39 @@
 """Human text reports: rich tables on a terminal, plain aligned text everywhere else
-(pre-commit, CI logs, pipes)."""
+(pre-commit, CI logs, pipes).
+
+On a terminal, long cells wrap inside their column (paths and class names fold, never turn
+into "…") and findings wrap with a hanging indent. Plain text never wraps a finding (one
+grep-able line each) and carries no trailing spaces.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ckpt_guard.report.model import FileReport, Report
+from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.report.units import format_bytes
 
 STATUS_STYLE = {"pass": ("PASS", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),
                 "error": ("ERROR", "red"), "fixed": ("FIXED", "cyan")}
+DRY_RUN_FIXED = "WOULD FIX"  # status label of a `fixed` file in a dry run: nothing was written
 ACTION_MARK = {"fail": ("✗", "red"), "fix": ("✗", "red"), "warn": ("!", "yellow")}
+_NUMERIC = ("Size", "Bytes", "Tensor bytes", "Share", "Removable", "After", "Saved", "Tensors")
+# Free text and identifiers that may be long: wrap (folding long names) instead of "…".
+_WRAPPING = ("File", "Key", "Kind", "Member", "Global", "Why")
+# Dropped, in this order, when the check table would not fit the terminal: the path, sizes
+# and status matter most (`inspect` shows the format and framework).
+_OPTIONAL = ("Format", "Framework")
 
 
-def _console(color: bool) -> Console:
-    width = int(os.environ.get("COLUMNS", "0") or 0) or (None if color else 110)
+def _console(color: bool, width: int | None = None) -> Console:
+    width = width or int(os.environ.get("COLUMNS", "0") or 0) or (None if color else 110)
     return Console(file=io.StringIO(), force_terminal=color, no_color=not color,
                    color_system="auto" if color else None, width=width, highlight=False,
                    emoji=False, soft_wrap=not color)
@@ -28,46 +41,96 @@ def _console(color: bool) -> Console:
 
 def _table(color: bool, *columns: str, title: str | None = None) -> Table:
     t = Table(box=box.ROUNDED if color else box.SIMPLE_HEAD, title=title,
-              title_justify="left", show_edge=color, pad_edge=False)
+              title_justify="left", show_edge=color, pad_edge=color)
     for c in columns:
-        t.add_column(c, justify="right" if c in ("Size", "Bytes", "Share", "Removable",
-                                                  "After", "Saved", "Tensors") else "left")
+        if c in _NUMERIC:
+            t.add_column(c, justify="right", no_wrap=True)
+        elif c in _WRAPPING:
+            t.add_column(c, overflow="fold")
+        else:
+            t.add_column(c, no_wrap=True)
     return t
 
 
-def _render(renderables: list, color: bool) -> str:
-    console = _console(color)
+def _render(renderables: list, color: bool, console: Console | None = None) -> str:
+    console = console or _console(color)
     console.print(Group(*renderables))
-    return console.file.getvalue()
+    text = console.file.getvalue()
+    if color:
+        return text
+    return "".join(line.rstrip() + "\n" for line in text.splitlines())
+
+
+def _dry_run(f: FileReport) -> bool:
+    return bool((f.details.get("fix") or {}).get("dry_run"))
 
 
 def _status(f: FileReport) -> Text:
     label, style = STATUS_STYLE.get(f.status, (f.status.upper(), ""))
+    if f.status == "fixed" and _dry_run(f):
+        label = DRY_RUN_FIXED
     return Text(label, style=f"bold {style}")
 
 
-def _findings(f: FileReport) -> list[Text]:
-    lines = []
-    for finding in f.findings:
-        mark, style = ACTION_MARK.get(finding.action, ("·", ""))
-        line = Text("  ")
-        line.append(mark, style=style)
-        line.append(f" {finding.rule}: ", style="bold")
-        line.append(finding.message)
-        lines.append(line)
-    return lines
+def _finding_line(finding: Finding) -> tuple[Text, Text]:
+    mark, style = ACTION_MARK.get(finding.action, ("·", ""))
+    body = Text(finding.rule, style="bold")
+    if finding.fixable:
+        body.append(" (fixable)", style="bold")
+    body.append(": ")
+    body.append(finding.message)
+    return Text(mark, style=style), body
+
+
+def _findings(f: FileReport, color: bool) -> list:
+    """The file's findings and notes, two spaces in. On a terminal, as a grid so that wrapped
+    lines hang under the text instead of restarting at column 0."""
+    rows = [_finding_line(x) for x in f.findings]
+    rows += [(Text(""), Text(f"note: {n}", style="dim")) for n in f.notes]
+    if not rows:
+        return []
+    if not color:
+        return [Text.assemble("  ", mark, " " if mark.plain else "", body) for mark, body in rows]
+    grid = Table.grid(padding=(0, 1), pad_edge=False)
+    grid.add_column(width=3, justify="right", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for mark, body in rows:
+        grid.add_row(mark, body)
+    return [grid]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def _summary_line(report: Report) -> Text:
     s = report.summary()
-    parts = [f"{s['files']} file{'s' if s['files'] != 1 else ''} checked",
-             f"{s['failed']} failed", f"{s['warned']} warned",
-             f"{format_bytes(s['bytes_total'])} in all"]
+    parts = [f"{_plural(s['files'], 'file')} checked", f"{s['failed']} failed",
+             f"{s['warned']} warned", f"{format_bytes(s['bytes_total'])} in all"]
     text = Text(", ".join(parts) + ".", style="bold")
     if "bytes_saved" in s:
-        text.append(f" {s.get('fixed', 0)} fixed, {format_bytes(s['bytes_saved'])} saved.")
-    elif s["bytes_removable"]:
-        text.append(f" `ckpt-guard fix` could remove {format_bytes(s['bytes_removable'])}.")
+        if any(_dry_run(f) for f in report.files):
+            text.append(f" Dry run: {s.get('fixed', 0)} would be fixed, saving "
+                        f"{format_bytes(s['bytes_saved'])}; nothing was written.")
+        else:
+            text.append(f" {s.get('fixed', 0)} fixed, {format_bytes(s['bytes_saved'])} saved.")
+        return text
+    removable = s["bytes_removable"]
+    if not removable:
+        return text
+    # What `fix` removes under this policy: the findings of rules set to `fix` (the rest of
+    # bytes_removable needs the policy changed first — saying "fix could remove" would lie).
+    fixable = min(removable, sum(x.bytes for f in report.files for x in f.findings
+                                 if x.fixable))
+    if fixable >= removable:
+        text.append(f" `ckpt-guard fix` would remove {format_bytes(removable)}.")
+    elif fixable:
+        text.append(f" `ckpt-guard fix` would remove {format_bytes(fixable)} of the "
+                    f"{format_bytes(removable)} removable (the rest needs its rules set to "
+                    f"`fix`).")
+    else:
+        text.append(f" {format_bytes(removable)} is removable: set its rules to `fix` in the "
+                    f"policy, then run `ckpt-guard fix`.")
     return text
 
 
@@ -76,50 +139,103 @@ def render_check(report: Report, *, color: bool = False) -> str:
     if not report.files:
         return "No weight files to check.\n"
     fixing = any(f.size_after is not None for f in report.files)
-    cols = ["File", "Format", "Framework", "Size"]
-    cols += ["After", "Saved"] if fixing else ["Removable"]
-    t = _table(color, *cols, "Status")
+    rows: list[dict[str, str | Text]] = []
     for f in report.files:
-        row = [f.path, f.format, f.framework, format_bytes(f.size_bytes)]
+        row: dict[str, str | Text] = {"File": f.path, "Format": f.format,
+                                      "Framework": f.framework,
+                                      "Size": format_bytes(f.size_bytes)}
         if fixing:
-            after = f.size_after if f.size_after is not None else f.size_bytes
-            row += [format_bytes(after), format_bytes(f.size_bytes - after)]
+            saved = f.size_bytes - f.size_after if f.size_after is not None else 0
+            row["After"] = format_bytes(f.size_after) if f.size_after is not None else "-"
+            row["Saved"] = format_bytes(saved) if saved else "-"
         else:
-            row.append(format_bytes(f.bytes_removable) if f.bytes_removable else "-")
-        t.add_row(*row, _status(f))
+            row["Removable"] = format_bytes(f.bytes_removable) if f.bytes_removable else "-"
+        row["Status"] = _status(f)
+        rows.append(row)
+    console = _console(color)
+    cols, needed = _fitting(list(rows[0]), rows, console.width)
+    t = _table(color, *cols)
+    for row in rows:
+        t.add_row(*(row[c] for c in cols))
     out: list = [t]
     for f in report.files:
         if f.findings or f.notes:
             out.append(Text(f.path, style="bold"))
-            out.extend(_findings(f))
-            out.extend(Text(f"  note: {n}", style="dim") for n in f.notes)
+            out.extend(_findings(f, color))
     out.append(_summary_line(report))
-    return _render(out, color)
+    # Plain text is for logs and grep: a long path widens the table rather than wrapping.
+    return _render(out, color, console if color else _console(color, max(needed,
+                                                                          console.width)))
+
+
+def _fitting(cols: list[str], rows: list[dict[str, str | Text]],
+             width: int) -> tuple[list[str], int]:
+    """``cols`` without the optional columns there is no room for in ``width``, and the
+    width the table needs without wrapping (three characters per column plus one)."""
+    def needed(cs: list[str]) -> int:
+        cells = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cs]
+        return sum(cells) + 3 * len(cs) + 1
+    for optional in _OPTIONAL:
+        if needed(cols) <= width:
+            break
+        cols = [c for c in cols if c != optional]
+    return cols, needed(cols)
 
 
 def _share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
+    if not whole:
+        return "-"
+    pct = 100 * part / whole
+    return "<0.1%" if 0 < pct < 0.05 else f"{pct:.1f}%"
+
+
+def _kind(kind: str) -> str:
+    # The reader calls objects it does not execute "Opaque"; users know them as objects.
+    return "object " + kind[len("Opaque "):] if kind.startswith("Opaque ") else kind
+
+
+def _globals_table(color: bool, globals_: Iterable[dict]) -> list:
+    unique = list({g["name"]: g for g in globals_}.values())
+    out: list = []
+    order = {"unsafe": 0, "needs-code": 1}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for g in sorted((g for g in unique if g["safety"] != "safe"),
+                    key=lambda g: order.get(g["safety"], 0)):
+        groups.setdefault((g["safety"], g["reason"]), []).append(g["name"])
+    if groups:
+        t = _table(color, "Global", "Safety", "Why", title="Globals that need code or are unsafe")
+        for (safety, reason), names in groups.items():
+            style = "bold red" if safety == "unsafe" else "yellow"
+            t.add_row("\n".join(names), Text(safety, style=style), reason)
+        out.append(t)
+    safe = [g["name"] for g in unique if g["safety"] == "safe"]
+    if safe:
+        out.append(Text(f"{_plural(len(safe), 'safe global')} (torch's weights_only "
+                        f"allowlist): " + ", ".join(safe), style="dim"))
+    return out
 
 
 def _inspect_one(f: FileReport, color: bool) -> list:
     out: list = []
     head = Text(f.path, style="bold")
     head.append(f"  {f.format}, {f.framework}, {format_bytes(f.size_bytes)} on disk, "
-                f"{f.tensor_count} tensors, {format_bytes(f.tensor_bytes_total)} tensor data")
+                f"{_plural(f.tensor_count, 'tensor')}, {format_bytes(f.tensor_bytes_total)} "
+                f"tensor data")
     out.append(head)
     d = f.details
     if d.get("top_level"):
-        t = _table(color, "Key", "Kind", "Role", "Bytes", "Share", title="Top-level keys")
+        t = _table(color, "Key", "Kind", "Role", "Tensor bytes", "Share", title="Top-level keys")
         for row in d["top_level"]:
-            t.add_row(str(row["key"]), row["kind"], row["role"] if row["role"] != "other" else "",
+            t.add_row(str(row["key"]), _kind(row["kind"]),
+                      row["role"] if row["role"] != "other" else "",
                       format_bytes(row["bytes"]) if row["bytes"] else "-",
                       _share(row["bytes"], f.tensor_bytes_total) if row["bytes"] else "")
         out.append(t)
     if d.get("members"):
-        t = _table(color, "Member", "Role", "Format", "Bytes", title="Checkpoint directory")
+        t = _table(color, "Member", "Role", "Format", "Size", title="Checkpoint directory")
         for m in d["members"]:
             t.add_row(m["path"], m["hint"] or "-", m.get("format", "unreadable"),
-                      format_bytes(m.get("size_bytes", 0)))
+                      format_bytes(m["size_bytes"]) if "size_bytes" in m else "-")
         out.append(t)
     if f.by_role:
         t = _table(color, "Role", "Bytes", "Share", title="Tensor bytes by role")
@@ -128,36 +244,23 @@ def _inspect_one(f: FileReport, color: bool) -> list:
         out.append(t)
     if f.by_dtype:
         t = _table(color, "Dtype", "Bytes", "Share", title="Tensor bytes by dtype")
-        for dtype, n in f.by_dtype.items():
+        for dtype, n in sorted(f.by_dtype.items(), key=lambda kv: -kv[1]):
             t.add_row(dtype, format_bytes(n), _share(n, f.tensor_bytes_total))
         out.append(t)
     if d.get("globals"):
-        unique = list({g["name"]: g for g in d["globals"]}.values())
-        order = {"unsafe": 0, "needs-code": 1, "safe": 2}
-        flagged = sorted((g for g in unique if g["safety"] != "safe"),
-                         key=lambda g: order.get(g["safety"], 0))
-        if flagged:
-            t = _table(color, "Global", "Safety", "Why",
-                       title="Globals that need code or are unsafe")
-            for g in flagged:
-                style = "bold red" if g["safety"] == "unsafe" else "yellow"
-                t.add_row(g["name"], Text(g["safety"], style=style), g["reason"])
-            out.append(t)
-        safe = [g["name"] for g in unique if g["safety"] == "safe"]
-        if safe:
-            out.append(Text(f"{len(safe)} safe global{'s' if len(safe) != 1 else ''} "
-                            f"(torch's weights_only allowlist): " + ", ".join(safe),
-                            style="dim"))
-    for key, value in (d.get("metadata") or {}).items():
-        out.append(Text(f"  {key}: {value}", style="dim"))
-    out.extend(Text(f"  note: {n}", style="dim") for n in f.notes)
-    if f.findings:
-        out.append(Text("Findings under the policy", style="bold"))
-        out.extend(_findings(f))
+        out.extend(_globals_table(color, d["globals"]))
+    metadata = d.get("metadata") or {}
+    if metadata:
+        out.append(Text("Metadata: " + ", ".join(f"{k}={v}" for k, v in metadata.items()),
+                        style="dim"))
+    if f.findings or f.notes:
+        out.append(Text("Findings under the policy" if f.findings else "Notes", style="bold"))
+        out.extend(_findings(f, color))
     spaced: list = []
     for item in out:
-        if isinstance(item, Table) or (isinstance(item, Text) and item.plain.startswith(
-                "Findings under")):
+        if (isinstance(item, Table) and item.box is not None) or (
+                isinstance(item, Text) and item.plain in (
+                "Findings under the policy", "Notes")):
             spaced.append(Text(""))
         spaced.append(item)
     spaced.append(Text(""))

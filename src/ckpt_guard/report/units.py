@@ -28,6 +28,16 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def format_limit(n: int) -> str:
+    """A size a user configured (``max-bytes``), as they most likely wrote it: binary units
+    when ``n`` is a whole number of MiB/GiB/TiB that is not also a round decimal size
+    (``100MiB`` → ``'100 MiB'``, not ``'105 MB'``; ``1.5GiB`` → ``'1.5 GiB'``), else :func:`format_bytes`."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale and (n * 10) % scale == 0 and n % 10**6 != 0:
+            return f"{n / scale:g} {unit}"
+    return format_bytes(n)
+
+
 def format_percent(part: int, whole: int) -> str:
     """``part`` as a share of ``whole``: ``'67%'``; ``'<1%'`` for a non-zero sliver."""
     if whole <= 0:
