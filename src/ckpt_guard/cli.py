@@ -206,7 +206,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         _err(f"{path} exists; use --force to overwrite")
         return Exit.USAGE
     path.write_text(init_text(), encoding="utf-8")
-    print(f"wrote {path}")
+    print(f"wrote {path}: the built-in policy, every rule explained. Edit it, then run "
+          "`ckpt-guard check` (and `ckpt-guard fix --dry-run` for rules set to `fix`).")
     return Exit.OK
 
 
