@@ -201,7 +201,8 @@ class Action:
             for fr in files[:ANNOTATION_LIMIT]:
                 found = [f for f in fr.findings if f.action in acts] or fr.findings
                 rules = ", ".join(sorted({f.rule for f in found}))
-                msg = "\n".join(f"{f.rule}: {f.message}" for f in found)
+                msg = "\n".join(f"{f.rule}{' (fixable)' if f.fixable else ''}: {f.message}"
+                                for f in found)
                 getattr(self.wf, kind)(msg or fr.status, file=fr.path,
                                        title=f"ckpt-guard: {rules or fr.status}")
             if len(files) > ANNOTATION_LIMIT:
