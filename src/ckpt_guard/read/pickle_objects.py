@@ -1,0 +1,219 @@
+"""The opcodes that name globals or build objects, as the interpreter runs them.
+
+Nothing named is imported, resolved or called. ``GLOBAL``/``STACK_GLOBAL``/``INST``/``OBJ``/
+``EXT*`` become :class:`GlobalRef` values and leave a :class:`GlobalUse` trace; calls
+(``REDUCE``/``NEWOBJ``/``NEWOBJ_EX``/``INST``/``OBJ``) become :class:`TensorRef` (torch's
+``_rebuild_*`` functions, see :mod:`rebuild`) or :class:`Opaque`; ``BUILD``, ``APPEND*``,
+``SETITEM*`` and ``ADDITEMS`` fill the object on the stack. Every path a real unpickler would
+turn into code execution is traced, the indirect ones with pseudo-modules so that no
+allowlist calls them safe: ``<call>`` (calling a call's result), ``<computed>`` (a
+``STACK_GLOBAL`` name that is not a string), ``<extension>`` (the copyreg registry) and
+``<mutate>`` (``BUILD``/``SETITEMS``/… on a global itself).
+"""
+
+from __future__ import annotations
+
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING  # stdlib data tables, no code
+from typing import Any
+
+from ckpt_guard.read import rebuild
+from ckpt_guard.read.checkpoint import GlobalUse, LimitExceeded
+from ckpt_guard.read.limits import Limits
+from ckpt_guard.read.pickle_guards import IDENTITY_HASHED, key_cost
+from ckpt_guard.read.pickle_scalars import Malformed
+from ckpt_guard.read.tree import GlobalRef, Opaque, TensorRef
+
+MAX_COLLISIONS = 1_000
+
+
+class ObjectBuilder:
+    """One pickle's globals trace and object-building state (protocol, dict-key guard).
+
+    The interpreter keeps ``REDUCE`` of a named global inline (the hot path: one per tensor)
+    and calls these methods for everything else.
+    """
+
+    __slots__ = ("globals", "member", "where", "proto", "max_container", "max_depth",
+                 "key_work", "collisions", "key_hashes")
+
+    def __init__(self, globals_: list[GlobalUse], member: str, where: str,
+                 limits: Limits) -> None:
+        self.globals = globals_
+        self.member = member
+        self.where = where
+        self.proto = 0  # set by PROTO: decides the protocol 2 name mapping
+        self.max_container = limits.max_container
+        self.max_depth = limits.max_depth
+        self.key_work = 0
+        self.collisions = 0
+        self.key_hashes: dict[int, Any] = {}
+
+    def use(self, module: str, name: str, opcode: str) -> None:
+        self.globals.append(GlobalUse(module, name, opcode, self.member))
+
+    # ------------------------------------------------------------------------------ globals
+
+    def find_class(self, module: str, name: str, opcode: str) -> GlobalRef:
+        """``GLOBAL``/``STACK_GLOBAL``/``INST``: the reference a real unpickler would import.
+
+        Protocols < 3 go through ``fix_imports`` (Python 2 names), so the safety layer judges
+        what would actually be loaded.
+        """
+        if self.proto < 3:
+            if (module, name) in NAME_MAPPING:
+                module, name = NAME_MAPPING[(module, name)]
+            elif module in IMPORT_MAPPING:
+                module = IMPORT_MAPPING[module]
+        self.use(module, name, opcode)
+        return GlobalRef(module, name)
+
+    def stack_global(self, module: Any, name: Any) -> GlobalRef:
+        if type(module) is str and type(name) is str:
+            return self.find_class(module, name, "STACK_GLOBAL")
+        # Names computed at unpickling time: a real unpickler refuses non-str, but never
+        # call such a reference safe.
+        text = f"{describe(module)} {describe(name)}"
+        self.use("<computed>", text, "STACK_GLOBAL")
+        return GlobalRef("<computed>", text)
+
+    def extension(self, code: int, opname: str) -> GlobalRef:
+        # The extension registry (copyreg) is never consulted: the code names a global we
+        # cannot see, so it is always reported.
+        self.use("<extension>", str(code), opname)
+        return GlobalRef("<extension>", str(code))
+
+    # -------------------------------------------------------------------------------- calls
+
+    def call(self, func: Any, args: Any, how: str, opname: str,
+             kwargs: dict | None = None) -> Any:
+        """What ``func(*args, **kwargs)`` stands for (``how``: reduce, newobj, newobj_ex,
+        inst, obj)."""
+        if type(args) is not tuple:
+            raise Malformed(f"{opname} arguments are not a tuple")
+        if type(func) is GlobalRef:
+            if how in ("reduce", "inst", "obj"):
+                t = rebuild.reduce(func, args)
+                if t is not None:
+                    return t
+            return Opaque(func, how, args, kwargs)
+        # Calling something that is not a named global: the result of another call, a value
+        # from the memo... A real unpickler would execute it; leave a trace.
+        name = describe(func)
+        self.use("<call>", name, opname)
+        return Opaque(GlobalRef("<call>", name), how, args, kwargs)
+
+    def newobj_ex(self, cls: Any, args: Any, kwargs: Any) -> Any:
+        if type(kwargs) is not dict:
+            raise Malformed("NEWOBJ_EX keyword arguments are not a dict")
+        return self.call(cls, args, "newobj_ex", "NEWOBJ_EX", kwargs)
+
+    def obj(self, items: list[Any]) -> Any:
+        """``OBJ``: MARK cls arg… OBJ calls ``cls(*args)``."""
+        if not items:
+            raise Malformed("OBJ without a class")
+        cls = items[0]
+        if type(cls) is GlobalRef:
+            self.use(cls.module, cls.name, "OBJ")
+        return self.call(cls, tuple(items[1:]), "obj", "OBJ")
+
+    # ----------------------------------------------------------------------- filling objects
+
+    def build(self, inst: Any, state: Any) -> None:
+        """``BUILD``: ``inst.__setstate__(state)``, recorded as the object's state."""
+        t = type(inst)
+        if t is Opaque or t is TensorRef:
+            inst.state = state
+        elif t is GlobalRef:
+            # BUILD on a bare global sets attributes on a class/module object.
+            self.use("<mutate>", f"{inst.qualname} via BUILD", "BUILD")
+        else:
+            raise Malformed(f"BUILD on {describe(inst)}")
+
+    def add_items(self, target: Any, items: list[Any], opname: str) -> None:
+        """APPENDS/APPEND/ADDITEMS: ``items`` onto ``target``."""
+        t = type(target)
+        if t is list:
+            if len(target) + len(items) > self.max_container:
+                raise LimitExceeded(f"{self.where}: list longer than {self.max_container} items")
+            target.extend(items)
+        elif t is set and opname == "ADDITEMS":
+            for it in items:
+                self.check_key(it)
+            target.update(items)
+            if len(target) > self.max_container:
+                raise LimitExceeded(f"{self.where}: set larger than {self.max_container} items")
+        elif t is Opaque:
+            if target.listitems is None:
+                target.listitems = []
+            target.listitems.extend(items)
+        elif t is GlobalRef:
+            self.use("<mutate>", f"{target.qualname} via {opname}", opname)
+        else:
+            raise Malformed(f"{opname} on {describe(target)}")
+
+    def set_items(self, target: Any, items: list[Any], opname: str) -> None:
+        """SETITEMS/SETITEM/DICT: key/value pairs onto ``target``."""
+        if len(items) % 2:
+            raise Malformed(f"{opname} with an odd number of items")
+        t = type(target)
+        if t is dict:
+            d = target
+        elif t is Opaque:
+            if target.dictitems is None:
+                target.dictitems = {}
+            d = target.dictitems
+        elif t is GlobalRef:
+            self.use("<mutate>", f"{target.qualname} via {opname}", opname)
+            return
+        else:
+            raise Malformed(f"{opname} on {describe(target)}")
+        check_key = self.check_key
+        for i in range(0, len(items), 2):
+            k = items[i]
+            if type(k) is not str:
+                check_key(k)
+            d[k] = items[i + 1]
+        if len(d) > self.max_container:
+            raise LimitExceeded(f"{self.where}: dict larger than {self.max_container} items")
+
+    def make_frozenset(self, items: list[Any]) -> frozenset:
+        for it in items:
+            self.check_key(it)
+        return frozenset(items)
+
+    def check_key(self, key: Any) -> None:
+        """Keys whose hash a pickle can choose (big ints, floats, tuples) could all collide
+        and make dict building quadratic: count real collisions, and the work of walking
+        tuple keys. str/bytes hashes are randomised; our objects hash by identity."""
+        t = type(key)
+        if t is str or t is bytes or t in IDENTITY_HASHED:
+            return
+        cost = key_cost(key, self.max_depth)
+        if not cost:
+            return
+        self.key_work += cost
+        if self.key_work > self.max_container:
+            raise LimitExceeded(f"{self.where}: more than {self.max_container} items in dict "
+                                "keys")
+        first = self.key_hashes.setdefault(hash(key), key)
+        if first is not key and first != key:
+            self.collisions += 1
+            if self.collisions > MAX_COLLISIONS:
+                raise LimitExceeded(f"{self.where}: more than {MAX_COLLISIONS} colliding dict "
+                                    "keys")
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a value for messages and pseudo-global names."""
+    t = type(value)
+    if t is GlobalRef:
+        return value.qualname
+    if t is Opaque:
+        return f"{value.qualname}(...)"
+    if t is str:
+        return repr(value[:60])
+    if t in (bytes, bytearray):
+        return f"{t.__name__}[{len(value)}]"
+    if t in (int, float, bool) or value is None:
+        return repr(value)[:60]
+    return t.__name__
