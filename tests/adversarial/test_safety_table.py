@@ -78,7 +78,7 @@ UNSAFE = [
     ("importlib", "import_module"), ("importlib.util", "find_spec"), ("imp", "load_source"),
     ("pkgutil", "resolve_name"), ("runpy", "run_path"), ("runpy", "_run_code"),
     ("operator", "attrgetter"), ("operator", "methodcaller"), ("operator", "itemgetter"),
-    ("operator", "getitem"), ("_operator", "attrgetter"), ("functools", "partial"),
+    ("_operator", "attrgetter"), ("functools", "partial"),
     ("functools", "reduce"), ("itertools", "starmap"), ("copyreg", "add_extension"),
     ("types", "CodeType"), ("types", "FunctionType"), ("gc", "get_objects"),
     ("inspect", "getmodule"), ("ast", "literal_eval"),
@@ -197,3 +197,22 @@ def test_torch_rejects_what_we_do_not_call_safe(module: str, name: str) -> None:
     if not (module.isascii() and name.isascii()) or "\n" in module + name:
         pytest.skip("not expressible as a text GLOBAL line")
     assert not _weights_only_accepts(f"{module}.{name}")
+
+
+def test_typing_subscription_in_hparams_is_needs_code_not_unsafe() -> None:
+    # Lightning/omegaconf hyper_parameters may hold annotations: typing.Dict[str, int]
+    # pickles as _operator.getitem(typing.Dict, (str, int)), which weights_only refuses but
+    # which runs no code; a call of getitem's result stays unsafe (<call>).
+    import pickle
+    import typing
+
+    from ckpt_guard.read.limits import Limits
+    from ckpt_guard.read.pickle_vm import load
+
+    data = pickle.dumps({"hyper_parameters": {"ref_type": typing.Dict[str, int]}},  # noqa: UP006
+                        protocol=2)
+    _, uses = load(data, persistent_load=None, limits=Limits())
+    verdicts = {(g.module, g.name): classify(g.module, g.name)[0] for g in uses}
+    assert verdicts[("_operator", "getitem")] == "needs-code"
+    assert "unsafe" not in verdicts.values(), verdicts
+    assert classify("<call>", "_operator.getitem(...)")[0] == "unsafe"

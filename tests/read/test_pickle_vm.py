@@ -319,3 +319,12 @@ def test_global_refs_are_plain_data() -> None:
     # protocol < 3 maps Python 2 names the way a real unpickler would import them
     root, uses = load(b"c__builtin__\neval\n.")
     assert root.qualname == "builtins.eval" and uses[0].module == "builtins"
+
+
+def test_storage_type_table_round_trips() -> None:
+    from ckpt_guard.read.rebuild import DTYPE_STORAGE_TYPES, STORAGE_DTYPES
+
+    for dtype, name in DTYPE_STORAGE_TYPES.items():
+        assert STORAGE_DTYPES[name] == dtype
+    assert DTYPE_STORAGE_TYPES["float16"] == "HalfStorage"
+    assert "uint8" in DTYPE_STORAGE_TYPES and DTYPE_STORAGE_TYPES["uint8"] == "ByteStorage"

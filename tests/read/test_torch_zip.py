@@ -384,3 +384,33 @@ def test_tensors_with_python_state(tmp_path: Path) -> None:
     assert rt.state == {"note": "hello"} and rt.shape == (2, 3)
     assert rp.kind == "parameter" and rp.state == {"tag": 7}
     assert_matches_torch(ckpt, path)
+
+
+def test_member_names_match_as_torch_matches_them_case_insensitively(tmp_path: Path) -> None:
+    # torch's miniz looks records up case-insensitively: with both archive/data.pkl and
+    # archive/DATA.PKL present it may load either (here: the upper-case, protocol 0 one).
+    src = save({"w": torch.ones(3)}, tmp_path / "a.pt")
+    sneaky = b"(dp0\nS'cwd'\np1\ncos\ngetcwd\np2\n(tRp3\ns."  # protocol 0: no PROTO byte
+    dst = rewrite_zip(src, tmp_path / "case.pt", add={"a/DATA.PKL": sneaky})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.load(dst, weights_only=False) == {"cwd": os.getcwd()}
+    ckpt = read_zip(dst)
+    assert [(g.member, g.qualname) for g in ckpt.globals if g.module == "os"] == [
+        ("a/DATA.PKL", "os.getcwd")]
+    assert any("duplicate" in n and "DATA.PKL" in n for n in ckpt.notes)
+
+
+def test_archive_behind_other_bytes_is_refused(tmp_path: Path) -> None:
+    # zipfile shifts every offset by the bytes found before the archive; torch's miniz reads
+    # the offsets as written. A file starting with one archive's entries and ending with
+    # another whole archive would be read differently by the two: refuse it.
+    evil = save({"evil": torch.ones(3)}, tmp_path / "evil.pt").read_bytes()
+    good = save({"good": torch.zeros(2)}, tmp_path / "good.pt").read_bytes()
+    poly = tmp_path / "poly.pt"
+    poly.write_bytes(evil[:zipfile.ZipFile(tmp_path / "evil.pt").start_dir] + good)
+    assert zipfile.ZipFile(poly).namelist()[0] == "good/data.pkl"  # zipfile's view
+    with pytest.raises(UnreadableError, match="bytes before the archive"):
+        read_zip(poly)

@@ -88,6 +88,11 @@ STDLIB_VALUES: dict[str, str] = {
     # omegaconf/Lightning hparams pickle type annotations (``ContainerMetadata.ref_type``).
     **{f"typing.{n}": "typing annotation" for n in ("Any", "Union", "Optional", "Dict", "List",
                                                     "Tuple", "Set", "Callable")},
+    # typing.Dict[str, int] pickles as operator.getitem(typing.Dict, (str, int)). getitem
+    # only indexes an object the pickle already built from other (judged) globals; it
+    # reaches no callable by itself, and calling its result is traced as ``<call>``.
+    **{f"{m}.getitem": "typing subscription (typing.Dict[str, int])"
+       for m in ("operator", "_operator")},
 }
 _NUMPY_MODS = ("numpy.core.multiarray", "numpy._core.multiarray")
 NUMPY_VALUES: dict[str, str] = {

@@ -30,6 +30,12 @@ STORAGE_DTYPES: dict[str, str] = {
     "UntypedStorage": "uint8", "TypedStorage": "uint8",
 }
 
+# dtype → the typed storage class torch.save names for it (the inverse of STORAGE_DTYPES;
+# public for writers: rewrite.pickle_writer can import it instead of keeping a copy).
+DTYPE_STORAGE_TYPES: dict[str, str] = {
+    dtype: name for name, dtype in STORAGE_DTYPES.items()
+    if name not in ("UntypedStorage", "TypedStorage")}
+
 # torch.<name> dtype globals; aliases map to the canonical name torch prints.
 DTYPE_ALIASES: dict[str, str] = {
     "float": "float32", "double": "float64", "half": "float16", "long": "int64",

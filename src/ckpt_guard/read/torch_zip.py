@@ -47,26 +47,30 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         raise UnreadableError(f"zip archive is not a torch checkpoint: first entry {first!r} "
                               "is not in a folder")
     top = first.split("/", 1)[0]
+    # torch's miniz finds a record by its name compared case-insensitively; of several
+    # matching entries it loads the last in practice. Keyed by lower-case name, the last
+    # entry wins; earlier ones are scanned as extra members.
     by_name: dict[str, zipfile.ZipInfo] = {}
     notes: list[str] = []
     for info in infos:
-        if info.filename in by_name:
-            notes.append(f"duplicate zip entry {info.filename!r}")
-        else:
-            by_name[info.filename] = info
+        key = info.filename.lower()
+        if key in by_name:
+            notes.append(f"duplicate zip entry {info.filename!r} (names compare "
+                         "case-insensitively)")
+        by_name[key] = info
     data_name = f"{top}/data.pkl"
-    if data_name not in by_name:
+    if data_name.lower() not in by_name:
         raise UnreadableError(f"zip archive has no {data_name}: not a torch checkpoint")
-    is_script = f"{top}/constants.pkl" in by_name and any(
-        n.startswith(f"{top}/code/") for n in by_name)
+    is_script = f"{top}/constants.pkl".lower() in by_name and any(
+        n.startswith(f"{top}/code/".lower()) for n in by_name)
 
     ckpt = Checkpoint(path=path, format="torchscript" if is_script else "torch-zip",
                       size_bytes=size, archive_prefix=top, notes=notes)
-    ckpt.byteorder = _byteorder(reader, by_name.get(f"{top}/byteorder"))
+    ckpt.byteorder = _byteorder(reader, by_name.get(f"{top}/byteorder".lower()))
     for meta_name, key in (("version", "version"), (".format_version", "format_version"),
                            (".storage_alignment", "storage_alignment"),
                            (".data/serialization_id", "serialization_id")):
-        info = by_name.get(f"{top}/{meta_name}")
+        info = by_name.get(f"{top}/{meta_name}".lower())
         if info is not None and info.file_size <= 256:
             text = reader.member(info, 256).decode("utf-8", "replace").strip()
             ckpt.metadata[key] = text
@@ -74,8 +78,9 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     storages: dict[str, Storage] = {}
     records: dict[str, str] = {}  # storage key -> record name
     lenient: set[str] = set()  # storage keys whose short record is only noted
-    parsed = {id(by_name[data_name])}
-    data_res = _parse(reader, by_name[data_name], storages, limits)
+    data_info = by_name[data_name.lower()]
+    parsed = {id(data_info)}
+    data_res = _parse(reader, data_info, storages, limits)
     ckpt.pickle_protocol = data_res.protocol
     ckpt.globals.extend(data_res.globals)
     records.update((k, f"{top}/data/{k}") for k in storages)
@@ -91,7 +96,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             rel = info.filename[len(top) + 1:] if info.filename.startswith(top + "/") else ""
             if not rel.endswith(".pkl") or "/" in rel or rel == "data.pkl" or id(info) in parsed:
                 continue
-            if by_name[info.filename] is not info:
+            if by_name[info.filename.lower()] is not info:
                 continue  # a duplicate entry: scanned below as an extra pickle
             name = rel[:-4]
             parsed.add(id(info))
@@ -107,11 +112,11 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
                     lenient.add(st.key)
 
     for key, st in storages.items():
-        _locate(reader, st, by_name.get(records[key]), records[key], ckpt.notes,
+        _locate(reader, st, by_name.get(records[key].lower()), records[key], ckpt.notes,
                 lenient=key in lenient)
     ckpt.storages = storages
 
-    referenced = {id(by_name[r]) for r in records.values() if r in by_name}
+    referenced = {id(by_name[r.lower()]) for r in records.values() if r.lower() in by_name}
     for info in infos:
         name = info.filename
         if id(info) in parsed or id(info) in referenced or name.endswith("/"):
@@ -121,7 +126,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         # peek 2 bytes, parse only what looks like a pickle.
         rel = name[len(top) + 1:] if name.startswith(top + "/") else name
         storage_named = _RECORD.fullmatch(rel) is not None
-        if (name.endswith(".pkl") and not storage_named) or reader.looks_like_pickle(info):
+        if (name.lower().endswith(".pkl") and not storage_named) or reader.looks_like_pickle(info):
             parsed.add(id(info))
             _parse_extra(reader, info, ckpt, limits, quiet=storage_named)
     return ckpt
@@ -132,12 +137,18 @@ def _central_directory(fh: BinaryIO, limits: Limits) -> list[zipfile.ZipInfo]:
         fh.seek(0)
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
+            # zipfile adds to every offset the bytes found before the archive ("concat",
+            # self-extracting archives); torch's miniz reads the offsets as written.
+            shift = zf.start_dir - zipfile._EndRecData(fh)[zipfile._ECD_OFFSET]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, EOFError,
             OSError, NotImplementedError, IndexError, UnicodeDecodeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UnreadableError(f"corrupt zip archive: {msg}") from e
     if not infos:
         raise UnreadableError("empty zip archive: not a torch checkpoint")
+    if shift:
+        raise UnreadableError(f"zip archive with {shift} bytes before the archive its "
+                              "directory describes: torch would read other entries")
     if len(infos) > limits.max_zip_entries:
         raise LimitExceeded(f"zip archive has {len(infos)} entries "
                             f"(limit {limits.max_zip_entries})")
