@@ -155,3 +155,21 @@ def test_directory_file_limit(tmp_path):
     d, _, _ = _hf_checkpoint(tmp_path)
     with pytest.raises(LimitExceeded):
         read_path(str(d), Limits(max_dir_files=3))
+
+
+def test_loose_training_files_are_not_a_trainer_checkpoint(tmp_path) -> None:
+    """Only Trainer-written markers make a directory one checkpoint: a folder that merely
+    holds rng_state.pth / optimizer.pt is walked file by file, so a directory fix with
+    remove-training-files can never empty an arbitrary folder."""
+    import torch
+
+    from ckpt_guard.read.directories import directory_format
+
+    d = tmp_path / "runs"
+    d.mkdir()
+    torch.save({"python": 1, "torch": torch.get_rng_state()}, d / "rng_state.pth")
+    assert directory_format(str(d)) is None
+    torch.save({"state": {}, "param_groups": []}, d / "optimizer.pt")
+    assert directory_format(str(d)) is None
+    (d / "trainer_state.json").write_text("{}")
+    assert directory_format(str(d)) == "hf-checkpoint-dir"

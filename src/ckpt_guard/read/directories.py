@@ -27,8 +27,10 @@ _HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
                            r"|.*model_states\.pt|.*\.safetensors")),
 )
 
-_HF_MARKERS = re.compile(r"trainer_state\.json|training_args\.bin|optimizer\.(pt|bin)"
-                         r"|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth")
+# What only the Trainer writes. A folder that merely holds optimizer.pt or rng_state.pth is
+# walked file by file instead (each file's content still says what it is), so a directory
+# fix — which may delete training files — only ever acts on a real Trainer checkpoint.
+_HF_MARKERS = re.compile(r"trainer_state\.json|training_args\.bin")
 _HF_CKPT_NAME = re.compile(r"checkpoint-\d+")
 _DS_FILES = re.compile(r".*mp_rank_\d+_model_states\.pt|.*optim_states\.pt")
 _WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf)")
