@@ -117,6 +117,8 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     ckpt.storages = storages
 
     referenced = {id(by_name[r.lower()]) for r in records.values() if r.lower() in by_name}
+    extra: list[int | None] = []
+    extra_names: list[str] = []
     for info in infos:
         name = info.filename
         if id(info) in parsed or id(info) in referenced or name.endswith("/"):
@@ -128,7 +130,15 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         storage_named = _RECORD.fullmatch(rel) is not None
         if (name.lower().endswith(".pkl") and not storage_named) or reader.looks_like_pickle(info):
             parsed.add(id(info))
-            _parse_extra(reader, info, ckpt, limits, quiet=storage_named)
+            extra_names.append(name)
+            extra.append(_parse_extra(reader, info, ckpt, limits, quiet=storage_named))
+    scanned = [n for n in extra if n is not None]
+    if scanned:  # one line, not one per member (TorchScript carries a debug pickle per file)
+        ckpt.notes.append(
+            f"{len(scanned)} extra pickle member{'s' if len(scanned) != 1 else ''} scanned "
+            f"({sum(scanned)} global reference{'s' if sum(scanned) != 1 else ''}): "
+            f"{', '.join(_short(n) for n in extra_names[:3])}"
+            f"{', …' if len(extra_names) > 3 else ''}")
     return ckpt
 
 
@@ -255,9 +265,14 @@ def _parse(reader: _Reader, info: zipfile.ZipInfo, storages: dict[str, Storage],
                          member=info.filename)
 
 
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else "…" + name[-59:]
+
+
 def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limits: Limits, *,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False) -> int | None:
     """A pickle torch would not load: record its globals; never fail the file for it.
+    Returns how many globals it references, or ``None`` when it did not parse.
 
     ``quiet``: a storage record whose bytes merely start like a pickle gets no note when it
     does not parse and references no global.
@@ -272,10 +287,9 @@ def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limit
         if partial or not quiet:
             ckpt.notes.append(f"extra member {info.filename} looks like a pickle but is "
                               f"unreadable: {e}")
-        return
+        return None
     ckpt.globals.extend(res.globals)
-    ckpt.notes.append(f"extra pickle member {info.filename} "
-                      f"({len(res.globals)} global references)")
+    return len(res.globals)
 
 
 def _locate(reader: _Reader, st: Storage, info: zipfile.ZipInfo | None, name: str,
