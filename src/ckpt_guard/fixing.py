@@ -76,8 +76,32 @@ def _mirror(t: Target, out_dir: str, root: Path) -> str:
     return os.path.join(out_dir, rel)
 
 
+def _summarize_changes(changes: tuple[str, ...], dry_run: bool) -> list[str]:
+    """The rewrite's change list (``key → None``, ``key removed``, ``ema → model``) as a few
+    grouped lines, in the tense of what happened (or would)."""
+    to_none, removed, moved, other = [], [], [], []
+    for c in changes:
+        if c.endswith(" → None"):
+            to_none.append(c[: -len(" → None")])
+        elif c.endswith(" removed"):
+            removed.append(c[: -len(" removed")])
+        elif " → " in c:
+            src, dst = c.split(" → ", 1)
+            moved.append((src, dst))
+        else:
+            other.append(c)
+    lines = [f"model {'would hold' if dry_run else 'now holds'} the weights from {src}"
+             if dst == "model" else f"{src} {'would be set' if dry_run else 'set'} to {dst}"
+             for src, dst in moved]
+    if to_none:
+        lines.append(f"{'would set' if dry_run else 'set'} to None: {', '.join(to_none)}")
+    if removed:
+        lines.append(f"{'would remove' if dry_run else 'removed'}: {', '.join(removed)}")
+    return lines + other
+
+
 def _describe(result) -> list[str]:
-    lines = list(result.changes)
+    lines = _summarize_changes(tuple(result.changes), result.dry_run)
     if result.cast_bytes:
         verb = "would cast" if result.dry_run else "cast"
         line = f"{verb} {format_bytes(result.cast_bytes)} of FP32 to {result.cast_to}"
@@ -95,7 +119,8 @@ def _describe(result) -> list[str]:
     if result.out_path and not result.dry_run:
         lines.append(f"wrote {result.out_path}")
     if result.removed_files:
-        lines.append("removed " + ", ".join(result.removed_files))
+        verb = "would remove" if result.dry_run else "removed"
+        lines.append(f"{verb} files: " + ", ".join(result.removed_files))
     return lines
 
 

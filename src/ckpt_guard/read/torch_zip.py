@@ -136,9 +136,8 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     if scanned:  # one line, not one per member (TorchScript carries a debug pickle per file)
         ckpt.notes.append(
             f"{len(scanned)} extra pickle member{'s' if len(scanned) != 1 else ''} scanned "
-            f"({sum(scanned)} global reference{'s' if sum(scanned) != 1 else ''}): "
-            f"{', '.join(_short(n) for n in extra_names[:3])}"
-            f"{', …' if len(extra_names) > 3 else ''}")
+            f"({sum(scanned)} global reference{'s' if sum(scanned) != 1 else ''}), "
+            f"e.g. {extra_names[0]}")
     return ckpt
 
 
@@ -263,10 +262,6 @@ def _parse(reader: _Reader, info: zipfile.ZipInfo, storages: dict[str, Storage],
 
     return pickle_vm.run(data, 0, persistent_load=persistent_load, limits=limits,
                          member=info.filename)
-
-
-def _short(name: str) -> str:
-    return name if len(name) <= 60 else "…" + name[-59:]
 
 
 def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limits: Limits, *,
