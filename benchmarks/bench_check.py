@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -54,16 +53,12 @@ def measure(cmd: list[str], repeat: int = 3) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+    """The machine line for the README (facts gathered by bench_fix.machine)."""
+    from bench_fix import machine as facts  # same folder: on sys.path when run as a script
+
+    m = facts()
+    return (f"{m['cpu'] or m['platform']}, {m['cores']} cores, {m['ram_bytes'] / 2**30:.0f} "
+            f"GiB RAM, Python {m['python']}")
 
 
 def make_big(path: Path, size_gb: float) -> int:

@@ -124,7 +124,7 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                     if _checkpoint_dir(sub):
                         dirnames.remove(name)
                         t = target(sub)
-                        if t and not _excluded(policy, t.relpath):
+                        if t and not policy.excludes(t.relpath):
                             yield t
                 for name in sorted(filenames):
                     t = target(d / name)
@@ -132,13 +132,8 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                         yield t
         else:
             t = target(p)
-            if t and not _excluded(policy, t.relpath):
+            if t and not policy.excludes(t.relpath):
                 yield t
-
-
-def _excluded(policy, relpath: str) -> bool:
-    """Explicitly named paths are checked unless the policy's ``exclude`` drops them."""
-    return policy.excludes(relpath)
 
 
 def _checkpoint_dir(p: Path) -> bool:
@@ -165,6 +160,12 @@ def status_of(findings: list[Finding]) -> str:
 
 def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
     """Read, analyze and evaluate one target. Never raises for a bad file."""
+    return examine(t, policy, details=details)[0]
+
+
+def examine(t: Target, policy, *, details: bool = False):
+    """:func:`check_target`, also handing back the analysis (``None`` for an unreadable
+    file) so a caller that goes on to rewrite the file need not read it again."""
     from ckpt_guard.analyze import analyze
     from ckpt_guard.policy import evaluate, evaluate_unreadable
     from ckpt_guard.read import read_path
@@ -183,7 +184,7 @@ def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
         with contextlib.suppress(OSError):
             fr.size_bytes = os.stat(t.abspath).st_size
         fr.status = status_of(fr.findings)
-        return fr
+        return fr, None
     fr.format = ckpt.format
     fr.framework = analysis.framework
     fr.size_bytes = ckpt.size_bytes
@@ -198,7 +199,7 @@ def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
     fr.status = status_of(fr.findings)
     if details:
         fr.details = describe(analysis)
-    return fr
+    return fr, analysis
 
 
 def describe(analysis) -> dict:

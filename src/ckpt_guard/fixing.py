@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ckpt_guard.engine import Target, check_target, discover, status_of
+from ckpt_guard.engine import Target, check_target, discover, examine, status_of
 from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.report.units import format_bytes
 
@@ -126,24 +126,20 @@ def _describe(result) -> list[str]:
 
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
                progress: bool) -> FileReport:
-    from ckpt_guard.analyze import analyze
-    from ckpt_guard.read import read_path
-    from ckpt_guard.read.checkpoint import UnreadableError
     from ckpt_guard.rewrite import fix_file
 
-    before = check_target(t, policy)
-    if before.status == "error" or t.outside:
+    # The file's identity and times before it is read: the rewrite refuses to replace a file
+    # that changed since (or while) it was analyzed.
+    try:
+        stat_before = os.stat(t.abspath)
+    except OSError:
+        stat_before = None  # the check below reports why the file cannot be read
+    before, analysis = examine(t, policy)
+    if before.status == "error" or t.outside or analysis is None or stat_before is None:
         return before
     rules = policy.rules_for(t.relpath)
     convert = policy.convert_for(t.relpath)
     if not convert and not any(f.action == "fix" for f in before.findings):
-        return before
-    try:
-        stat_before = os.stat(t.abspath)
-        analysis = analyze(read_path(t.abspath))
-    except (OSError, UnreadableError) as e:  # changed under us since the check a moment ago
-        before.findings.append(Finding("unreadable", "fail", str(e)))
-        before.status = "error"
         return before
     if any(g.safety == "unsafe" for g in analysis.globals):
         # Whatever the policy's action for unsafe-pickle: a rewrite re-emits every object as

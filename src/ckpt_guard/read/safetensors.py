@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
-from ckpt_guard.read.tree import Storage, TensorRef
+from ckpt_guard.read.tree import Storage, TensorRef, contiguous_stride
 
 # safetensors dtype code → (torch dtype name, bits per element).
 DTYPES: dict[str, tuple[str, int]] = {
@@ -127,12 +127,6 @@ def parse_header(raw: bytes, buffer_len: int) -> tuple[dict[str, dict[str, Any]]
     return tensors, metadata
 
 
-def _contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
-    stride, acc = [], 1
-    for d in reversed(shape):
-        stride.append(acc)
-        acc *= max(d, 1)
-    return tuple(reversed(stride))
 
 
 def read_safetensors(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkpoint:
@@ -174,7 +168,7 @@ def read_safetensors(path: str, fh: BinaryIO, size: int, limits: Limits) -> Chec
         storages[name] = storage
         shape = info["shape"]
         root[name] = TensorRef(storage=storage, dtype=torch_dtype, shape=shape,
-                               stride=_contiguous_stride(shape))
+                               stride=contiguous_stride(shape))
     return Checkpoint(path=path, format="safetensors", size_bytes=size, root=root,
                       storages=storages,
                       metadata={"__metadata__": metadata, "header_len": n,

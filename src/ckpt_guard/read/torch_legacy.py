@@ -10,13 +10,13 @@ seeking over the data. The older tar variant (PyTorch ≤ 0.3) is recognised and
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Any, BinaryIO
 
 from ckpt_guard.read import pickle_vm, rebuild
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
+from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.tree import Storage
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -95,25 +95,15 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     return ckpt
 
 
-class _Source:
+class _Source(PositionedReader):
     """Reads pickles from the head of a file, fetching more bytes only as a pickle needs."""
 
+    problem = "truncated file"
+
     def __init__(self, fh: BinaryIO, size: int, limits: Limits) -> None:
-        self.fh = fh
-        self.size = size
+        super().__init__(fh, size)
         self.limits = limits
         self.buf = b""
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if not 0 <= offset <= self.size:
-            raise UnreadableError(f"truncated file: offset {offset} outside the file")
-        length = min(length, self.size - offset)
-        try:
-            fd = self.fh.fileno()
-            return os.pread(fd, length, offset)
-        except (AttributeError, OSError, ValueError):
-            self.fh.seek(offset)
-            return self.fh.read(length)
 
     def pickle(self, start: int, persistent_load: Any, member: str) -> pickle_vm.PickleResult:
         want = max(len(self.buf), 64 * 1024)

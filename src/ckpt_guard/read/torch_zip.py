@@ -20,7 +20,6 @@ member); a member that fails to parse adds a note and its partial globals, never
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import zipfile
@@ -30,6 +29,7 @@ from typing import Any, BinaryIO
 from ckpt_guard.read import pickle_vm, rebuild
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
+from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.tree import Storage
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
@@ -164,29 +164,14 @@ def _central_directory(fh: BinaryIO, limits: Limits) -> list[zipfile.ZipInfo]:
     return infos
 
 
-class _Reader:
-    """Positioned reads of a zip's members (pread when the file has a descriptor)."""
+class _Reader(PositionedReader):
+    """Positioned reads of a zip's members."""
+
+    problem = "corrupt zip archive"
 
     def __init__(self, fh: BinaryIO, size: int, limits: Limits) -> None:
-        self.fh = fh
-        self.size = size
+        super().__init__(fh, size)
         self.limits = limits
-        try:
-            self.fd: int | None = fh.fileno()
-        except (AttributeError, OSError, ValueError):
-            self.fd = None
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if not 0 <= offset <= self.size or length < 0:
-            raise UnreadableError(f"corrupt zip archive: offset {offset} outside the file")
-        length = min(length, self.size - offset)
-        if self.fd is not None and hasattr(os, "pread"):
-            try:
-                return os.pread(self.fd, length, offset)
-            except OSError as e:
-                raise UnreadableError(f"cannot read: {e.strerror or e}") from e
-        self.fh.seek(offset)
-        return self.fh.read(length)
 
     def data_offset(self, info: zipfile.ZipInfo) -> int:
         """Where ``info``'s bytes start: after its local header's name and extra field."""

@@ -159,6 +159,15 @@ MAPPING_GLOBALS = frozenset({
 })
 
 
+def contiguous_stride(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The row-major (C-contiguous) stride of ``shape``, in elements, as torch computes it."""
+    stride, acc = [], 1
+    for d in reversed(shape):
+        stride.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(stride))
+
+
 def as_mapping(value: Any) -> dict | None:
     """The mapping ``value`` stands for: a dict itself, an OrderedDict-like :class:`Opaque`'s
     items, or ``None`` when it is not a mapping.

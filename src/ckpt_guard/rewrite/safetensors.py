@@ -18,7 +18,7 @@ from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.read.safetensors import CODES
-from ckpt_guard.read.tree import DTYPE_SIZES, TensorRef, as_mapping
+from ckpt_guard.read.tree import DTYPE_SIZES, TensorRef, as_mapping, contiguous_stride
 from ckpt_guard.rewrite import atomic, storage_io
 from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.plan import Plan
@@ -87,7 +87,7 @@ def convertible(root: Any) -> tuple[list[tuple[str, TensorRef]] | None, str]:
             return None, "not a flat state dict (name → tensor)"
         if v.kind not in ("tensor", "parameter") or v.dtype not in CODES:
             return None, f"{k}: {v.kind} {v.dtype} tensors have no safetensors form"
-        if tuple(v.stride) != _contiguous(tuple(v.shape)) and v.numel > 1:
+        if tuple(v.stride) != contiguous_stride(tuple(v.shape)) and v.numel > 1:
             return None, f"{k}: non-contiguous view"
         if id(v.storage) in seen:
             return None, f"{k}: shares its storage (tied weights would be untied)"
@@ -120,12 +120,6 @@ def convert_to_safetensors(path: str, analysis: Analysis, plan: Plan, target: st
     return res
 
 
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    stride, acc = [], 1
-    for d in reversed(shape):
-        stride.append(acc)
-        acc *= max(d, 1)
-    return tuple(reversed(stride))
 
 
 def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan: Plan,
