@@ -212,6 +212,9 @@ def describe(analysis) -> dict:
                      for s in analysis.subtrees],
         "globals": [{"name": g.use.qualname, "opcode": g.use.opcode, "member": g.use.member,
                      "safety": g.safety, "reason": g.reason} for g in analysis.globals],
+        # Exactly which pickles the verdict covered (a directory: its members', each
+        # ``member`` prefixed with the file's relative path and ``:``).
+        "pickles": [p.to_dict() for p in ckpt.pickles],
     }
     if ckpt.metadata:
         d["metadata"] = {k: v for k, v in ckpt.metadata.items() if isinstance(v, (str, int))}

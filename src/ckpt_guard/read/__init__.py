@@ -138,21 +138,21 @@ def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
     """Content that is no container format but may be a bare pickle. ``torch.load`` falls
     back to unpickling such a file — executing it unless ``weights_only`` — so when it reads
     as a pickle its globals are reported for the safety check (format ``unknown``)."""
-    from ckpt_guard.read.pickle_vm import PickleTruncated, load
+    from ckpt_guard.read.pickle_vm import PickleTruncated, run
 
     fh.seek(0)
     data = fh.read(min(size, _PICKLE_PROBE_BYTES))
     member = os.path.basename(path)
     try:
         try:
-            root, globals_ = load(data, persistent_load=_keep_pid, limits=limits, member=member)
+            res = run(data, persistent_load=_keep_pid, limits=limits, member=member)
         except PickleTruncated:
             if len(data) >= size:
                 raise
             if size > limits.max_pickle_bytes:
                 raise LimitExceeded(f"pickle of {size} bytes exceeds the limit") from None
             data += fh.read(size - len(data))
-            root, globals_ = load(data, persistent_load=_keep_pid, limits=limits, member=member)
+            res = run(data, persistent_load=_keep_pid, limits=limits, member=member)
     except LimitExceeded:
         raise
     except UnreadableError as e:
@@ -165,8 +165,8 @@ def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
         if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # starts as a pickle
             raise UnreadableError(f"broken pickle: {e}") from e
         raise NotAWeightFile(f"not a weight file: {describe(head)}") from e
-    return Checkpoint(path=path, format="unknown", size_bytes=size, root=root,
-                      globals=list(globals_),
+    return Checkpoint(path=path, format="unknown", size_bytes=size, root=res.root,
+                      globals=list(res.globals), pickles=[res.judged],
                       notes=["a bare pickle, not a torch checkpoint (torch.load would "
                              "unpickle it)"])
 

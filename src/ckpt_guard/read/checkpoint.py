@@ -36,6 +36,25 @@ class GlobalUse:
         return f"{self.module}.{self.name}"
 
 
+@dataclass(frozen=True)
+class JudgedPickle:
+    """One pickle the verdict covered: the bytes interpreted from its first opcode through
+    STOP. ``member`` names the pickle as :attr:`GlobalUse.member` does (a zip member such as
+    ``archive/data.pkl``; in a legacy stream its role, e.g. ``data``); ``offset`` and ``length``
+    locate the bytes within that member (zip: its uncompressed bytes) or within the stream
+    (legacy, bare pickles: the file). ``sha256`` is of exactly those bytes, so a caller can
+    match what a real unpickler consumed against what was judged."""
+
+    member: str
+    offset: int
+    length: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"member": self.member, "offset": self.offset, "length": self.length,
+                "sha256": self.sha256}
+
+
 @dataclass
 class Checkpoint:
     """One weight file (or checkpoint directory), read from metadata only.
@@ -46,7 +65,9 @@ class Checkpoint:
     appearance. ``children`` holds the member files of a checkpoint directory, each a
     ``(relative path, Checkpoint | UnreadableError, hint)`` where ``hint`` is the role the
     file's name gives it (``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``training``,
-    ``weights`` or ``""``).
+    ``weights`` or ``""``). ``pickles`` lists every pickle read to its STOP, in reading order
+    (a directory: its members' pickles, ``member`` prefixed with the file's relative path and
+    ``:``); a pickle that failed to parse is not listed — it was not judged.
     """
 
     path: str
@@ -55,6 +76,7 @@ class Checkpoint:
     root: Any = None
     storages: dict[str, Storage] = field(default_factory=dict)
     globals: list[GlobalUse] = field(default_factory=list)
+    pickles: list[JudgedPickle] = field(default_factory=list)
     children: list[tuple[str, Checkpoint | UnreadableError, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import replace
 
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
@@ -136,7 +137,9 @@ def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Che
     training = [rel for rel, _c, hint in children if hint not in ("", "weights")]
     training += [rel for rel in skipped if hint_for(rel) == "training"]
     notes = [f"training files: {', '.join(sorted(training))}"] if training else []
+    pickles = [replace(p, member=f"{rel}:{p.member}") for rel, child, _h in children
+               if isinstance(child, Checkpoint) for p in child.pickles]
     return Checkpoint(path=path, format=fmt, size_bytes=sum(s for _r, s in files),
-                      children=children, notes=notes,
+                      children=children, notes=notes, pickles=pickles,
                       metadata={"files": [r for r, _s in files], "other_files": skipped,
                                 "training_files": sorted(training)})

@@ -18,13 +18,14 @@ with thousands of tensors. Rare opcodes call out.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ckpt_guard.read import rebuild
-from ckpt_guard.read.checkpoint import GlobalUse, LimitExceeded, UnreadableError
+from ckpt_guard.read.checkpoint import GlobalUse, JudgedPickle, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import check_depth
 from ckpt_guard.read.pickle_objects import ObjectBuilder, describe
@@ -116,6 +117,7 @@ class PickleResult:
     globals: list[GlobalUse]
     end: int  # offset just past STOP
     protocol: int  # from PROTO (0 when absent)
+    judged: JudgedPickle | None = None  # the bytes interpreted, start through STOP
 
 
 def load(data: bytes, *, persistent_load: Callable[[Any], Any] | None, limits: Limits,
@@ -138,10 +140,15 @@ def run(data: bytes | bytearray | memoryview, start: int = 0, *,
         data = bytes(data)
     globals_: list[GlobalUse] = []
     try:
-        return _run(data, start, persistent_load, limits, member, globals_)
+        res = _run(data, start, persistent_load, limits, member, globals_)
     except UnreadableError as e:
         e.partial_globals = globals_  # type: ignore[attr-defined]
         raise
+    # What was judged, byte for byte: a differential test matches it against what torch's
+    # unpickler consumed (tests/differential).
+    digest = hashlib.sha256(memoryview(data)[start:res.end]).hexdigest()
+    return PickleResult(res.root, res.globals, res.end, res.protocol,
+                        JudgedPickle(member, start, res.end - start, digest))
 
 
 def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, limits: Limits,

@@ -38,6 +38,7 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     for member in _HEADER_MEMBERS:
         res = src.pickle(pos, None, member)
         ckpt.globals.extend(res.globals)
+        ckpt.pickles.append(res.judged)
         values.append(res.root)
         pos = res.end
         if member == "magic number" and res.root != MAGIC_NUMBER:
@@ -60,8 +61,10 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     ckpt.root = res.root
     ckpt.pickle_protocol = res.protocol
     ckpt.globals.extend(res.globals)
+    ckpt.pickles.append(res.judged)
     keys_res = src.pickle(res.end, None, "storage keys")
     ckpt.globals.extend(keys_res.globals)
+    ckpt.pickles.append(keys_res.judged)
     keys = keys_res.root
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise UnreadableError("malformed torch legacy file: storage key list is not a list of str")

@@ -83,6 +83,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     data_res = _parse(reader, data_info, storages, limits)
     ckpt.pickle_protocol = data_res.protocol
     ckpt.globals.extend(data_res.globals)
+    ckpt.pickles.append(data_res.judged)
     records.update((k, f"{top}/data/{k}") for k in storages)
     ckpt.root = data_res.root
 
@@ -103,6 +104,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             own: dict[str, Storage] = {}
             res = _parse(reader, info, own, limits)
             ckpt.globals.extend(res.globals)
+            ckpt.pickles.append(res.judged)
             ckpt.root[name] = res.root
             for key, st in own.items():
                 st.key = f"{name}/{key}"  # unique across archives
@@ -269,6 +271,7 @@ def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limit
                               f"unreadable: {e}")
         return None
     ckpt.globals.extend(res.globals)
+    ckpt.pickles.append(res.judged)
     return len(res.globals)
 
 
