@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 DOC = (ROOT / "README.md").read_text()
 WORKFLOWS = sorted((ROOT / "docs" / "workflows").glob("*.yml"))
+OWN_WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 
 def test_inputs_match_settings():
@@ -39,7 +40,7 @@ def test_outputs_match_what_main_writes():
 def test_runs_the_dockerfile():
     assert ACTION["runs"] == {"using": "docker", "image": "Dockerfile"}
     docker = (ROOT / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["ckpt-guard", "action"]' in docker
+    assert 'ENTRYPOINT ["python3", "-m", "ckpt_guard", "action"]' in docker
     assert not re.search(r"^\s*USER\b", docker, re.M)
     assert "ARG BASE_IMAGE=python:3.12-slim" in docker
     assert "torch" not in re.sub(r"#.*", "", docker)
@@ -83,15 +84,17 @@ def test_action_yml_schema():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_example_workflows_schema_and_actionlint():
+def test_workflows_schema_and_actionlint():
+    """The documented examples and the project's own CI/self-test/release workflows."""
     assert len(WORKFLOWS) >= 5
+    assert {p.name for p in OWN_WORKFLOWS} >= {"ci.yml", "self-test.yml", "release.yml"}
+    files = [*map(str, WORKFLOWS), *map(str, OWN_WORKFLOWS)]
     exe = _tool("check-jsonschema")
-    r = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows",
-                        *map(str, WORKFLOWS)], capture_output=True, text=True)
+    r = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", *files],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     lint = _tool("actionlint")
-    r = subprocess.run([lint, "-no-color", *map(str, WORKFLOWS)], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run([lint, "-no-color", *files], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
