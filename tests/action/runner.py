@@ -42,7 +42,7 @@ def pr_payload(number: int, base_sha: str, head_sha: str, *, head_ref: str = "fe
 
 def run_action(workspace: Path, tmp: Path, *, event: str, payload: dict[str, Any],
                api_url: str, inputs: dict[str, str] | None = None,
-               argv: list[str] | None = None) -> Run:
+               argv: list[str] | None = None, extra_env: dict[str, str] | None = None) -> Run:
     tmp.mkdir(parents=True, exist_ok=True)
     event_path = tmp / "event.json"
     event_path.write_text(json.dumps(payload))
@@ -65,6 +65,7 @@ def run_action(workspace: Path, tmp: Path, *, event: str, payload: dict[str, Any
     })
     for k, v in (inputs or {}).items():
         env[f"INPUT_{k.upper()}"] = v
+    env.update(extra_env or {})
     cmd = argv or [sys.executable, "-m", "ckpt_guard.action"]
     p = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
     return Run(p.returncode, p.stdout, p.stderr, parse_outputs(output.read_text()),

@@ -254,6 +254,8 @@ def fix_repo(tmp_path):
     git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "feature", f"file://{origin}",
         str(ws))
     (ws / ".ckpt-guard.yml").write_bytes(FIX_POLICY)
+    # The gate reads the base branch's policy: the repository's main branch asks for fixes.
+    repo["base"] = commit(origin, "policy: fix optimizer state", {".ckpt-guard.yml": FIX_POLICY})
     repo["ws"] = ws
     return repo
 
@@ -326,7 +328,7 @@ def test_release_gate_fix_replaces_draft_assets_only(tmp_path, api, draft):
 def test_unreachable_base_falls_back_to_every_file_without_delta(pr_repo, api):
     payload = pr_payload(14, "d" * 40, pr_repo["head"])  # force-pushed away / unknown
     r = run_action(pr_repo["ws"], pr_repo["tmp"] / "nobase", event="pull_request",
-                   payload=payload, api_url=api.url)
+                   payload=payload, api_url=api.url, inputs={"policy_from": "head"})
     assert any("could not be fetched" in w for w in r.annotations("warning"))
     assert len(report_of(pr_repo["ws"])["files"]) == 4
     body = api.state.comments[14][0]["body"]
@@ -335,7 +337,8 @@ def test_unreachable_base_falls_back_to_every_file_without_delta(pr_repo, api):
 
 def test_commit_fixes_runs_no_hooks_and_commits_only_the_fixed_files(tmp_path, api):
     origin = init(tmp_path / "origin")
-    base = commit(origin, "base", {"w/other.pt": stripped(), "w/keep.txt": b"k"})
+    base = commit(origin, "base", {"w/other.pt": stripped(), "w/keep.txt": b"k",
+                                   ".ckpt-guard.yml": FIX_POLICY})
     git(origin, "checkout", "-q", "-b", "feature")
     head = commit(origin, "train", {"w/*.pt": ckpt_bytes(training())})  # a glob-looking name
     git(origin, "checkout", "-q", "main")
@@ -463,9 +466,12 @@ def test_files_written_as_root_go_back_to_the_workspace_owner(fix_repo, api):
         pytest.skip("needs root, as the container runs")
     ws = fix_repo["ws"]
     subprocess.run(["chown", "-R", "1001:1001", str(ws)], check=True)
+    # as the image's system gitconfig does: git may read the runner user's workspace
+    safe = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
+            "GIT_CONFIG_VALUE_0": "*"}
     r = run_action(ws, fix_repo["tmp"] / "own", event="pull_request", api_url=api.url,
                    payload=pr_payload(18, fix_repo["base"], fix_repo["head"]),
-                   inputs={"mode": "fix"})
+                   inputs={"mode": "fix"}, extra_env=safe)
     assert r.outputs["status"] == "fixed", r.stdout + r.stderr
     for p in [ws / "models/train.pt", *(ws / "ckpt-guard-report").rglob("*"),
               ws / "ckpt-guard-report"]:

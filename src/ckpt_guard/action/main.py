@@ -19,13 +19,15 @@ from ckpt_guard import __version__
 from ckpt_guard.action import checking, twophase
 from ckpt_guard.action.commands import ANNOTATION_LIMIT, SUMMARY_LIMIT, Workflow
 from ckpt_guard.action.comment import upsert_comment
-from ckpt_guard.action.event import EventError, RunContext, scope_for
+from ckpt_guard.action.event import EventError, RunContext, Scope, scope_for
 from ckpt_guard.action.github import GitHub, GitHubError
 from ckpt_guard.action.gitio import Git, GitError
+from ckpt_guard.action.policysource import GatePolicy, base_policy, policy_path
 from ckpt_guard.action.release import download_assets, find_release, replace_asset
 from ckpt_guard.action.select import Selection, pull_lfs, select
-from ckpt_guard.action.settings import FailOn, Mode, Settings, SettingsError
+from ckpt_guard.action.settings import FailOn, Mode, PolicyFrom, Settings, SettingsError
 from ckpt_guard.exitcodes import Exit
+from ckpt_guard.policy import Policy, PolicyError
 from ckpt_guard.report.markdown import Context, code, render_markdown
 from ckpt_guard.report.model import FileReport, Finding, Report
 
@@ -121,17 +123,16 @@ class Action:
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> int:
-        from ckpt_guard.policy import PolicyError
-
         if self.ctx.event_name == "workflow_run":
             return twophase.post(self.ctx, self.s, self.wf, self.gh, self.report_dir)
+        scope = scope_for(self.ctx, release_assets=self.s.release_assets)
         try:
-            policy = checking.load_policy(self.s.policy, self.workspace)
+            gate = self.gate_policy(scope)
         except PolicyError as e:
             self.wf.error(str(e), title="ckpt-guard: policy")
             self.wf.set_output("status", "error")
             return Exit.USAGE
-        scope = scope_for(self.ctx, release_assets=self.s.release_assets)
+        policy = gate.policy
         self.wf.info(f"ckpt-guard {__version__}: {scope.why}")
         if scope.kind == "release":
             return self.release_gate(policy)
@@ -153,7 +154,7 @@ class Action:
         report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
             sel.files, policy, self.workspace)
         self._written = [f.path for f in report.files if f.status == "fixed"]
-        context = self.markdown_context(sel)
+        context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
         self.publish(report, context)
         if self.ctx.is_pull_request:
             self.comment(report, context)
@@ -161,9 +162,40 @@ class Action:
             self.commit_fixes(report)
         return exit_code(report, self.s.fail_on)
 
-    def markdown_context(self, sel: Selection) -> Context:
+    # -- which policy gates ----------------------------------------------------------------
+    def gate_policy(self, scope: Scope) -> GatePolicy:
+        """The checkout's policy; on pull requests (unless ``policy_from: head``) the base
+        commit's, so that a pull request cannot loosen the gate it is judged by."""
+        def head() -> Policy:
+            return checking.load_policy(self.s.policy, self.workspace)
+
+        if self.ctx.is_pull_request and self.s.policy_from is PolicyFrom.BASE \
+                and scope.kind == "diff":
+            return base_policy(self.s.policy, self.workspace, scope.base, head)
+        return GatePolicy(head(), "the checkout")
+
+    def policy_notes(self, gate: GatePolicy, report: Report,
+                     files: Sequence[str]) -> tuple[str, ...]:
+        """What the pull request's own policy would change: its rules, and (in check mode)
+        the files that would get another verdict under it. Also a warning in the log."""
+        if not gate.changed:
+            return ()
+        rel = policy_path(self.s.policy, self.workspace)
+        notes = [f"This pull request changes the policy `{rel}`; the gate uses the policy of "
+                 f"{gate.origin}. Its changes: " + "; ".join(gate.changes) + "."]
+        if isinstance(gate.head_policy, Policy) and self.s.mode is Mode.CHECK:
+            theirs = {f.path: f.status for f in
+                      checking.run_check(files, gate.head_policy, self.workspace).files}
+            moved = [f"`{f.path}` {f.status} → {theirs.get(f.path, 'not checked (excluded)')}"
+                     for f in report.files if theirs.get(f.path) != f.status]
+            notes.append("Under the pull request's policy: " + (
+                "; ".join(moved) if moved else "no file would get another verdict") + ".")
+        self.wf.warning(" ".join(notes).replace("`", ""), title="ckpt-guard: policy changed")
+        return tuple(notes)
+
+    def markdown_context(self, sel: Selection, notes: tuple[str, ...] = ()) -> Context:
         run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
-        return Context(base_sizes=sel.base_sizes, changed=sel.changed,
+        return Context(base_sizes=sel.base_sizes, changed=sel.changed, notes=notes,
                        base_label=sel.base_label,
                        full_report=f"the job's step summary and `{REPORT_DIR}/report.json`",
                        footer=f"<sub>ckpt-guard {__version__}{run}</sub>")

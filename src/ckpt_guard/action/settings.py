@@ -24,6 +24,11 @@ class Lfs(str, Enum):
     OFF = "off"
 
 
+class PolicyFrom(str, Enum):
+    BASE = "base"  # pull requests: the base commit's policy gates (the PR's is only reported)
+    HEAD = "head"  # the checked-out policy, pull request or not
+
+
 class FailOn(str, Enum):
     FAIL = "fail"  # fail the job when a file fails the policy
     WARN = "warn"  # … or only warns
@@ -37,6 +42,7 @@ class SettingsError(ValueError):
 # Input name → default, exactly as documented in action.yml ("" = no default there).
 INPUTS: dict[str, str] = {
     "policy": "",
+    "policy_from": "base",
     "paths": "",
     "mode": "check",
     "comment": "auto",
@@ -58,6 +64,7 @@ _FALSE = {"false", "no", "0", "off", ""}
 @dataclass(frozen=True)
 class Settings:
     policy: str | None
+    policy_from: PolicyFrom
     paths: tuple[str, ...]
     mode: Mode
     comment: bool | None  # None = auto: comment on pull requests
@@ -83,6 +90,7 @@ class Settings:
         token = raw("github_token") or env.get("GITHUB_TOKEN", "").strip()
         return cls(
             policy=raw("policy") or None,
+            policy_from=_enum(PolicyFrom, "policy_from", raw("policy_from")),
             paths=_split_paths(raw("paths")),
             mode=_enum(Mode, "mode", raw("mode")),
             comment=None if comment in ("auto", "") else _bool("comment", comment),

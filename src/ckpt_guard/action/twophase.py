@@ -40,7 +40,8 @@ def save_context(report_dir: Path, ctx: RunContext, context: Context) -> None:
     data = {"pr_number": ctx.pr_number, "head_sha": ctx.head_sha,
             "base_label": context.base_label,
             "base_sizes": dict(context.base_sizes) if context.base_sizes is not None else None,
-            "changed": sorted(context.changed) if context.changed is not None else None}
+            "changed": sorted(context.changed) if context.changed is not None else None,
+            "notes": list(context.notes)}
     (report_dir / CONTEXT_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
@@ -74,6 +75,8 @@ def _context(meta: dict[str, Any]) -> Context:
         changed=[str(p) for p in meta["changed"]] if isinstance(meta.get("changed"), list)
         else None,
         base_label=f"`{label}`" if label not in ("", "base") else "base",
+        notes=tuple(str(n)[:2000] for n in meta.get("notes", [])[:20])
+        if isinstance(meta.get("notes"), list) else (),
         full_report="the triggering run's step summary and its `ckpt-guard-report` artifact")
 
 

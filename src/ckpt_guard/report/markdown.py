@@ -46,6 +46,7 @@ class Context:
     full_report: str = ""  # e.g. "the step summary and `ckpt-guard-report/report.json`"
     title: str = "ckpt-guard"
     footer: str = ""
+    notes: tuple[str, ...] = ()  # shown under the headline (e.g. a policy the PR changes)
 
 
 # Markdown and HTML punctuation as entities: inert in text, in table cells and inside <code>
@@ -292,6 +293,8 @@ def render_markdown(report: Report, context: Context | None = None, *,
         unchanged = [f for f in files if f.path not in wanted]
 
     head = _headline(changed + unchanged, report, ctx)
+    if ctx.notes:
+        head += "\n\n" + "\n".join(f"> ⚠️ {inline(n)}" for n in ctx.notes)
     footer = ctx.footer or (f"<sub>ckpt-guard {__version__} · policy: "
                             f"{text(report.policy_source)}</sub>")
     where = ctx.full_report or "the JSON report"
