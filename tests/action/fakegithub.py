@@ -44,6 +44,7 @@ class State:
     releases: list[dict[str, Any]] = field(default_factory=list)
     blobs: dict[int, bytes] = field(default_factory=dict)
     per_page_cap: int = 100
+    labels: dict[int, list[str]] = field(default_factory=dict)
 
 
 class _Server(ThreadingHTTPServer):
@@ -200,6 +201,19 @@ class FakeGitHub:
                         c["body"] = req.json()["body"]
                         return 200, {}, c
             return 404, {}, {"message": "Not Found"}
+        if m := re.fullmatch(rf"/repos/{repo}/issues/(\d+)/labels", req.path):
+            have = st.labels.setdefault(int(m.group(1)), [])
+            if req.method == "POST":
+                have += [n for n in req.json().get("labels", []) if n not in have]
+            return 200, {}, [{"name": n} for n in have]
+        if m := re.fullmatch(rf"/repos/{repo}/issues/(\d+)/labels/([^/]+)", req.path):
+            from urllib.parse import unquote
+
+            have, name = st.labels.setdefault(int(m.group(1)), []), unquote(m.group(2))
+            if req.method != "DELETE" or name not in have:
+                return 404, {}, {"message": "Label does not exist"}
+            have.remove(name)
+            return 200, {}, [{"name": n} for n in have]
         if m := re.fullmatch(rf"/repos/{repo}/pulls/(\d+)", req.path):
             pr = st.pulls.get(int(m.group(1)))
             return (200, {}, pr) if pr else (404, {}, {"message": "Not Found"})

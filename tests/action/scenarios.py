@@ -57,3 +57,17 @@ def make_pr_repo(tmp_path: Path) -> dict:
     git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "feature", f"file://{origin}",
         str(ws))
     return {"origin": origin, "ws": ws, "base": base, "head": head, "tmp": tmp_path}
+
+
+def make_small_pr(tmp_path: Path, base_files: dict[str, bytes],
+                  head_files: dict[str, bytes | None]) -> tuple[Path, str, str]:
+    """origin/main with ``models/ok.pt`` + ``base_files``; ``feature`` commits ``head_files``;
+    the workspace is a depth-1 clone of feature. Returns (workspace, base SHA, head SHA)."""
+    origin = init(tmp_path / "origin")
+    base = commit(origin, "base", {"models/ok.pt": stripped(), **base_files})
+    git(origin, "checkout", "-q", "-b", "feature")
+    head = commit(origin, "pr", head_files)
+    ws = tmp_path / "ws"
+    git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "feature", f"file://{origin}",
+        str(ws))
+    return ws, base, head

@@ -7,7 +7,15 @@ import io
 import pytest
 
 from ckpt_guard.action.commands import SUMMARY_LIMIT, Workflow, escape_data, escape_property
-from ckpt_guard.action.settings import FailOn, Lfs, Mode, Settings, SettingsError
+from ckpt_guard.action.settings import (
+    CommentMode,
+    FailOn,
+    Lfs,
+    Mode,
+    Settings,
+    SettingsError,
+    Threshold,
+)
 from tests.action.commands_parse import parse_outputs
 
 
@@ -57,11 +65,20 @@ def test_settings_typed_and_validated():
                            "INPUT_RELEASE_ASSETS": "true", "INPUT_POLICY": " cfg/p.yml "})
     assert s.mode is Mode.FIX and s.lfs is Lfs.FETCH and s.fail_on is FailOn.WARN
     assert s.paths == ("models/**/*.pt", "dist/*.bin", "x.pt")
-    assert s.comment is False and s.release_assets and not s.commit_fixes
+    assert s.comment is CommentMode.NEVER and s.release_assets and not s.commit_fixes
     assert s.policy == "cfg/p.yml"
     assert "ghs_secret" not in repr(s)
     d = Settings.from_env({})
-    assert d.mode is Mode.CHECK and d.comment is None and d.policy is None and d.paths == ()
+    assert d.mode is Mode.CHECK and d.comment is CommentMode.AUTO and d.policy is None
+    assert d.paths == () and d.comment_threshold == Threshold(percent=1.0) and d.label == ""
+    assert Settings.from_env({"INPUT_COMMENT": "true"}).comment is CommentMode.ALWAYS
+    assert Settings.from_env({"INPUT_COMMENT": "on-change"}).comment is CommentMode.ON_CHANGE
+    assert Settings.from_env({"INPUT_COMMENT_THRESHOLD": "2MB"}).comment_threshold == \
+        Threshold(bytes=2_000_000)
+    with pytest.raises(SettingsError, match="'comment_threshold'"):
+        Settings.from_env({"INPUT_COMMENT_THRESHOLD": "lots"})
+    with pytest.raises(SettingsError, match="'comment' must be one of auto|always"):
+        Settings.from_env({"INPUT_COMMENT": "sometimes"})
     with pytest.raises(SettingsError, match="'mode' must be one of check|fix"):
         Settings.from_env({"INPUT_MODE": "strip"})
     with pytest.raises(SettingsError, match="'commit_fixes' must be true or false"):

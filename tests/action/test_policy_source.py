@@ -9,9 +9,8 @@ import re
 import pytest
 
 from tests.action.fakegithub import FakeGitHub
-from tests.action.gitrepo import commit, git, init
 from tests.action.runner import REPO, pr_payload, run_action
-from tests.action.scenarios import ckpt_bytes, stripped, training
+from tests.action.scenarios import ckpt_bytes, make_small_pr, training
 
 STRICT = b"version: 1\nrules:\n  needs-code: fail\n"
 LOOSE = (b"version: 1\nexclude: ['models/train.pt']\n"
@@ -25,14 +24,7 @@ def api():
 
 
 def _repo(tmp_path, base_files: dict, head_files: dict):
-    origin = init(tmp_path / "origin")
-    base = commit(origin, "base", {"models/ok.pt": stripped(), **base_files})
-    git(origin, "checkout", "-q", "-b", "feature")
-    head = commit(origin, "pr", head_files)
-    ws = tmp_path / "ws"
-    git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "feature", f"file://{origin}",
-        str(ws))
-    return ws, base, head
+    return make_small_pr(tmp_path, base_files, head_files)
 
 
 def test_a_pull_request_cannot_loosen_its_own_gate(tmp_path, api):

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_guard.action.github import GitHub, GitHubError
-from ckpt_guard.report.markdown import COMMENT_LIMIT
+from ckpt_guard.action.settings import CommentMode, Threshold
+from ckpt_guard.report.markdown import COMMENT_LIMIT, Context, size_of
+from ckpt_guard.report.model import Report
 
 MARKER = "<!-- ckpt-guard:pr-comment -->"
 ACTIONS_BOT = "github-actions[bot]"
@@ -95,3 +97,43 @@ def upsert_comment(gh: GitHub, repo: str, number: int, body: str, *,
     except GitHubError as e:
         kind = "forbidden" if e.status in (401, 403, 404) else "failed"
         return CommentResult(kind, reason=str(e))
+
+
+def comment_wanted(mode: CommentMode, report: Report, context: Context,
+                   threshold: Threshold) -> tuple[bool, str]:
+    """Whether to post a *new* comment, and why (an existing one is always kept current).
+
+    ``auto``: only when the pull request changes a weight file and there is something to
+    say — a file that fails or warns, or a size change of at least ``threshold`` (a new file
+    always counts; so does a file whose base size is unknown)."""
+    if mode is CommentMode.NEVER:
+        return False, "comment: never"
+    if mode is CommentMode.ALWAYS:
+        return True, "comment: always"
+    wanted = set(context.changed) if context.changed is not None else None
+    changed = [f for f in report.files if wanted is None or f.path in wanted]
+    if not changed:
+        return False, "the pull request changes no weight file"
+    if mode is CommentMode.ON_CHANGE:
+        return True, "a weight file changed"
+    if bad := [f for f in changed if f.status in ("fail", "error", "warn")]:
+        return True, f"{len(bad)} changed file(s) fail or warn"
+    bases = context.base_sizes or {}
+    for f in changed:
+        base = bases.get(f.path) if f.path in bases else None
+        if threshold.exceeded(size_of(f) - (base or 0), base):
+            return True, f"{f.path} changed size by at least {threshold}"
+    return False, f"weight files changed, all pass, no size change of {threshold} or more"
+
+
+def set_label(gh: GitHub, repo: str, number: int, label: str, present: bool) -> str:
+    """Add (``present``) or remove ``label`` on the pull request; returns what happened in
+    words. Removing a label that is not there is not an error."""
+    from urllib.parse import quote
+
+    if present:
+        gh.json("POST", f"/repos/{repo}/issues/{number}/labels", json={"labels": [label]})
+        return f"label {label!r} added"
+    resp = gh.request("DELETE", f"/repos/{repo}/issues/{number}/labels/{quote(label, safe='')}",
+                      ok=(404,))
+    return f"label {label!r} removed" if resp.status_code < 400 else f"label {label!r} not set"

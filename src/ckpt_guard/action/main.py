@@ -18,14 +18,21 @@ from pathlib import Path
 from ckpt_guard import __version__
 from ckpt_guard.action import checking, twophase
 from ckpt_guard.action.commands import ANNOTATION_LIMIT, SUMMARY_LIMIT, Workflow
-from ckpt_guard.action.comment import upsert_comment
+from ckpt_guard.action.comment import comment_wanted, set_label, upsert_comment
 from ckpt_guard.action.event import EventError, RunContext, Scope, scope_for
 from ckpt_guard.action.github import GitHub, GitHubError
 from ckpt_guard.action.gitio import Git, GitError
 from ckpt_guard.action.policysource import GatePolicy, base_policy, policy_path
 from ckpt_guard.action.release import download_assets, find_release, replace_asset
 from ckpt_guard.action.select import Selection, pull_lfs, select
-from ckpt_guard.action.settings import FailOn, Mode, PolicyFrom, Settings, SettingsError
+from ckpt_guard.action.settings import (
+    CommentMode,
+    FailOn,
+    Mode,
+    PolicyFrom,
+    Settings,
+    SettingsError,
+)
 from ckpt_guard.exitcodes import Exit
 from ckpt_guard.policy import Policy, PolicyError
 from ckpt_guard.report.markdown import Context, code, render_markdown
@@ -158,6 +165,7 @@ class Action:
         self.publish(report, context)
         if self.ctx.is_pull_request:
             self.comment(report, context)
+            self.label(report)
         if self.s.mode is Mode.FIX and self.s.commit_fixes:
             self.commit_fixes(report)
         return exit_code(report, self.s.fail_on)
@@ -244,22 +252,38 @@ class Action:
 
     # -- PR comment -------------------------------------------------------------------
     def comment(self, report: Report, context: Context) -> None:
-        wanted = self.s.comment if self.s.comment is not None else True
         number = self.ctx.pr_number
-        if not wanted or number is None:
+        if self.s.comment is CommentMode.NEVER or number is None:
             return
         if not self.s.github_token:
             self.wf.warning(FORBIDDEN_HELP.format(reason="no github_token"), title="ckpt-guard")
             return
+        create, why = comment_wanted(self.s.comment, report, context, self.s.comment_threshold)
         body = render_markdown(report, context)
-        res = upsert_comment(self.gh, self.ctx.repository, number, body,
-                             create=bool(report.files))
+        res = upsert_comment(self.gh, self.ctx.repository, number, body, create=create)
+        if res.action == "skipped":
+            self.wf.info(f"no PR comment: {why}")
+            return
         if res.action == "forbidden":
             self.wf.warning(FORBIDDEN_HELP.format(reason=res.reason), title="ckpt-guard")
         elif res.action == "failed":
             self.wf.warning(f"ckpt-guard could not comment: {res.reason}", title="ckpt-guard")
         else:
             self.wf.info(f"PR comment {res.action}{': ' + res.url if res.url else ''}")
+
+    def label(self, report: Report) -> None:
+        """``label``: on the pull request while files fail the policy, off once they pass."""
+        number = self.ctx.pr_number
+        if not self.s.label or number is None or not self.s.github_token:
+            return
+        try:
+            what = set_label(self.gh, self.ctx.repository, number, self.s.label,
+                             present=bool(report.failed))
+        except GitHubError as e:
+            self.wf.warning(f"could not update the label {self.s.label!r}: {e}",
+                            title="ckpt-guard")
+            return
+        self.wf.info(what)
 
     # -- fix mode: commit ---------------------------------------------------------------
     def commit_fixes(self, report: Report) -> None:

@@ -29,6 +29,34 @@ class PolicyFrom(str, Enum):
     HEAD = "head"  # the checked-out policy, pull request or not
 
 
+class CommentMode(str, Enum):
+    AUTO = "auto"  # only when a weight file changed and there is something worth saying
+    ALWAYS = "always"  # every pull-request run (legacy: true)
+    ON_CHANGE = "on-change"  # whenever the pull request changes a weight file
+    NEVER = "never"  # legacy: false
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``comment_threshold``: a size change worth a comment, in bytes or percent of the
+    file's base size (a new file is always above it)."""
+
+    bytes: int | None = None
+    percent: float | None = None
+
+    def exceeded(self, delta: int, base: int | None) -> bool:
+        if delta == 0:
+            return False
+        if base is None or base == 0:
+            return True
+        if self.bytes is not None:
+            return abs(delta) >= self.bytes
+        return abs(delta) * 100 >= (self.percent or 0) * base
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
+
+
 class FailOn(str, Enum):
     FAIL = "fail"  # fail the job when a file fails the policy
     WARN = "warn"  # … or only warns
@@ -46,6 +74,8 @@ INPUTS: dict[str, str] = {
     "paths": "",
     "mode": "check",
     "comment": "auto",
+    "comment_threshold": "1%",
+    "label": "",
     "github_token": "",
     "lfs": "auto",
     "commit_fixes": "false",
@@ -67,7 +97,9 @@ class Settings:
     policy_from: PolicyFrom
     paths: tuple[str, ...]
     mode: Mode
-    comment: bool | None  # None = auto: comment on pull requests
+    comment: CommentMode
+    comment_threshold: Threshold
+    label: str  # added while violations stand, removed once they are gone ("" = none)
     github_token: str
     lfs: Lfs
     commit_fixes: bool
@@ -86,14 +118,18 @@ class Settings:
         def raw(name: str) -> str:
             return env.get(f"INPUT_{name.upper()}", INPUTS[name]).strip()
 
-        comment = raw("comment").lower()
+        comment = {"true": "always", "yes": "always", "1": "always", "on": "always",
+                   "false": "never", "no": "never", "0": "never", "off": "never",
+                   "": "auto"}.get(raw("comment").lower(), raw("comment"))
         token = raw("github_token") or env.get("GITHUB_TOKEN", "").strip()
         return cls(
             policy=raw("policy") or None,
             policy_from=_enum(PolicyFrom, "policy_from", raw("policy_from")),
             paths=_split_paths(raw("paths")),
             mode=_enum(Mode, "mode", raw("mode")),
-            comment=None if comment in ("auto", "") else _bool("comment", comment),
+            comment=_enum(CommentMode, "comment", comment),
+            comment_threshold=_threshold(raw("comment_threshold")),
+            label=_label(raw("label")),
             github_token=token,
             lfs=_enum(Lfs, "lfs", "auto" if raw("lfs").lower() == "true" else raw("lfs")),
             commit_fixes=_bool("commit_fixes", raw("commit_fixes")),
@@ -128,3 +164,27 @@ def _enum(kind: type[Enum], name: str, value: str):  # type: ignore[no-untyped-d
     except ValueError:
         allowed = "|".join(m.value for m in kind)
         raise SettingsError(f"input {name!r} must be one of {allowed}, got {value!r}") from None
+
+
+def _threshold(value: str) -> Threshold:
+    v = value.strip()
+    try:
+        if v.endswith("%"):
+            pct = float(v[:-1])
+            if pct < 0 or pct != pct:
+                raise ValueError(v)
+            return Threshold(percent=pct)
+        from ckpt_guard.policy.sizes import parse_size
+
+        return Threshold(bytes=parse_size(v or "0"))
+    except ValueError:
+        raise SettingsError(f"input 'comment_threshold' must be a size (e.g. 1MB) or a percent "
+                            f"(e.g. 5%), got {value!r}") from None
+
+
+def _label(value: str) -> str:
+    v = value.strip()
+    if len(v) > 50 or any(c in v for c in "\n\r,"):
+        raise SettingsError(f"input 'label' must be one label name of at most 50 characters, "
+                            f"got {value!r}")
+    return v

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_guard.action.commands import Workflow
-from ckpt_guard.action.comment import upsert_comment
+from ckpt_guard.action.comment import comment_wanted, upsert_comment
 from ckpt_guard.action.event import RunContext
 from ckpt_guard.action.github import GitHub, GitHubError
-from ckpt_guard.action.settings import Settings
+from ckpt_guard.action.settings import CommentMode, Settings
 from ckpt_guard.exitcodes import Exit
 from ckpt_guard.report.markdown import Context, render_markdown
 from ckpt_guard.report.model import FileReport, Report, finding_from_dict
@@ -106,13 +106,15 @@ def post(ctx: RunContext, s: Settings, wf: Workflow, gh: GitHub, report_dir: Pat
         wf.warning(f"workflow_run: pull request #{number} is not at {expected[:12]} (the commit "
                    "the report is about); not commenting", title="ckpt-guard")
         return Exit.OK
+    mode = CommentMode.AUTO if s.comment is CommentMode.NEVER else s.comment
+    create, _ = comment_wanted(mode, report, context, s.comment_threshold)
     res = upsert_comment(gh, ctx.repository, number, render_markdown(report, context),
-                         create=bool(report.files))
+                         create=create)
     if res.action in ("forbidden", "failed"):
         wf.warning(f"workflow_run: could not comment on #{number}: {res.reason}",
                    title="ckpt-guard")
     else:
         wf.info(f"PR #{number} comment {res.action}{': ' + res.url if res.url else ''}")
-    if s.comment is False:
-        wf.info("(comment: false is ignored on workflow_run: posting is this phase's job)")
+    if s.comment is CommentMode.NEVER:
+        wf.info("(comment: never is ignored on workflow_run: posting is this phase's job)")
     return Exit.OK

@@ -237,6 +237,8 @@ def _details(fr: FileReport) -> str:
                  f"{format_bytes(fr.size_bytes)}")
     out += [", ".join(facts), ""]
     total = fr.tensor_bytes_total or sum(fr.by_role.values())
+    if fr.status in ("fail", "error"):
+        out += _pie(fr)
     if fr.by_role:
         out += ["| Role | Bytes | Share |", "|---|---:|---:|"]
         for role, n in sorted(fr.by_role.items(), key=lambda kv: -kv[1]):
@@ -264,6 +266,22 @@ def _details(fr: FileReport) -> str:
         out.append("")
     out.append("</details>")
     return "\n".join(out)
+
+
+def _pie(fr: FileReport) -> list[str]:
+    """Where a failing file's bytes go, as a Mermaid pie (GitHub renders it in comments).
+    Only our own role names become labels — a role key from an untrusted report.json is
+    counted as "other" — and the title is fixed: nothing from the file reaches the chart."""
+    slices: dict[str, int] = {}
+    for role, n in fr.by_role.items():
+        label = ROLE_LABELS.get(role, "other")
+        if isinstance(n, int) and n > 0:
+            slices[label] = slices.get(label, 0) + n
+    if len(slices) < 2:
+        return []
+    lines = ["```mermaid", "pie showData title Tensor bytes by role"]
+    lines += [f'    "{label}" : {n}' for label, n in sorted(slices.items(), key=lambda kv: -kv[1])]
+    return [*lines, "```", ""]
 
 
 def _unchanged(files: list[FileReport], shown: int) -> str:
