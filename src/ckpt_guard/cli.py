@@ -59,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--exit-non-zero-on-fix", action="store_true",
                     help="exit 1 when any file was rewritten (for pre-commit hooks)")
 
+    sp = sub.add_parser("merge", help="merge JSON reports (e.g. of sharded runs) into one",
+                        description="Merge `--format json` reports of several runs (the "
+                                    "Action's shards) into one report; exit 1 if any file "
+                                    "fails.")
+    sp.add_argument("reports", nargs="+", metavar="REPORT",
+                    help="report.json files written by check/fix --format json or the Action")
+    sp.add_argument("--format", choices=FORMATS, default="text",
+                    help="format of the merged report (default: text)")
+    sp.add_argument("--output", "-o", metavar="FILE",
+                    help="write the merged report to FILE instead of standard output")
+
     sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
     sp.add_argument("path", nargs="?", default=".ckpt-guard.yml")
     sp.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -211,6 +222,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ckpt_guard.report.merge import ReportError, load_report, merge_reports
+
+    try:
+        report = merge_reports([load_report(p) for p in args.reports])
+    except ReportError as e:
+        raise UsageError(str(e)) from e
+    _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
+    return Exit.VIOLATIONS if report.failed else Exit.OK
+
+
 def cmd_action(args: argparse.Namespace) -> int:
     from ckpt_guard.action import main as action_main
 
@@ -218,7 +240,7 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"check": cmd_check, "inspect": cmd_inspect, "fix": cmd_fix, "init": cmd_init,
-            "action": cmd_action}
+            "merge": cmd_merge, "action": cmd_action}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ckpt_guard import __version__
@@ -24,7 +25,7 @@ from ckpt_guard.action.github import GitHub, GitHubError
 from ckpt_guard.action.gitio import Git, GitError
 from ckpt_guard.action.policysource import GatePolicy, base_policy, policy_path
 from ckpt_guard.action.release import download_assets, find_release, replace_asset
-from ckpt_guard.action.select import Selection, pull_lfs, select
+from ckpt_guard.action.select import Selection, expand_globs, file_size, pull_lfs, select
 from ckpt_guard.action.settings import (
     CommentMode,
     FailOn,
@@ -33,9 +34,11 @@ from ckpt_guard.action.settings import (
     Settings,
     SettingsError,
 )
+from ckpt_guard.action.shard import assign
 from ckpt_guard.exitcodes import Exit
 from ckpt_guard.policy import Policy, PolicyError
 from ckpt_guard.report.markdown import Context, code, render_markdown
+from ckpt_guard.report.merge import ReportError, load_report, merge_reports
 from ckpt_guard.report.model import FileReport, Finding, Report
 
 REPORT_DIR = "ckpt-guard-report"
@@ -132,6 +135,8 @@ class Action:
     def run(self) -> int:
         if self.ctx.event_name == "workflow_run":
             return twophase.post(self.ctx, self.s, self.wf, self.gh, self.report_dir)
+        if self.s.merge:
+            return self.merge()
         scope = scope_for(self.ctx, release_assets=self.s.release_assets)
         try:
             gate = self.gate_policy(scope)
@@ -145,6 +150,11 @@ class Action:
             return self.release_gate(policy)
         sel = select(scope, workspace=self.workspace, paths=self.s.paths,
                      matches=lambda p: checking.matches(policy, p, self.workspace))
+        if self.s.shard is not None:
+            everything = len(sel.files)
+            sel.files = assign(sel.files, lambda p: file_size(self.workspace / p), self.s.shard)
+            self.wf.info(f"shard {self.s.shard}: {len(sel.files)} of {everything} file(s); "
+                         "the merging job comments")
         pointers = pull_lfs(sel, self.workspace, self.s.lfs)
         if pointers:  # one warning, not one per file: the UI shows only 10 per step
             shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more"
@@ -163,11 +173,41 @@ class Action:
         self._written = [f.path for f in report.files if f.status == "fixed"]
         context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
         self.publish(report, context)
-        if self.ctx.is_pull_request:
+        if self.ctx.is_pull_request and self.s.shard is None:
             self.comment(report, context)
             self.label(report)
         if self.s.mode is Mode.FIX and self.s.commit_fixes:
             self.commit_fixes(report)
+        return exit_code(report, self.s.fail_on)
+
+    # -- merging the shards' reports -------------------------------------------------------
+    def merge(self) -> int:
+        """``merge``: one report, summary, comment, label and outputs from the shards'
+        report.json files (their context.json, when beside them, gives base sizes)."""
+        paths = expand_globs(self.s.merge, self.workspace)
+        reports = [p for p in paths if p.endswith(".json") and not p.endswith(
+            twophase.CONTEXT_FILE)]
+        if not reports:
+            self.wf.error(f"merge: no report.json matches {', '.join(self.s.merge)}",
+                          title="ckpt-guard")
+            self.wf.set_output("status", "error")
+            return Exit.USAGE
+        try:
+            report = merge_reports([load_report(self.workspace / p) for p in reports])
+        except ReportError as e:
+            self.wf.error(f"merge: {e}", title="ckpt-guard")
+            self.wf.set_output("status", "error")
+            return Exit.USAGE
+        context = twophase.merged_context(
+            [self.workspace / Path(p).parent / twophase.CONTEXT_FILE for p in reports])
+        run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
+        context = replace(context, footer=f"<sub>ckpt-guard {__version__}{run}</sub>",
+                          full_report=f"the job's step summary and `{REPORT_DIR}/report.json`")
+        self.wf.info(f"merged {len(reports)} report(s): {len(report.files)} file(s)")
+        self.publish(report, context)
+        if self.ctx.is_pull_request:
+            self.comment(report, context)
+            self.label(report)
         return exit_code(report, self.s.fail_on)
 
     # -- which policy gates ----------------------------------------------------------------

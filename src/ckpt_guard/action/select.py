@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckpt_guard.action.event import Scope
-from ckpt_guard.action.gitio import Git, GitError, is_lfs_pointer_file
+from ckpt_guard.action.gitio import Git, GitError, is_lfs_pointer_file, parse_lfs_pointer
 from ckpt_guard.action.settings import Lfs
 
 
@@ -26,6 +26,18 @@ class Selection:
     old_paths: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def file_size(path: Path) -> int:
+    """Bytes a file stands for: a Git LFS pointer's object size, else its size (0 if gone)."""
+    try:
+        if is_lfs_pointer_file(path):
+            size = parse_lfs_pointer(path.read_bytes()[:1024])
+            if size is not None:
+                return size
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _repo_files(git: Git, workspace: Path) -> list[str]:

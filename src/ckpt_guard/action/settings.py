@@ -8,6 +8,7 @@ the two in step (tests/action/test_metadata.py).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -57,6 +58,17 @@ class Threshold:
         return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
 
 
+@dataclass(frozen=True)
+class Shard:
+    """``shard: I/N`` — this runner checks share ``index`` (1-based) of ``count``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 class FailOn(str, Enum):
     FAIL = "fail"  # fail the job when a file fails the policy
     WARN = "warn"  # … or only warns
@@ -76,6 +88,8 @@ INPUTS: dict[str, str] = {
     "comment": "auto",
     "comment_threshold": "1%",
     "label": "",
+    "shard": "",
+    "merge": "",
     "github_token": "",
     "lfs": "auto",
     "commit_fixes": "false",
@@ -100,6 +114,8 @@ class Settings:
     comment: CommentMode
     comment_threshold: Threshold
     label: str  # added while violations stand, removed once they are gone ("" = none)
+    shard: Shard | None  # check only this runner's share (see action/shard.py)
+    merge: tuple[str, ...]  # report.json globs to merge instead of checking
     github_token: str
     lfs: Lfs
     commit_fixes: bool
@@ -130,6 +146,8 @@ class Settings:
             comment=_enum(CommentMode, "comment", comment),
             comment_threshold=_threshold(raw("comment_threshold")),
             label=_label(raw("label")),
+            shard=_shard(raw("shard")),
+            merge=_split_paths(raw("merge")),
             github_token=token,
             lfs=_enum(Lfs, "lfs", "auto" if raw("lfs").lower() == "true" else raw("lfs")),
             commit_fixes=_bool("commit_fixes", raw("commit_fixes")),
@@ -180,6 +198,17 @@ def _threshold(value: str) -> Threshold:
     except ValueError:
         raise SettingsError(f"input 'comment_threshold' must be a size (e.g. 1MB) or a percent "
                             f"(e.g. 5%), got {value!r}") from None
+
+
+def _shard(value: str) -> Shard | None:
+    """``"I/N"`` (1 <= I <= N) → :class:`Shard`; ``""`` → ``None``."""
+    if not value.strip():
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)) <= 1000:
+        raise SettingsError(f"input 'shard' must be I/N with 1 <= I <= N (e.g. 2/4), "
+                            f"got {value!r}")
+    return Shard(int(m.group(1)), int(m.group(2)))
 
 
 def _label(value: str) -> str:

@@ -24,7 +24,7 @@ from ckpt_guard.action.github import GitHub, GitHubError
 from ckpt_guard.action.settings import CommentMode, Settings
 from ckpt_guard.exitcodes import Exit
 from ckpt_guard.report.markdown import Context, render_markdown
-from ckpt_guard.report.model import FileReport, Report, finding_from_dict
+from ckpt_guard.report.merge import report_from_dict
 
 CONTEXT_FILE = "context.json"
 MAX_ARTIFACT = 64 * 1024 * 1024  # report.json of 100k files is far below; a bomb is not
@@ -45,26 +45,6 @@ def save_context(report_dir: Path, ctx: RunContext, context: Context) -> None:
     (report_dir / CONTEXT_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def report_from_dict(d: dict[str, Any]) -> Report:
-    """Rebuild a :class:`Report` from its JSON form (the contract's names)."""
-    files = []
-    for f in d.get("files", []):
-        tb = f.get("tensor_bytes") or {}
-        files.append(FileReport(
-            path=str(f["path"]), format=str(f.get("format", "unknown")),
-            framework=str(f.get("framework", "generic")), size_bytes=int(f.get("size_bytes", 0)),
-            tensor_bytes_total=int(tb.get("total", 0)),
-            by_role={str(k): int(v) for k, v in (tb.get("by_role") or {}).items()},
-            by_dtype={str(k): int(v) for k, v in (tb.get("by_dtype") or {}).items()},
-            findings=[finding_from_dict(x) for x in f.get("findings", [])],
-            status=str(f.get("status", "pass")), bytes_removable=int(f.get("bytes_removable", 0)),
-            size_after=int(f["size_after"]) if f.get("size_after") is not None else None,
-            tensor_count=int(f.get("tensor_count", 0)),
-            notes=[str(n) for n in f.get("notes", [])],
-            details=f["details"] if isinstance(f.get("details"), dict) else {}))
-    return Report(files=files, policy_source=str(d.get("policy", "built-in")))
-
-
 def _context(meta: dict[str, Any]) -> Context:
     """The comment's context from the artifact's context.json (validated: it is untrusted)."""
     sizes = meta.get("base_sizes")
@@ -78,6 +58,31 @@ def _context(meta: dict[str, Any]) -> Context:
         notes=tuple(str(n)[:2000] for n in meta.get("notes", [])[:20])
         if isinstance(meta.get("notes"), list) else (),
         full_report="the triggering run's step summary and its `ckpt-guard-report` artifact")
+
+
+def merged_context(paths: list[Path]) -> Context:
+    """The comment's context for merged shard reports: base sizes and changed paths of
+    every context.json found (each validated as in phase 2)."""
+    sizes: dict[str, int | None] = {}
+    changed: set[str] = set()
+    label, have_sizes, all_changed, notes, found = "base", False, False, (), 0
+    for p in paths:
+        try:
+            ctx = _context(_read_json(p))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        found += 1
+        label, notes = ctx.base_label, ctx.notes or notes
+        if ctx.base_sizes is not None:
+            have_sizes = True
+            sizes.update(ctx.base_sizes)
+        if ctx.changed is None:
+            all_changed = True
+        else:
+            changed.update(ctx.changed)
+    return Context(base_sizes=sizes if have_sizes else None,
+                   changed=None if all_changed or not found else changed,
+                   base_label=label, notes=notes)
 
 
 def post(ctx: RunContext, s: Settings, wf: Workflow, gh: GitHub, report_dir: Path) -> int:
