@@ -298,7 +298,9 @@ def _classify(module: str, name: str) -> tuple[str, str]:
                 "<extension>": "extension-registry reference (EXT1/EXT2/EXT4)",
                 "<call>": "call of a non-global object (REDUCE on a computed callable)",
                 "<mutate>": "BUILD/SETITEM/APPEND on a global object itself (monkeypatching "
-                            "a class, function or module)"}
+                            "a class, function or module)",
+                "<ambiguous-archive>": "ambiguous zip archive: torch may unpickle other "
+                                       "bytes than those checked"}
         return UNSAFE, what.get(module, f"unresolvable global {module}")
     bad = _well_formed(module, name)
     if bad:

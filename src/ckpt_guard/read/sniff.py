@@ -10,8 +10,9 @@ from ckpt_guard.read.safetensors import looks_like_safetensors
 
 HEAD_BYTES = 1024  # enough for a whole LFS pointer and a tar header
 
-ZIP_MAGIC = b"PK\x03\x04"  # torch.serialization._is_zipfile checks exactly these four bytes
-EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+# torch.serialization._is_zipfile checks exactly these four bytes; anything else (an empty
+# zip's PK\x05\x06 included) goes down torch's legacy path, never to its zip reader.
+ZIP_MAGIC = b"PK\x03\x04"
 # torch's legacy format starts with pickle.dumps(0x1950a86a20f9469cfc6c): LONG1, 10 bytes.
 LEGACY_MAGIC_LONG = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _PROTO0_GLOBAL = re.compile(rb"\(?[ci][A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
@@ -30,7 +31,7 @@ def sniff(head: bytes, size: int) -> str:
     """
     if looks_like_lfs_pointer(head):
         return "lfs-pointer"
-    if head.startswith(ZIP_MAGIC) or head.startswith(EMPTY_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         return "zip"
     # Before pickles: a header length's low byte may well be 0x80.
     if looks_like_safetensors(head, size):

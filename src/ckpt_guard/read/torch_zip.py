@@ -1,9 +1,14 @@
 """torch.save's zip format (and TorchScript archives), read from metadata only.
 
-The central directory comes from :mod:`zipfile` (it handles ZIP64); pickle members are read
-through their local headers as torch's miniz reader does (no CRC or name checks, so we parse
-what torch would load). Storage records are never read: their data offset comes from the
-30-byte local header, their size from the central directory.
+The central directory, record lookups and member bytes come from
+:mod:`ckpt_guard.read.zip_directory`, which reads them exactly as torch's miniz does (ZIP64
+locator, entry count, ASCII-only case folding, local header offsets, no CRC check), so the
+pickles parsed are the ones torch would unpickle. An archive another reader could read
+differently, or that we cannot be sure we read as miniz does (two central directories,
+duplicate names, overlapping records, a local header naming another file, …), fails closed:
+its globals start with the :data:`AMBIGUOUS` marker, which the safety check calls unsafe.
+Storage records are never read: their data offset comes from the 30-byte local header,
+their size from the central directory.
 
 Layout facts (caffe2/serialize/inline_container.cc, torch/serialization.py): the archive's
 top folder is whatever precedes the first ``/`` of the FIRST entry; ``<top>/data.pkl`` is the
@@ -21,88 +26,93 @@ member); a member that fails to parse adds a note and its partial globals, never
 from __future__ import annotations
 
 import re
-import struct
-import zipfile
-import zlib
 from typing import Any, BinaryIO
 
 from ckpt_guard.read import pickle_vm, rebuild
-from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
+from ckpt_guard.read import zip_directory as zd
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.tree import Storage
 
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
-_LOCAL_SIG = b"PK\x03\x04"
 _RECORD = re.compile(r"[^/]+/\d+")
+
+
+AMBIGUOUS = "<ambiguous-archive>"  # marker global: the safety check calls it unsafe
 
 
 def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkpoint:
     """Read a torch zip checkpoint or TorchScript archive (format ``torch-zip`` or
     ``torchscript``). Raises :class:`UnreadableError` with a one-line message."""
-    infos = _central_directory(fh, limits)
     reader = _Reader(fh, size, limits)
-    first = infos[0].filename
-    if "/" not in first:
-        raise UnreadableError(f"zip archive is not a torch checkpoint: first entry {first!r} "
-                              "is not in a folder")
-    top = first.split("/", 1)[0]
-    # torch's miniz finds a record by its name compared case-insensitively; of several
-    # matching entries it loads the last in practice. Keyed by lower-case name, the last
-    # entry wins; earlier ones are scanned as extra members.
-    by_name: dict[str, zipfile.ZipInfo] = {}
-    notes: list[str] = []
-    for info in infos:
-        key = info.filename.lower()
-        if key in by_name:
-            notes.append(f"duplicate zip entry {info.filename!r} (names compare "
-                         "case-insensitively)")
-        by_name[key] = info
-    data_name = f"{top}/data.pkl"
-    if data_name.lower() not in by_name:
-        raise UnreadableError(f"zip archive has no {data_name}: not a torch checkpoint")
-    is_script = f"{top}/constants.pkl".lower() in by_name and any(
-        n.startswith(f"{top}/code/".lower()) for n in by_name)
+    directory = zd.read_directory(reader, limits)
+    zd.check_layout(reader, directory)
+    first = directory.entries[0]
+    # PyTorchStreamReader::init: the archive name is what precedes the first "/" of the
+    # FIRST entry (central directory order); every record is looked up as "<archive>/<name>".
+    slash = first.raw_name.find(b"/")
+    if slash < 0:
+        raise UnreadableError(f"zip archive is not a torch checkpoint: first entry "
+                              f"{first.filename!r} is not in a folder")
+    prefix = first.raw_name[:slash + 1]
+    top = first.filename.split("/", 1)[0]
+
+    def lookup(name: str) -> zd.Entry | None:
+        return directory.lookup(prefix + name.encode())
+
+    data_info = lookup("data.pkl")
+    if data_info is None:
+        raise UnreadableError(f"zip archive has no {top}/data.pkl: not a torch checkpoint")
+    # torch.serialization._is_torchscript_zip: "constants.pkl" in get_all_records(), an exact
+    # (case-sensitive) comparison; torch.jit.load then looks records up as miniz does.
+    is_script = any(e.raw_name == prefix + b"constants.pkl" for e in directory.entries)
 
     ckpt = Checkpoint(path=path, format="torchscript" if is_script else "torch-zip",
-                      size_bytes=size, archive_prefix=top, notes=notes)
-    ckpt.byteorder = _byteorder(reader, by_name.get(f"{top}/byteorder".lower()))
+                      size_bytes=size, archive_prefix=top)
+    ambiguities = list(directory.ambiguities)
+    ckpt.byteorder = _byteorder(reader, lookup("byteorder"))
     for meta_name, key in (("version", "version"), (".format_version", "format_version"),
                            (".storage_alignment", "storage_alignment"),
                            (".data/serialization_id", "serialization_id")):
-        info = by_name.get(f"{top}/{meta_name}".lower())
+        info = lookup(meta_name)
         if info is not None and info.file_size <= 256:
-            text = reader.member(info, 256).decode("utf-8", "replace").strip()
+            try:
+                text = reader.member(info, 256).decode("utf-8", "replace").strip()
+            except UnreadableError:
+                continue  # metadata only; torch's own reading of it is not our verdict
             ckpt.metadata[key] = text
 
     storages: dict[str, Storage] = {}
     records: dict[str, str] = {}  # storage key -> record name
     lenient: set[str] = set()  # storage keys whose short record is only noted
-    data_info = by_name[data_name.lower()]
-    parsed = {id(data_info)}
-    data_res = _parse(reader, data_info, storages, limits)
-    ckpt.pickle_protocol = data_res.protocol
-    ckpt.globals.extend(data_res.globals)
-    ckpt.pickles.append(data_res.judged)
+    parsed = {data_info.index}
+    data_res = _parse_judged(reader, data_info, storages, limits, ambiguities)
+    if data_res is not None:
+        ckpt.pickle_protocol = data_res.protocol
+        ckpt.globals.extend(data_res.globals)
+        ckpt.pickles.append(data_res.judged)
+        ckpt.root = data_res.root
     records.update((k, f"{top}/data/{k}") for k in storages)
-    ckpt.root = data_res.root
 
     if is_script:
         # torch.jit keeps one pickle archive per top-level <name>.pkl, its tensors in
         # <top>/<name>/<key>: data, constants, traced_inputs (torch writes traced inputs'
         # records empty: only noted).
         ckpt.notes.append("TorchScript archive (torch.jit.save); its code/ is not checked")
-        ckpt.root = {"data": data_res.root}
-        for info in infos:
-            rel = info.filename[len(top) + 1:] if info.filename.startswith(top + "/") else ""
-            if not rel.endswith(".pkl") or "/" in rel or rel == "data.pkl" or id(info) in parsed:
+        ckpt.root = {"data": ckpt.root}
+        for info in directory.entries:
+            raw = info.raw_name
+            rel = raw[len(prefix):] if raw.startswith(prefix) else b""
+            if not rel.endswith(b".pkl") or b"/" in rel or info.index in parsed:
                 continue
-            if by_name[info.filename.lower()] is not info:
+            if rel.lower() == b"data.pkl" or directory.lookup(raw) is not info:
                 continue  # a duplicate entry: scanned below as an extra pickle
-            name = rel[:-4]
-            parsed.add(id(info))
+            name = info.filename[len(top) + 1:-4]
+            parsed.add(info.index)
             own: dict[str, Storage] = {}
-            res = _parse(reader, info, own, limits)
+            res = _parse_judged(reader, info, own, limits, ambiguities)
+            if res is None:
+                continue
             ckpt.globals.extend(res.globals)
             ckpt.pickles.append(res.judged)
             ckpt.root[name] = res.root
@@ -113,25 +123,27 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
                 if name != "constants":
                     lenient.add(st.key)
 
+    referenced: set[int] = set()
     for key, st in storages.items():
-        _locate(reader, st, by_name.get(records[key].lower()), records[key], ckpt.notes,
-                lenient=key in lenient)
+        info = directory.lookup(records[key].encode())
+        if info is not None:
+            referenced.add(info.index)
+        _locate(reader, st, info, records[key], ckpt.notes, lenient=key in lenient)
     ckpt.storages = storages
 
-    referenced = {id(by_name[r.lower()]) for r in records.values() if r.lower() in by_name}
     extra: list[int | None] = []
     extra_names: list[str] = []
-    for info in infos:
-        name = info.filename
-        if id(info) in parsed or id(info) in referenced or name.endswith("/"):
+    for info in directory.entries:
+        if info.index in parsed or info.index in referenced or info.raw_name.endswith(b"/"):
             continue
         # Unreferenced storage-named records too (TorchScript keeps tensor constants there;
         # an attacker may hide a pickle there), and duplicate entries of parsed names:
         # peek 2 bytes, parse only what looks like a pickle.
+        name = info.filename
         rel = name[len(top) + 1:] if name.startswith(top + "/") else name
         storage_named = _RECORD.fullmatch(rel) is not None
         if (name.lower().endswith(".pkl") and not storage_named) or reader.looks_like_pickle(info):
-            parsed.add(id(info))
+            parsed.add(info.index)
             extra_names.append(name)
             extra.append(_parse_extra(reader, info, ckpt, limits, quiet=storage_named))
     scanned = [n for n in extra if n is not None]
@@ -140,34 +152,19 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             f"{len(scanned)} extra pickle member{'s' if len(scanned) != 1 else ''} scanned "
             f"({sum(scanned)} global reference{'s' if sum(scanned) != 1 else ''}), "
             f"e.g. {extra_names[0]}")
+    if ambiguities:
+        # Two plausible readings (or one we cannot be sure of): the pickle torch unpickles
+        # may not be the one judged, so the file fails as unsafe, whatever was judged.
+        more = f" (and {len(ambiguities) - 1} more)" if len(ambiguities) > 1 else ""
+        ckpt.notes.insert(0, f"ambiguous zip archive: {ambiguities[0]}{more}; torch may "
+                             "unpickle other bytes than those checked")
+        ckpt.globals.insert(0, GlobalUse(AMBIGUOUS, ambiguities[0], "ZIP",
+                                         member=data_info.filename))
     return ckpt
 
 
-def _central_directory(fh: BinaryIO, limits: Limits) -> list[zipfile.ZipInfo]:
-    try:
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as zf:
-            infos = zf.infolist()
-            # zipfile adds to every offset the bytes found before the archive ("concat",
-            # self-extracting archives); torch's miniz reads the offsets as written.
-            shift = zf.start_dir - zipfile._EndRecData(fh)[zipfile._ECD_OFFSET]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, EOFError,
-            OSError, NotImplementedError, IndexError, UnicodeDecodeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UnreadableError(f"corrupt zip archive: {msg}") from e
-    if not infos:
-        raise UnreadableError("empty zip archive: not a torch checkpoint")
-    if shift:
-        raise UnreadableError(f"zip archive with {shift} bytes before the archive its "
-                              "directory describes: torch would read other entries")
-    if len(infos) > limits.max_zip_entries:
-        raise LimitExceeded(f"zip archive has {len(infos)} entries "
-                            f"(limit {limits.max_zip_entries})")
-    return infos
-
-
 class _Reader(PositionedReader):
-    """Positioned reads of a zip's members."""
+    """Positioned reads of a zip's members, as torch's miniz reads them."""
 
     problem = "corrupt zip archive"
 
@@ -175,61 +172,19 @@ class _Reader(PositionedReader):
         super().__init__(fh, size)
         self.limits = limits
 
-    def data_offset(self, info: zipfile.ZipInfo) -> int:
-        """Where ``info``'s bytes start: after its local header's name and extra field."""
-        head = self.read_at(info.header_offset, _LOCAL.size)
-        if len(head) < _LOCAL.size or head[:4] != _LOCAL_SIG:
-            raise UnreadableError(f"corrupt zip archive: bad local header for {info.filename!r}")
-        fields = _LOCAL.unpack(head)
-        return info.header_offset + _LOCAL.size + fields[9] + fields[10]
+    def data_offset(self, info: zd.Entry) -> int:
+        return zd.data_start(self, info)
 
-    def member(self, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
-        """A member's uncompressed bytes (stored or deflated), at most ``max_bytes``.
+    def member(self, info: zd.Entry, max_bytes: int) -> bytes:
+        return zd.read_member(self, info, max_bytes)
 
-        The declared size is checked before reading, and inflation stops one byte past it:
-        memory stays within the declared size even when the directory lies (a deflate bomb).
-        """
-        if info.file_size > max_bytes:
-            raise LimitExceeded(f"{info.filename} is {info.file_size} bytes (limit {max_bytes})")
-        start = self.data_offset(info)
-        if info.compress_type == zipfile.ZIP_STORED:
-            if info.compress_size != info.file_size:
-                raise UnreadableError(f"corrupt zip archive: {info.filename} sizes disagree")
-            raw = self.read_at(start, info.file_size)
-            if len(raw) < info.file_size:
-                raise UnreadableError(f"truncated file: {info.filename} is cut short")
-            return raw
-        if info.compress_type == zipfile.ZIP_DEFLATED:
-            raw = self.read_at(start, info.compress_size)
-            try:
-                out = zlib.decompressobj(-15).decompress(raw, info.file_size + 1)
-            except zlib.error as e:
-                raise UnreadableError(f"corrupt zip archive: {info.filename}: {e}") from e
-            if len(out) != info.file_size:
-                raise UnreadableError(f"corrupt zip archive: {info.filename} inflates to a size "
-                                      "other than the one declared")
-            return out
-        raise UnreadableError(f"{info.filename} uses zip compression method "
-                              f"{info.compress_type}, which torch cannot read")
-
-    def looks_like_pickle(self, info: zipfile.ZipInfo) -> bool:
+    def looks_like_pickle(self, info: zd.Entry) -> bool:
         """First bytes are PROTO 0..5 (peeks 2 bytes; inflates a little when compressed)."""
-        if info.file_size < 2:
-            return False
-        try:
-            if info.compress_type == zipfile.ZIP_STORED:
-                head = self.read_at(self.data_offset(info), 2)
-            elif info.compress_type == zipfile.ZIP_DEFLATED:
-                raw = self.read_at(self.data_offset(info), min(info.compress_size, 4096))
-                head = zlib.decompressobj(-15).decompress(raw, 2)
-            else:
-                return False
-        except (UnreadableError, zlib.error):
-            return False
+        head = zd.peek(self, info, 2)
         return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
 
 
-def _byteorder(reader: _Reader, info: zipfile.ZipInfo | None) -> str:
+def _byteorder(reader: _Reader, info: zd.Entry | None) -> str:
     if info is None:
         return "little"
     if info.file_size > 16:
@@ -240,7 +195,18 @@ def _byteorder(reader: _Reader, info: zipfile.ZipInfo | None) -> str:
     return value
 
 
-def _parse(reader: _Reader, info: zipfile.ZipInfo, storages: dict[str, Storage],
+def _parse_judged(reader: _Reader, info: zd.Entry, storages: dict[str, Storage],
+                  limits: Limits, ambiguities: list[str]) -> pickle_vm.PickleResult | None:
+    """A pickle torch unpickles. When we cannot know its bytes (miniz leaves the buffer
+    uninitialised, or its inflater may accept what zlib refuses) it is an ambiguity."""
+    try:
+        return _parse(reader, info, storages, limits)
+    except (zd.Uninitialised, zd.BadDeflate) as e:
+        ambiguities.append(str(e))
+        return None
+
+
+def _parse(reader: _Reader, info: zd.Entry, storages: dict[str, Storage],
            limits: Limits) -> pickle_vm.PickleResult:
     data = reader.member(info, limits.max_pickle_bytes)
 
@@ -251,7 +217,7 @@ def _parse(reader: _Reader, info: zipfile.ZipInfo, storages: dict[str, Storage],
                          member=info.filename)
 
 
-def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limits: Limits, *,
+def _parse_extra(reader: _Reader, info: zd.Entry, ckpt: Checkpoint, limits: Limits, *,
                  quiet: bool = False) -> int | None:
     """A pickle torch would not load: record its globals; never fail the file for it.
     Returns how many globals it references, or ``None`` when it did not parse.
@@ -275,7 +241,7 @@ def _parse_extra(reader: _Reader, info: zipfile.ZipInfo, ckpt: Checkpoint, limit
     return len(res.globals)
 
 
-def _locate(reader: _Reader, st: Storage, info: zipfile.ZipInfo | None, name: str,
+def _locate(reader: _Reader, st: Storage, info: zd.Entry | None, name: str,
             notes: list[str], *, lenient: bool = False) -> None:
     """Set ``st.offset`` from the record's local header; check the record holds the bytes."""
     if info is None:
@@ -290,7 +256,7 @@ def _locate(reader: _Reader, st: Storage, info: zipfile.ZipInfo | None, name: st
             return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")
-    if info.compress_type != zipfile.ZIP_STORED:
+    if info.compress_type != zd.STORED:
         st.offset = None  # compressed: no byte range of the file holds the data as is
         return
     start = reader.data_offset(info)
