@@ -221,10 +221,10 @@ def _parse_entries(cdir: bytes, total: int, this_disk: int, size: int,
             raise _refuse("central directory entry cut short")
         name = cdir[pos + _CDH.size:pos + _CDH.size + name_len]
         extra = cdir[pos + _CDH.size + name_len:pos + _CDH.size + name_len + extra_len]
-        if csize != _U32 and usize != _U32:
-            # miniz reads 32 bits at the method offset: method AND the modification time
-            if ((method | mtime << 16) == 0 and usize != csize) or (usize and not csize):
-                raise _refuse("sizes disagree")
+        # miniz reads 32 bits at the method offset: method AND the modification time
+        if csize != _U32 and usize != _U32 and (
+                ((method | mtime << 16) == 0 and usize != csize) or (usize and not csize)):
+            raise _refuse("sizes disagree")
         if disk == _U16 or (disk != this_disk and disk != 1):
             raise _refuse("multi-disk archive")
         if csize != _U32 and lho + 30 + csize > size:
@@ -365,7 +365,7 @@ def check_layout(reader: PositionedReader, directory: Directory) -> None:
                      else 0)
         spans.append((entry.header_offset, start + length, entry.filename))
     spans.sort()
-    for (_a0, a1, a_name), (b0, _b1, b_name) in zip(spans, spans[1:]):
+    for (_a0, a1, a_name), (b0, _b1, b_name) in zip(spans, spans[1:], strict=False):
         if b0 < a1:
             directory.ambiguities.append(f"entries {a_name} and {b_name} overlap")
             break
