@@ -335,11 +335,14 @@ def _show(name: bytes) -> str:
 
 def _local(reader: PositionedReader, entry: Entry) -> tuple[int, bytes]:
     if entry._local is None:
-        head = reader.read_at(entry.header_offset, _LOCAL.size)
+        # one read: the header and, when it is as long as the central one, its name
+        head = reader.read_at(entry.header_offset, _LOCAL.size + len(entry.raw_name))
         if len(head) < _LOCAL.size or int.from_bytes(head[:4], "little") != _LOCAL_SIG:
             raise _refuse(f"bad local header for {entry.filename}")
-        fields = _LOCAL.unpack(head)
-        name = reader.read_at(entry.header_offset + _LOCAL.size, fields[9])
+        fields = _LOCAL.unpack_from(head)
+        name = head[_LOCAL.size:_LOCAL.size + fields[9]]
+        if len(name) != len(entry.raw_name):
+            name = b"\0" + name  # another length: another name, whatever its bytes
         entry._local = (entry.header_offset + _LOCAL.size + fields[9] + fields[10], name)
     return entry._local
 
