@@ -26,17 +26,17 @@ class Member:
     align: int = 64  # pad so the data starts on this boundary (torch writes 64)
 
 
-def zip_bytes(members: list[Member]) -> bytes:
-    """Write a zip archive byte by byte (no ZIP64: the corpus is small)."""
+def _records(members: list[Member], base: int = 0) -> tuple[bytearray, list[bytes]]:
+    """Local records (starting at file offset ``base``) and their central entries."""
     out = bytearray()
-    central = bytearray()
+    central: list[bytes] = []
     for m in members:
         payload = zlib.compress(m.data)[2:-4] if m.deflate else m.data
         method = 8 if m.deflate else 0
         crc = zlib.crc32(m.data) if m.crc_override is None else m.crc_override
         lname = (m.local_name if m.local_name is not None else m.name).encode()
         cname = m.name.encode()
-        offset = len(out)
+        offset = base + len(out)
         header_len = 30 + len(lname)
         pad = (-(offset + header_len + 4)) % m.align if m.align > 1 else 0
         extra = (struct.pack("<HH", 0x4246, pad) + b"Z" * pad) if m.align > 1 else b""
@@ -44,14 +44,43 @@ def zip_bytes(members: list[Member]) -> bytes:
         out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, lflags, method, 0, 0x21, crc,
                            len(payload), len(m.data), len(lname), len(extra))
         out += lname + extra + payload
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, m.flag_bits, method,
-                               0, 0x21, crc, len(payload), len(m.data), len(cname), 0, 0, 0,
-                               0, 0, offset)
-        central += cname
-    cd_offset = len(out)
-    out += central
-    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
-                       len(central), cd_offset, 0)
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, m.flag_bits,
+                                   method, 0, 0x21, crc, len(payload), len(m.data), len(cname),
+                                   0, 0, 0, 0, 0, offset) + cname)
+    return out, central
+
+
+def zip_bytes(members: list[Member]) -> bytes:
+    """Write a zip archive byte by byte (no ZIP64: the corpus is small)."""
+    out, central = _records(members)
+    cd_offset, cd = len(out), b"".join(central)
+    out += cd
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(cd),
+                       cd_offset, 0)
+    return bytes(out)
+
+
+def zip_two_directories(shown: list[Member], hidden: list[Member]) -> bytes:
+    """One file, two central directories. The end record describes ``shown``; a ZIP64
+    locator right before it points at a ZIP64 record describing ``hidden``, which torch's
+    miniz follows (mz_zip_reader_read_central_dir). CPython's zipfile looks for the ZIP64
+    record only right before the locator (_EndRecData64), finds none and reads ``shown``.
+    The locator is the last shown entry's comment, so zipfile sees no gap either."""
+    out, shown_cd = _records(shown)
+    more, hidden_cd = _records(hidden, base=len(out))
+    out += more
+    h_ofs, h_cd = len(out), b"".join(hidden_cd)
+    out += h_cd
+    z64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 0x31E, 45, 0, 0, len(hidden),
+                       len(hidden), len(h_cd), h_ofs)
+    last = bytearray(shown_cd[-1])
+    struct.pack_into("<H", last, 32, 20)  # comment length
+    shown_cd[-1] = bytes(last) + struct.pack("<IIQI", 0x07064B50, 0, z64, 1)
+    s_ofs, s_cd = len(out), b"".join(shown_cd)
+    out += s_cd
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(shown), len(shown), len(s_cd),
+                       s_ofs, 0)
     return bytes(out)
 
 

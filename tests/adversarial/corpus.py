@@ -197,6 +197,20 @@ CASES: list[Case] = [
          "(a reader keeping the first name would scan only the decoy)",
          "zip filename confusion family: Sonatype CVE-2025-1944", B._zip_duplicate(False),
          runner=""),
+    Case("zip_two_central_directories", "ZIP64 locator pointing at a second central "
+         "directory: zipfile reads the clean one, torch's miniz the payload's",
+         "miniz mz_zip_reader_read_central_dir vs CPython zipfile _EndRecData64 (issue 8 class "
+         "3); zip parser differentials, Sonatype CVE-2025-1944 family",
+         B._zip_two_directories, runner="torch"),
+    Case("zip_duplicate_by_sort", "three data.pkl names equal after ASCII case folding, the "
+         "payload in the middle: miniz's heap sort picks it (neither first nor last)",
+         "miniz mz_zip_reader_sort_central_dir_offsets_by_filename + "
+         "mz_zip_locate_file_binary_search; Sonatype CVE-2025-1944 family",
+         B._zip_duplicate_by_sort, runner="torch"),
+    Case("zip_kelvin_sign_decoy", "decoy member data.p\u212al (KELVIN SIGN): str.lower() "
+         "calls it data.pkl, miniz's ASCII-only folding does not",
+         "Unicode case-folding confusion (UTS #21: U+212A lowercases to 'k'); miniz MZ_TOLOWER",
+         B._zip_kelvin_sign, runner="torch"),
     Case("zip_deflated_data_pkl", "data.pkl stored deflated", "modelaudit compressed members "
          "(picklescan PR #68 compressed artifacts)", B._zip_deflated, runner="torch"),
     Case("zip_misleading_extension", "malicious torch zip named .txt (torch.load does not care)",

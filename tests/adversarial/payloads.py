@@ -211,7 +211,8 @@ def _zip_deflated(c: str) -> bytes:
 
 
 def _zip_duplicate(evil_last: bool) -> Callable[[str], bytes]:
-    """Two central-directory entries named data.pkl; torch's miniz loads the LAST one."""
+    """Two central-directory entries named data.pkl; torch's miniz loads the one its heap
+    sort puts where the binary search lands (here: the last; see _zip_duplicate_by_sort)."""
     def body(c: str) -> bytes:
         out = []
         for name, data in Z.read_members(Z.torch_zip()):
@@ -240,3 +241,38 @@ def _legacy_header(index: int) -> Callable[[str], bytes]:
 
 def _raw_pickle_as_pt(c: str) -> bytes:
     return _payload_pkl(c)
+
+
+def _zip_two_directories(c: str) -> bytes:
+    """zipfile reads the clean torch.save directory, torch's miniz the payload's."""
+    members = [Z.Member(n, d) for n, d in Z.read_members(Z.torch_zip())]
+    evil = [Z.Member(m.name, _payload_pkl(c)) if m.name.endswith("/data.pkl") else m
+            for m in members]
+    return Z.zip_two_directories(members, evil)
+
+
+def _zip_duplicate_by_sort(c: str) -> bytes:
+    """Three names equal after ASCII case folding, the payload in the middle one: miniz's
+    heap sort and binary search pick it — neither the first nor the last entry (the layout:
+    torch.save's order, DATA.pkl second, Data.PKL before version)."""
+    members = Z.read_members(Z.torch_zip())
+    top = members[0][0][:-len("data.pkl")]
+    assert members[0][0] == top + "data.pkl" and members[-2][0] == top + "version"
+    out = [Z.Member(*members[0]), Z.Member(top + "DATA.pkl", _payload_pkl(c))]
+    out += [Z.Member(n, d) for n, d in members[1:-2]]
+    out += [Z.Member(top + "Data.PKL", members[0][1])]
+    out += [Z.Member(n, d) for n, d in members[-2:]]
+    return Z.zip_bytes(out)
+
+
+def _zip_kelvin_sign(c: str) -> bytes:
+    """A decoy named data.p\u212al (KELVIN SIGN) after the real data.pkl: str.lower() makes
+    the names equal (a reader keyed by it keeps the decoy), miniz's ASCII folding does not."""
+    out = []
+    for name, data in Z.read_members(Z.torch_zip()):
+        if name.endswith("/data.pkl"):
+            out += [Z.Member(name, _payload_pkl(c)),
+                    Z.Member(name[:-len("data.pkl")] + "data.p\u212al", data)]
+        else:
+            out.append(Z.Member(name, data))
+    return Z.zip_bytes(out)
