@@ -445,3 +445,56 @@ def test_empty_zip_magic_is_not_torch_zip() -> None:
     empty = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0, 0, 0, 0, 0)
     assert sniff(empty, len(empty)) != "zip"
     assert sniff(b"PK\x03\x04" + b"\0" * 40, 44) == "zip"
+
+
+def _mutants(n: int, seed: int) -> list[bytes]:
+    """Byte-level mutations of small archives, aimed at the directory and end records (the
+    last 250 bytes) and at local headers: what a container fuzzer would try."""
+    import random
+
+    rng = random.Random(seed)
+    bases = [zip64_consistent(), deflated(), kelvin_sign(), count_hides_entry()]
+    out = []
+    for _ in range(n):
+        b = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            pos = (rng.randrange(max(0, len(b) - 250), len(b)) if rng.random() < 0.6
+                   else rng.randrange(len(b)))
+            op = rng.random()
+            if op < 0.5:
+                b[pos] = rng.randrange(256)
+            elif op < 0.7:
+                b[pos] ^= 1 << rng.randrange(8)
+            elif op < 0.85 and pos + 4 <= len(b):
+                struct.pack_into("<I", b, pos, rng.choice(
+                    [0, 0xFFFFFFFF, len(b), rng.randrange(len(b))]))
+            else:
+                b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 30)))
+        out.append(bytes(b))
+    return out
+
+
+def test_mutated_archives_differential(tmp_path: Path) -> None:
+    """Seeded mutants, each loaded by torch: whenever torch unpickles a pickle, we judged
+    exactly that one, or the file fails. (A longer run of the same generator, 1,200 mutants
+    over two seeds, found no mismatch either.)"""
+    paths = []
+    for i, data in enumerate(_mutants(160, seed=8)):
+        paths.append(tmp_path / f"m{i}.pt")
+        paths[-1].write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", _TORCH, *map(str, paths)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    unpickled = 0
+    for path in paths:
+        pickles = theirs[str(path)]["pickles"]
+        if not pickles:
+            continue
+        unpickled += 1
+        result = ours(path)
+        if isinstance(result, UnreadableError) or fails_as_unsafe(result):
+            continue
+        assert len(pickles) == 1, path
+        assert pickle.loads(bytes.fromhex(pickles[0])) == result.root, path
+    assert unpickled >= 20  # the mutants exercise torch's reading, not only its refusals
