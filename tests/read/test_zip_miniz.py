@@ -15,6 +15,7 @@ confusion", Sonatype CVE-2025-1945 / picklescan GHSA-w8jq-xcqf-f792 for the flag
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -360,6 +361,13 @@ def ours(path: Path) -> Checkpoint | UnreadableError:
         return e
 
 
+def judged(ckpt: Checkpoint, record: bytes) -> bool:
+    """Checkpoint.pickles covers the pickle at the start of ``record`` (the bytes torch's
+    getRecord handed its unpickler), byte for byte."""
+    return any(p.offset == 0 and p.sha256 == hashlib.sha256(record[:p.length]).hexdigest()
+               for p in ckpt.pickles)
+
+
 def fails_as_unsafe(ckpt: Checkpoint) -> bool:
     return any(classify(g.module, g.name)[0] == "unsafe" for g in ckpt.globals)
 
@@ -394,6 +402,7 @@ def test_torch_unpickles_only_what_we_judged_or_we_fail(name: str, built: dict[s
         return  # the file fails
     # We pass the file: torch must have unpickled exactly the one pickle we judged.
     assert len(theirs["pickles"]) == 1
+    assert judged(result, bytes.fromhex(theirs["pickles"][0]))
     assert pickle.loads(bytes.fromhex(theirs["pickles"][0])) == result.root
 
 
@@ -411,6 +420,7 @@ def test_torch_reads_the_pickle_we_name(built: dict[str, Path],
         if result.root is None:
             continue  # the pickle's bytes are unknowable (uninitialised memory)
         assert pickle.loads(bytes.fromhex(theirs["pickles"][0])) == result.root, name
+        assert judged(result, bytes.fromhex(theirs["pickles"][0])), name
         checked += 1
     assert checked >= 15
 
@@ -496,5 +506,6 @@ def test_mutated_archives_differential(tmp_path: Path) -> None:
         if isinstance(result, UnreadableError) or fails_as_unsafe(result):
             continue
         assert len(pickles) == 1, path
+        assert judged(result, bytes.fromhex(pickles[0])), path
         assert pickle.loads(bytes.fromhex(pickles[0])) == result.root, path
     assert unpickled >= 20  # the mutants exercise torch's reading, not only its refusals
