@@ -35,7 +35,7 @@ NEEDS_CODE = [
     ("models.yolo", "Model"), ("models.common", "C3"), ("__main__", "Net"),
     ("torch.nn.modules.conv", "Conv2d"), ("torch.nn.modules.container", "Sequential"),
     ("torch.nn.modules.batchnorm", "BatchNorm2d"), ("torch.nn.modules.activation", "SiLU"),
-    ("torch.optim.adam", "Adam"), ("torch.nn.functional", "silu"),
+    ("torch.optim.adam", "Adam"),
     ("argparse", "Namespace"), ("collections", "defaultdict"), ("builtins", "frozenset"),
     ("builtins", "slice"), ("datetime", "datetime"), ("pathlib", "PosixPath"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -43,8 +43,9 @@ NEEDS_CODE = [
     ("numpy.dtypes", "Float32DType"), ("copy_reg", "_reconstructor"), ("typing", "Any"),
     ("omegaconf.dictconfig", "DictConfig"), ("pytorch_lightning.utilities.parsing",
                                               "AttributeDict"),
-    ("ospath", "join"),  # not os.path: an unknown package, never silently safe
-    ("torch_utils", "thing"), ("mypkg.mod", "helper"),
+    ("torch.torch_version", "TorchVersion"),  # torch.__version__ in Lightning checkpoints
+    ("omegaconf.nodes", "AnyNode"), ("omegaconf.base", "ContainerMetadata"),
+    ("pyannote.audio.core.task", "Problem"), ("mycompany.models", "ResNet"),
     # TorchScript archives and DeepSpeed optimizer files (real checkpoints)
     ("torch.jit._pickle", "build_intlist"), ("torch.jit._pickle", "restore_type_tag"),
     ("__torch__.torch.nn.modules.conv", "Conv2d"),
@@ -52,6 +53,16 @@ NEEDS_CODE = [
     ("deepspeed.utils.tensor_fragment", "fragment_address"),
     ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
     ("transformers.training_args", "TrainingArguments"),
+]
+
+# Functions (lowercase names) that a pickle only stores as values: loading runs nothing, so
+# they are needs-code; the same names called (or handed to a call) are unsafe.
+NEEDS_CODE_AS_VALUE = [
+    ("torch.nn.functional", "silu"), ("torch._C._nn", "gelu"), ("torch", "relu"),
+    ("torch.nn.functional", "scaled_dot_product_attention"), ("numpy", "float32"),
+    ("ospath", "join"),  # not os.path: an unknown package, never silently safe
+    ("torch_utils", "thing"), ("mypkg.mod", "helper"),
+    ("ultralytics.nn.modules.conv", "autopad"), ("models.yolo", "parse_model"),
 ]
 
 UNSAFE = [
@@ -145,6 +156,36 @@ def test_needs_code(module: str, name: str) -> None:
     assert reason
 
 
+@pytest.mark.parametrize(("module", "name"), NEEDS_CODE)
+@pytest.mark.parametrize("uses", [set(), {"called"}, {"constructed", "state"}, {"passed"}])
+def test_classes_are_needs_code_however_used(module: str, name: str, uses: set[str]) -> None:
+    assert classify(module, name, uses)[0] == "needs-code"
+
+
+@pytest.mark.parametrize(("module", "name"), NEEDS_CODE_AS_VALUE)
+def test_function_stored_as_value_is_needs_code_called_is_unsafe(module: str, name: str) -> None:
+    safety, reason = classify(module, name, set())
+    assert safety == "needs-code", reason
+    for uses in ({"called"}, {"passed"}, {"called", "state"}):
+        safety, reason = classify(module, name, uses)
+        assert safety == "unsafe", (uses, reason)
+    assert classify(module, name)[0] == "unsafe"  # no use known: the worst case, a call
+
+
+# Functions among UNSAFE that are unsafe because they would be called: only stored as a
+# value, they run nothing (a module's activation F.gelu pickles as torch._C._nn.gelu).
+_UNSAFE_WHEN_CALLED = {
+    ("torch._C._nn", "gelu"), ("numpy", "fromfile"), ("numpy", "memmap"), ("numpy", "prod"),
+    ("transformers.models.auto.auto_factory", "getattribute_from_module"),
+    ("ultralytics.utils.checks", "check_requirements")}
+
+
+@pytest.mark.parametrize(("module", "name"), UNSAFE)
+def test_denied_names_are_unsafe_even_only_referenced(module: str, name: str) -> None:
+    expected = "needs-code" if (module, name) in _UNSAFE_WHEN_CALLED else "unsafe"
+    assert classify(module, name, set())[0] == expected
+
+
 @pytest.mark.parametrize(("module", "name"), UNSAFE)
 def test_unsafe(module: str, name: str) -> None:
     safety, reason = classify(module, name)
@@ -191,7 +232,7 @@ def test_safe_set_matches_torch_weights_only_allowlist() -> None:
         assert _weights_only_accepts(qual), qual
 
 
-@pytest.mark.parametrize(("module", "name"), NEEDS_CODE + UNSAFE[:60])
+@pytest.mark.parametrize(("module", "name"), NEEDS_CODE + NEEDS_CODE_AS_VALUE + UNSAFE[:60])
 def test_torch_rejects_what_we_do_not_call_safe(module: str, name: str) -> None:
     """Nothing outside ``safe`` would load with torch.load(weights_only=True)."""
     if not (module.isascii() and name.isascii()) or "\n" in module + name:

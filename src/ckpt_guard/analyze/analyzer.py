@@ -3,7 +3,7 @@ the subtrees that play a role, framework, byte accounting and the top-level tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ckpt_guard.analyze import accounting
@@ -35,7 +35,7 @@ from ckpt_guard.analyze.walk import (
     path_text,
     walk,
 )
-from ckpt_guard.read.checkpoint import Checkpoint
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping
 
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
@@ -250,12 +250,18 @@ def _top_level(root: Any, entries: list[_Entry], subs: list[_Sub],
 def _verdicts(ckpt: Checkpoint) -> list[GlobalVerdict]:
     from ckpt_guard.analyze.safety import classify
 
-    out, seen = [], set()
+    # One verdict per global, judged by everything any pickle of the file does with it (a
+    # name stored as a value in one place and called in another is called).
+    first: dict[str, GlobalUse] = {}
+    uses: dict[str, set[str]] = {}
     for use in ckpt.globals:
-        if use.qualname in seen:
-            continue
-        seen.add(use.qualname)
-        safety, reason = classify(use.module, use.name)
+        first.setdefault(use.qualname, use)
+        uses.setdefault(use.qualname, set()).update(use.uses)
+    out = []
+    for qual, use in first.items():
+        safety, reason = classify(use.module, use.name, uses[qual])
+        if uses[qual] != use.uses:
+            use = replace(use, uses=uses[qual])
         out.append(GlobalVerdict(use=use, safety=safety, reason=reason))
     return out
 

@@ -1,6 +1,20 @@
 """Classify the globals a pickle references: ``safe``, ``needs-code`` or ``unsafe``.
 
-An ALLOWLIST decides what is safe; nothing unknown is ever silently safe.
+An ALLOWLIST decides what is safe; nothing unknown is ever silently safe. A global is judged
+by its name AND by how unpickling uses it (:data:`ckpt_guard.read.checkpoint.USES`, recorded
+by the reader): unpickling runs what it calls (REDUCE/INST/OBJ), constructs (NEWOBJ) or builds
+(BUILD → ``__setstate__``, SETITEM → ``__setitem__``), and what it hands to such a call; a
+function only stored as a value (``self.act = F.silu`` on a module pickled whole) runs nothing.
+So, outside the known-dangerous lists below:
+
+* a CapWords name (or a listed lowercase class) is plausibly a class: ``needs-code``, whatever
+  is done with it (its own code runs: the residual risk of ``needs-code``);
+* a lowercase name that is called or handed to a call is a function running at load time:
+  ``unsafe`` unless allowlisted (``typing_extensions.evaluate_forward_ref`` and
+  ``get_type_hints`` evaluate Python source; nobody can list every such function, so none is
+  trusted);
+* a lowercase name only referenced (or constructed with NEWOBJ, which CPython allows for types
+  only) runs nothing at load: ``needs-code``.
 
 * ``safe`` — exactly what torch's default ``weights_only=True`` unpickler accepts (torch 2.13's
   ``_weights_only_unpickler._get_allowed_globals``: tensor rebuild functions, storage and tensor
@@ -21,7 +35,9 @@ An ALLOWLIST decides what is safe; nothing unknown is ever silently safe.
   is a list of stdlib functions nobody thought to deny); non-allowlisted parts of ``torch`` and
   ``numpy`` (``torch.load``, ``torch.jit``, ``torch._C``, ``numpy.load``, …); names that are not
   plain ASCII identifiers (whitespace, newlines, confusables); the reader's markers
-  ``<computed>``/``<extension>``/``<call>``.
+  ``<computed>``/``<extension>``/``<call>``. Names on these lists are unsafe however they
+  are used: a checkpoint never needs them, and a class whose code does run (``needs-code``)
+  could call a stored one.
 """
 
 from __future__ import annotations
@@ -30,6 +46,10 @@ import functools
 import re
 import sys
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from collections.abc import Iterable
+
+from ckpt_guard.analyze.known_classes import LOWERCASE_CLASSES, known_class
+from ckpt_guard.read.checkpoint import CALLED, CONSTRUCTED, PASSED, STATE
 
 SAFE, NEEDS_CODE, UNSAFE = "safe", "needs-code", "unsafe"
 
@@ -109,8 +129,6 @@ NUMPY_VALUES: dict[str, str] = {
 TORCHSCRIPT_HELPERS = frozenset(f"torch.jit._pickle.{n}" for n in (
     "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist",
     "build_tensor_from_id", "restore_type_tag"))
-# Lowercase names that are classes in real checkpoints (DeepSpeed's optimizer state).
-_LOWERCASE_CLASSES = frozenset({"deepspeed.utils.tensor_fragment.fragment_address"})
 _NUMPY_DTYPE_CLASS = re.compile(r"numpy\.dtypes\.[A-Z][A-Za-z0-9]*DType\Z")
 _CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -123,6 +141,23 @@ _TORCH_FUNCS = frozenset({
         "dropout", "layer_norm", "group_norm")),
     *(f"torch.{n}" for n in ("relu", "sigmoid", "tanh", "exp", "abs", "erf", "softmax")),
 })
+# torch modules whose functions a full-module pickle may store as values (``F.gelu`` pickles
+# as ``torch._C._nn.gelu``): only referenced, they run nothing.
+_TORCH_VALUE_MODULES = frozenset({
+    "torch", "torch.nn.functional", "torch.functional", "torch.nn.init", "torch.special",
+    "torch.linalg", "torch.fft", "torch._C._nn", "torch._C._special", "torch._C._linalg",
+    "torch._C._fft", "torch._C._VariableFunctions"})
+# Submodules of torch/numpy: a GLOBAL naming one yields a module object (an attribute-walk
+# stepping stone), never a value a checkpoint stores (stdlib names are excluded separately).
+_SUBMODULES = frozenset({
+    "accelerator", "amp", "ao", "autograd", "backends", "classes", "compiler", "cpp", "cpu",
+    "cuda", "distributed", "distributions", "export", "fft", "func", "functional", "futures",
+    "fx", "hub", "jit", "library", "linalg", "masked", "monitor", "mps", "mtia",
+    "multiprocessing", "nested", "nn", "ops", "optim", "overrides", "package", "profiler",
+    "quantization", "quasirandom", "return_types", "serialization", "sparse", "special",
+    "storage", "testing", "torch", "torch_version", "utils", "version", "windows", "xpu",
+    "char", "core", "ctypeslib", "dtypes", "emath", "exceptions", "f2py", "lib", "ma",
+    "polynomial", "rec", "strings", "typing", "matlib", "distutils", "compat"})
 _TORCH_CLASS_PACKAGES = ("torch.nn.modules", "torch.optim", "torch.amp.grad_scaler",
                          "torch.cuda.amp.grad_scaler", "torch.ao.nn", "torch.nn.intrinsic",
                          "torch.nn.quantized", "torch.nn.qat", "torch.nn.utils.parametrize",
@@ -146,8 +181,14 @@ _DENY_MODULES: dict[str, str] = {
     **dict.fromkeys(("builtins", "__builtin__", "code", "codeop", "compileall", "py_compile",
                      "types", "ast", "dis", "inspect", "gc", "ctypes", "_ctypes", "cffi",
                      "cProfile", "profile", "pdb", "bdb", "trace", "timeit", "doctest",
-                     "IPython", "jinja2", "sympy", "numexpr", "sys", "site", "sysconfig"),
+                     "IPython", "jinja2", "sympy", "numexpr", "sys", "site", "sysconfig",
+                     "mpmath", "triton", "typing_extensions", "typing_inspect"),
                     "code execution / interpreter internals"),
+    # Installed beside torch, never stored by a checkpoint: a constructor there does I/O
+    # (fsspec's LocalFileOpener opens and truncates its path) or compiles code.
+    **dict.fromkeys(("fsspec", "filelock", "networkx"),
+                    "library installed beside torch that checkpoints never store (its classes "
+                    "touch files or run code when constructed)"),
     **dict.fromkeys(("importlib", "imp", "zipimport", "pkgutil", "runpy", "pkg_resources",
                      "setuptools", "distutils", "pip", "ensurepip", "venv"),
                     "import machinery (loads and runs arbitrary modules)"),
@@ -215,6 +256,13 @@ def _deny_module(module: str) -> str | None:
     return None
 
 
+def _stored_value(name: str) -> bool:
+    """Could ``name``, only referenced in torch/numpy, be a value a model stores (a function,
+    a scalar type)? Not a private name, a submodule or a stdlib module re-export."""
+    return not (name.startswith("_") or name in _SUBMODULES or name in sys.stdlib_module_names
+                or _CLASS_NAME.match(name))
+
+
 def _well_formed(module: str, name: str) -> str | None:
     """Why ``module``/``name`` is not a plain ASCII dotted identifier, or ``None``."""
     if not module or not name:
@@ -228,7 +276,25 @@ def _well_formed(module: str, name: str) -> str | None:
     return None
 
 
-def _classify_one(module: str, name: str) -> tuple[str, str]:
+# How a global is used, worst first: called (or handed to a call), constructed, referenced.
+CALL, NEW, REF = "call", "new", "ref"
+
+
+def use_level(uses: Iterable[str] | None) -> str:
+    """The worst of ``uses`` (:data:`~ckpt_guard.read.checkpoint.USES`): ``call`` when called
+    or passed to a call, ``new`` when constructed or built, ``ref`` when only referenced.
+    ``None`` (nothing known) is the worst case, ``call``."""
+    if uses is None:
+        return CALL
+    uses = set(uses)
+    if CALLED in uses or PASSED in uses:
+        return CALL
+    if CONSTRUCTED in uses or STATE in uses:
+        return NEW
+    return REF
+
+
+def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
     qual = f"{module}.{name}"
     if qual in SAFE_GLOBALS:
         return SAFE, "allowed by torch's weights_only loader"
@@ -246,14 +312,22 @@ def _classify_one(module: str, name: str) -> tuple[str, str]:
     if qual in TORCHSCRIPT_HELPERS:
         return NEEDS_CODE, ("TorchScript container helper (handled natively by torch.jit.load; "
                             "the archive needs torch.jit.load, not torch.load)")
-    denied = _deny_module(module)
-    if denied:
-        return UNSAFE, denied
     lname = name.lower()
     if lname in _DENY_NAMES_LOWER:
         return UNSAFE, f"{name}: {_DENY_NAMES_LOWER[lname]}"
     if lname in _NOT_MODULES_LOWER:
         return UNSAFE, f"{name!r} re-exports a dangerous module object"
+    known = known_class(qual)
+    if known is not None:
+        return NEEDS_CODE, (f"known framework class: {known}; loading runs its code "
+                            "(weights_only=True rejects it)")
+    if level == REF and module in _TORCH_VALUE_MODULES and _stored_value(name):
+        return NEEDS_CODE, ("torch function stored as a value (e.g. a module's activation): "
+                            "only referenced, loading runs nothing, but weights_only=True "
+                            "rejects it")
+    denied = _deny_module(module)
+    if denied:
+        return UNSAFE, denied
     if module == "__torch__" or module.startswith("__torch__."):
         return NEEDS_CODE, ("TorchScript class compiled from the archive's code/ (runs as "
                             "TorchScript when the module is used)")
@@ -262,37 +336,54 @@ def _classify_one(module: str, name: str) -> tuple[str, str]:
         return UNSAFE, (f"standard-library global {qual} is not one a checkpoint needs "
                         "(allowlist only)")
     if top == "torch":
-        if qual in _TORCH_FUNCS:
+        if qual in _TORCH_FUNCS and level == REF:
             return NEEDS_CODE, "torch function stored by a full-module pickle"
         if _CLASS_NAME.match(name) and any(module == p or module.startswith(p + ".")
                                            for p in _TORCH_CLASS_PACKAGES):
             return NEEDS_CODE, ("torch class of a full-module pickle: ships with torch, but "
                                 "the file needs weights_only=False")
-        return UNSAFE, f"torch internal {qual} is not needed by checkpoints"
+        what = "called" if level == CALL else "constructed"
+        return UNSAFE, f"torch internal {qual} {what} at load time: not needed by checkpoints"
     if top == "numpy":
+        if level == REF and _stored_value(name):
+            return NEEDS_CODE, (f"numpy object {qual} stored as a value: only referenced, "
+                                "loading runs nothing, but weights_only=True rejects it")
         return UNSAFE, f"numpy internal {qual} is not needed by checkpoints"
-    if top in _FRAMEWORKS and not name[0].isupper() and qual not in _LOWERCASE_CLASSES:
-        return UNSAFE, (f"function {qual} of framework {top!r}: checkpoints store its classes, "
-                        "not its functions (which can download, install or run code)")
-    kind = "class" if name[0].isupper() or qual in _LOWERCASE_CLASSES else "function"
-    return NEEDS_CODE, (f"custom {kind} from package {top!r}: loading runs that package's "
-                        "code (weights_only=True rejects it)")
+    is_class = bool(_CLASS_NAME.match(name)) or qual in LOWERCASE_CLASSES
+    if is_class:
+        return NEEDS_CODE, (f"custom class from package {top!r}: loading runs that package's "
+                            "code (weights_only=True rejects it)")
+    if level == CALL:
+        framework = (f" of framework {top!r} (checkpoints store its classes, not its "
+                     "functions)" if top in _FRAMEWORKS else "")
+        return UNSAFE, (f"function {qual}{framework} is called at load time: unpickling runs "
+                        "it (only allowlisted functions are; a function of any package can "
+                        "evaluate code, e.g. typing_extensions.evaluate_forward_ref)")
+    if level == NEW:
+        return NEEDS_CODE, (f"class {qual} from package {top!r} (constructed with NEWOBJ, "
+                            "which only takes a class): loading runs that package's code")
+    return NEEDS_CODE, (f"function {qual} stored as a value: only referenced, loading runs "
+                        f"nothing, but needs package {top!r} importable (weights_only=True "
+                        "rejects it)")
 
 
-def classify(module: str, name: str) -> tuple[str, str]:
+def classify(module: str, name: str, uses: Iterable[str] | None = None) -> tuple[str, str]:
     """Return ``(safety, reason)`` with ``safety`` in ``("safe", "needs-code", "unsafe")``.
 
     ``module``/``name`` are exactly as the pickle spelled them (no stripping: a stray space
     or newline is itself a sign of tampering). Python 2 spellings are judged both as written
     and as ``fix_imports`` maps them (the worse verdict wins when both spellings import).
+    ``uses`` is what unpickling does with the global (:attr:`GlobalUse.uses
+    <ckpt_guard.read.checkpoint.GlobalUse.uses>`; empty: only referenced); ``None`` judges
+    the worst case, a call.
     """
     if not isinstance(module, str) or not isinstance(name, str):
         return UNSAFE, "global name is not a string (computed at load time)"
-    return _classify(module, name)
+    return _classify(module, name, use_level(uses))
 
 
 @functools.lru_cache(maxsize=8192)
-def _classify(module: str, name: str) -> tuple[str, str]:
+def _classify(module: str, name: str, level: str) -> tuple[str, str]:
     if module.startswith("<"):
         what = {"<computed>": "STACK_GLOBAL with names computed at load time",
                 "<extension>": "extension-registry reference (EXT1/EXT2/EXT4)",
@@ -309,10 +400,10 @@ def _classify(module: str, name: str) -> tuple[str, str]:
     if mapped is None and module in IMPORT_MAPPING:
         mapped = (IMPORT_MAPPING[module], name)
     if mapped is None:
-        return _classify_one(module, name)
-    verdict = _classify_one(*mapped)
+        return _classify_one(module, name, level)
+    verdict = _classify_one(*mapped, level)
     if module.split(".")[0] not in sys.stdlib_module_names:
         return verdict  # a Python 2 name (``__builtin__``): only its mapped form resolves
     # A name that is both a Python 3 module and a Python 2 alias: the worse reading wins.
     order = {SAFE: 0, NEEDS_CODE: 1, UNSAFE: 2}
-    return max((_classify_one(module, name), verdict), key=lambda v: order[v[0]])
+    return max((_classify_one(module, name, level), verdict), key=lambda v: order[v[0]])

@@ -20,16 +20,30 @@ class LimitExceeded(UnreadableError):
     """A resource limit (opcodes, memo, depth, sizes) was hit while reading."""
 
 
+# How unpickling uses a global (:attr:`GlobalUse.uses`). Nothing recorded: only referenced,
+# kept as a value (an activation function stored on a module) — loading runs none of it.
+CALLED = "called"  # REDUCE, INST, OBJ: the unpickler calls it
+CONSTRUCTED = "constructed"  # NEWOBJ/NEWOBJ_EX: ``cls.__new__(cls, ...)`` (CPython: a type)
+STATE = "state"  # BUILD/SETITEM(S)/APPEND(S)/ADDITEMS on an instance: its class's methods run
+PASSED = "passed"  # a direct argument of a call: the callee receives it and may call it
+USES = (CALLED, CONSTRUCTED, STATE, PASSED)
+
+
 @dataclass(frozen=True)
 class GlobalUse:
     """A global a pickle references, and through which opcode (``GLOBAL``, ``STACK_GLOBAL``,
     ``INST``, ``OBJ``-target, ``EXT``). ``member`` names the pickle inside the file
-    (e.g. ``archive/data.pkl``)."""
+    (e.g. ``archive/data.pkl``).
+
+    ``uses`` says what the unpickler does with this reference afterwards (see :data:`USES`);
+    empty when the pickle only stores it as a value. The reader fills it while reading (it is
+    not part of the entry's identity)."""
 
     module: str
     name: str
     opcode: str
     member: str = ""
+    uses: set[str] = field(default_factory=set, compare=False, hash=False)
 
     @property
     def qualname(self) -> str:

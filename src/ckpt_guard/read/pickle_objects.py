@@ -17,7 +17,14 @@ from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING  # stdlib data tables, n
 from typing import Any
 
 from ckpt_guard.read import rebuild
-from ckpt_guard.read.checkpoint import GlobalUse, LimitExceeded
+from ckpt_guard.read.checkpoint import (
+    CALLED,
+    CONSTRUCTED,
+    PASSED,
+    STATE,
+    GlobalUse,
+    LimitExceeded,
+)
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import IDENTITY_HASHED, key_cost
 from ckpt_guard.read.pickle_scalars import Malformed
@@ -34,7 +41,7 @@ class ObjectBuilder:
     """
 
     __slots__ = ("globals", "member", "where", "proto", "max_container", "max_depth",
-                 "key_work", "collisions", "key_hashes")
+                 "key_work", "collisions", "key_hashes", "entries")
 
     def __init__(self, globals_: list[GlobalUse], member: str, where: str,
                  limits: Limits) -> None:
@@ -47,9 +54,40 @@ class ObjectBuilder:
         self.key_work = 0
         self.collisions = 0
         self.key_hashes: dict[int, Any] = {}
+        # id(GlobalRef) -> (the ref, its trace entry): where ``used`` records what the
+        # unpickler does with a reference. The ref is kept so that its id stays unique.
+        self.entries: dict[int, tuple[GlobalRef, GlobalUse]] = {}
 
-    def use(self, module: str, name: str, opcode: str) -> None:
-        self.globals.append(GlobalUse(module, name, opcode, self.member))
+    def use(self, module: str, name: str, opcode: str, ref: GlobalRef | None = None) -> None:
+        entry = GlobalUse(module, name, opcode, self.member)
+        self.globals.append(entry)
+        if ref is not None:
+            self.entries[id(ref)] = (ref, entry)
+
+    def used(self, ref: Any, how: str) -> None:
+        """Record that unpickling does ``how`` (:data:`~ckpt_guard.read.checkpoint.USES`)
+        with ``ref`` when it is a global reference. The safety verdict judges a global by
+        these: a function only stored as a value runs nothing, a called one runs."""
+        if type(ref) is GlobalRef:
+            entry = self.entries.get(id(ref))
+            if entry is not None and entry[0] is ref:
+                entry[1].uses.add(how)
+
+    def used_args(self, args: Any) -> None:
+        """References handed directly to a call (``defaultdict(f)``, ``_rebuild_from_type_v2
+        (f, cls, args, state)``, ``getitem(obj, key)``): the callee may call them, iterate or
+        subscript them. Tuples one level down count too (the inner ``args`` of
+        ``_rebuild_from_type_v2``, the key tuple of ``getitem``)."""
+        if type(args) is not tuple:
+            return
+        for a in args:
+            t = type(a)
+            if t is GlobalRef:
+                self.used(a, PASSED)
+            elif t is tuple:
+                for b in a:
+                    if type(b) is GlobalRef:
+                        self.used(b, PASSED)
 
     # ------------------------------------------------------------------------------ globals
 
@@ -64,8 +102,9 @@ class ObjectBuilder:
                 module, name = NAME_MAPPING[(module, name)]
             elif module in IMPORT_MAPPING:
                 module = IMPORT_MAPPING[module]
-        self.use(module, name, opcode)
-        return GlobalRef(module, name)
+        ref = GlobalRef(module, name)
+        self.use(module, name, opcode, ref)
+        return ref
 
     def stack_global(self, module: Any, name: Any) -> GlobalRef:
         if type(module) is str and type(name) is str:
@@ -73,14 +112,16 @@ class ObjectBuilder:
         # Names computed at unpickling time: a real unpickler refuses non-str, but never
         # call such a reference safe.
         text = f"{describe(module)} {describe(name)}"
-        self.use("<computed>", text, "STACK_GLOBAL")
-        return GlobalRef("<computed>", text)
+        ref = GlobalRef("<computed>", text)
+        self.use("<computed>", text, "STACK_GLOBAL", ref)
+        return ref
 
     def extension(self, code: int, opname: str) -> GlobalRef:
         # The extension registry (copyreg) is never consulted: the code names a global we
         # cannot see, so it is always reported.
-        self.use("<extension>", str(code), opname)
-        return GlobalRef("<extension>", str(code))
+        ref = GlobalRef("<extension>", str(code))
+        self.use("<extension>", str(code), opname, ref)
+        return ref
 
     # -------------------------------------------------------------------------------- calls
 
@@ -90,7 +131,11 @@ class ObjectBuilder:
         inst, obj)."""
         if type(args) is not tuple:
             raise Malformed(f"{opname} arguments are not a tuple")
+        self.used_args(args)
         if type(func) is GlobalRef:
+            # NEWOBJ/NEWOBJ_EX only run ``cls.__new__`` (CPython refuses a non-type there);
+            # REDUCE/INST/OBJ call whatever it is.
+            self.used(func, CONSTRUCTED if how.startswith("newobj") else CALLED)
             if how in ("reduce", "inst", "obj"):
                 t = rebuild.reduce(func, args)
                 if t is not None:
@@ -113,7 +158,7 @@ class ObjectBuilder:
             raise Malformed("OBJ without a class")
         cls = items[0]
         if type(cls) is GlobalRef:
-            self.use(cls.module, cls.name, "OBJ")
+            self.use(cls.module, cls.name, "OBJ", cls)
         return self.call(cls, tuple(items[1:]), "obj", "OBJ")
 
     # ----------------------------------------------------------------------- filling objects
@@ -123,6 +168,9 @@ class ObjectBuilder:
         t = type(inst)
         if t is Opaque or t is TensorRef:
             inst.state = state
+            # ``__setstate__`` of the instance's class runs, with ``state`` as argument.
+            self.used(inst.func, STATE)
+            self.used_args((state,))
         elif t is GlobalRef:
             # BUILD on a bare global sets attributes on a class/module object.
             self.use("<mutate>", f"{inst.qualname} via BUILD", "BUILD")
@@ -146,6 +194,7 @@ class ObjectBuilder:
             if target.listitems is None:
                 target.listitems = []
             target.listitems.extend(items)
+            self.used(target.func, STATE)  # its append/extend/add methods run
         elif t is GlobalRef:
             self.use("<mutate>", f"{target.qualname} via {opname}", opname)
         else:
@@ -162,8 +211,12 @@ class ObjectBuilder:
             if target.dictitems is None:
                 target.dictitems = {}
             d = target.dictitems
+            self.used(target.func, STATE)  # its __setitem__ runs
         elif t is GlobalRef:
             self.use("<mutate>", f"{target.qualname} via {opname}", opname)
+            return
+        elif t is list and opname != "DICT":
+            self._set_list_items(target, items, opname)
             return
         else:
             raise Malformed(f"{opname} on {describe(target)}")
@@ -175,6 +228,19 @@ class ObjectBuilder:
             d[k] = items[i + 1]
         if len(d) > self.max_container:
             raise LimitExceeded(f"{self.where}: dict larger than {self.max_container} items")
+
+    @staticmethod
+    def _set_list_items(target: list, items: list[Any], opname: str) -> None:
+        """SETITEM(S) on a list: CPython's unpickler does ``target[key] = value``
+        (``PyObject_SetItem``), which a list accepts for an index in range. Anything else
+        makes CPython fail there too (IndexError/TypeError), so loading stops at that opcode.
+        """
+        for i in range(0, len(items), 2):
+            k = items[i]
+            if type(k) not in (int, bool) or not -len(target) <= k < len(target):
+                raise Malformed(f"{opname} on a list with index {describe(k)} (CPython raises "
+                                "there)")
+            target[k] = items[i + 1]
 
     def make_frozenset(self, items: list[Any]) -> frozenset:
         for it in items:

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_guard.read import rebuild
-from ckpt_guard.read.checkpoint import GlobalUse, JudgedPickle, LimitExceeded, UnreadableError
+from ckpt_guard.read.checkpoint import (
+    CALLED,
+    GlobalUse,
+    JudgedPickle,
+    LimitExceeded,
+    UnreadableError,
+)
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import check_depth
 from ckpt_guard.read.pickle_objects import ObjectBuilder, describe
@@ -170,6 +176,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
     call = objects.call
     set_items = objects.set_items
     add_items = objects.add_items
+    used_args = objects.used_args
 
     def pop_mark() -> list[Any]:
         k = marks.pop()
@@ -213,6 +220,8 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                         handler = rebuilders.get(func, _MISSING)
                         if handler is _MISSING:
                             handler = rebuilders[func] = rebuild.handler(func)
+                            objects.used(func, CALLED)  # once per reference object
+                        used_args(args)
                         result = handler(func, args) if handler is not None else None
                         stack[-1] = result if result is not None else Opaque(func, "reduce", args)
                     else:
