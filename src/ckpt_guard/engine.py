@@ -211,7 +211,8 @@ def describe(analysis) -> dict:
         "subtrees": [{"path": s.path, "role": s.role, "bytes": s.bytes, "what": s.what}
                      for s in analysis.subtrees],
         "globals": [{"name": g.use.qualname, "opcode": g.use.opcode, "member": g.use.member,
-                     "safety": g.safety, "reason": g.reason} for g in analysis.globals],
+                     "uses": sorted(g.use.uses), "safety": g.safety, "reason": g.reason}
+                    for g in analysis.globals],
         # Exactly which pickles the verdict covered (a directory: its members', each
         # ``member`` prefixed with the file's relative path and ``:``).
         "pickles": [p.to_dict() for p in ckpt.pickles],

@@ -118,7 +118,7 @@ def test_inspect_words_and_shares(fixture_paths) -> None:
                      re.M)
     assert " 0.0%" not in text  # a sliver is "<0.1%", not zero
     # one row per reason, not the same sentence for each of the 6 ultralytics classes
-    assert text.count("custom class from package 'ultralytics'") == 1
+    assert text.count("ultralytics layer class") == 1
     assert re.search(r"^Metadata: version=3, format_version=1", text, re.M)
     assert "Tensor bytes" in text  # top-level keys: tensor bytes, member table: file size
     assert re.search(r"^rng_state\.pth\s+rng\s+torch-zip\s+14\.\d kB$", text, re.M)

@@ -263,6 +263,24 @@ def _stored_value(name: str) -> bool:
                 or _CLASS_NAME.match(name))
 
 
+def untrusted_pattern(pattern: str) -> str | None:
+    """Why a ``trusted-globals`` glob is refused, or ``None``. Trust is for a team's own
+    classes: the pattern must start with a literal package name that is neither the standard
+    library nor a module ckpt-guard knows runs code (trusting ``os.*`` or ``builtins.eval``
+    would mean nothing anyway: trust never makes an ``unsafe`` global pass)."""
+    top = pattern.split(".", 1)[0]
+    if not _IDENT.match(top):
+        return ("must start with a package name (e.g. 'mycompany.models.*'), not a "
+                "wildcard")
+    denied = _deny_module(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+                          .rstrip(".")) or _deny_module(top)
+    if _is_stdlib(top) or denied:
+        what = denied or "the standard library"
+        return (f"names {what}, which is never trusted (unsafe globals always fail; trust "
+                "is for your own classes)")
+    return None
+
+
 def _well_formed(module: str, name: str) -> str | None:
     """Why ``module``/``name`` is not a plain ASCII dotted identifier, or ``None``."""
     if not module or not name:

@@ -84,6 +84,10 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
         listed.setdefault(v.use.qualname, v.reason)
         if v.use.member and v.use.member not in members:
             members.append(v.use.member)
+    trust_cfg = rules.get("needs-code")
+    ignored = _trusted(list(listed), trust_cfg.trusted_globals) if trust_cfg else set()
+    for q in ignored:
+        listed[q] += "; trusted-globals does not apply: trust never covers an unsafe global"
     names = [f"{q} ({r})" if r else q for q, r in listed.items()]
     where = f" in {', '.join(members)}" if members else ""
     msg = (f"references {_listing(names)}{where}: torch.load(weights_only=False) on this file "
@@ -98,6 +102,10 @@ def _needs_code(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     uses = list({g.use.qualname: g.use for g in a.globals if g.safety == "needs-code"}.values())
     if cfg is None or not cfg.enabled or not uses:
         return None, 0
+    trusted = _trusted([u.qualname for u in uses], cfg.trusted_globals)
+    uses = [u for u in uses if u.qualname not in trusted]
+    if not uses:
+        return None, 0  # every class is the team's own (trusted-globals)
     classes = [u.qualname for u in uses]
     n = len(classes)
     if a.checkpoint.format == "torchscript":
@@ -118,6 +126,18 @@ def _needs_code(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
         msg += (f"; load it with weights_only=False, or allow {'it' if one else 'them'} with "
                 f"torch.serialization.add_safe_globals")
     return _finding("needs-code", cfg, msg, 0, {"classes": classes}), 0
+
+
+def _trusted(qualnames: list[str], patterns: tuple[str, ...]) -> set[str]:
+    """The ``qualnames`` a ``trusted-globals`` glob matches (``*`` crosses dots:
+    ``mycompany.*`` covers its subpackages). Callers only offer ``needs-code`` globals:
+    trust never applies to an ``unsafe`` one."""
+    if not patterns:
+        return set()
+    from ckpt_guard.analyze.known_classes import compile_pattern
+
+    compiled = [compile_pattern(p, cross_dots=True) for p in patterns]
+    return {q for q in qualnames if any(c.match(q) for c in compiled)}
 
 
 def _third_party(modules: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ckpt_guard.analyze.safety import untrusted_pattern
 from ckpt_guard.policy.errors import PolicyError, Problem
 from ckpt_guard.policy.match import compile_globs
 from ckpt_guard.policy.model import Override, Policy, RuleConfig
@@ -172,5 +173,10 @@ def _rule_changes(src: Source, key: tuple, problems: list[Problem]) -> dict[str,
         for opt, v in change.items():
             if isinstance(v, list):
                 change[opt] = tuple(v)
+        for i, pattern in enumerate(change.get("trusted-globals") or ()):
+            why = untrusted_pattern(pattern)
+            if why:
+                problems.append(Problem(*src.at_value((*key, rule_id, "trusted-globals", i)),
+                                        f"trusted-globals {pattern!r}: {why}"))
         out[rule_id] = change
     return out

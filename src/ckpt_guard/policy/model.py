@@ -74,6 +74,11 @@ class RuleConfig:
         """optimizer-/training-state on checkpoint directories: may fix delete the files?"""
         return bool(self.options.get("remove-training-files", False))
 
+    @property
+    def trusted_globals(self) -> tuple[str, ...]:
+        """needs-code: globs of qualified names (a team's own classes) that are trusted."""
+        return tuple(self.options.get("trusted-globals") or ())
+
     def kept_fp32_by(self, tensor_path: str) -> str | None:
         """The ``keep-fp32`` glob that keeps ``tensor_path`` in FP32, if any."""
         return tensor_matches(tensor_path, self.keep_fp32)

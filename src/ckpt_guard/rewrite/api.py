@@ -55,6 +55,12 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
     """
     ckpt = analysis.checkpoint
     size = ckpt.size_bytes
+    unsafe = [g.use.qualname for g in analysis.globals if g.safety == "unsafe"]
+    if unsafe:
+        # The same verdict as check's unsafe-pickle: a rewrite re-emits every object as read,
+        # so it would launder nothing; the output is re-checked as well (verify.read_back).
+        return FixResult(path=path, size_before=size, size_after=size, error=(
+            f"the pickle is unsafe ({unsafe[0]}): not rewritten; remove its payload first"))
     if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir"):
         return fix_directory(path, analysis, rules, dry_run=dry_run)
     if ckpt.format not in _REWRITABLE:

@@ -140,7 +140,27 @@ def read_back(tmp: str, fmt: str) -> Checkpoint:
         raise VerifyError(f"verification failed: the output does not read back: {e}") from e
     if back.format != fmt:
         raise VerifyError(f"verification failed: the output reads as {back.format}")
+    unsafe = unsafe_globals(back)
+    if unsafe:
+        raise VerifyError(f"verification failed: the output would run code when loaded "
+                          f"({unsafe[0]})")
     return back
+
+
+def unsafe_globals(ckpt: Checkpoint) -> list[str]:
+    """The globals of ``ckpt`` that check's verdict calls ``unsafe`` (``name: reason``):
+    a fix never writes a file that still executes code, whatever the input looked like."""
+    from ckpt_guard.analyze.safety import UNSAFE, classify
+
+    uses: dict[tuple[str, str], set[str]] = {}
+    for g in ckpt.globals:
+        uses.setdefault((g.module, g.name), set()).update(g.uses)
+    out = []
+    for (module, name), how in uses.items():
+        safety, reason = classify(module, name, how)
+        if safety == UNSAFE:
+            out.append(f"{module}.{name}: {reason}")
+    return out
 
 
 def tuple_or(v: Any) -> Any:
