@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.adversarial import payloads as B
 from tests.adversarial import pickles as P
+from tests.adversarial import usage_cases as U
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,28 @@ CASES: list[Case] = [
     Case("torchscript_constants_pkl", "TorchScript archive with a malicious constants.pkl",
          "pytorch/pytorch PR #169570 (crafted constants.pkl); PR #143403", B._torchscript_constants,
          runner=""),
+]
+
+# Issue 8 class 1 (functions of packages installed beside torch, called at load) and class 13
+# (a construct CPython accepts must not end the analysis early).
+CASES += [
+    Case("typing_extensions_get_type_hints", "typing_extensions.get_type_hints over a "
+         "Namespace whose __annotations__ hold Python source (evaluated with eval)",
+         "issue 8 class 1: a function of a package always installed beside torch, outside "
+         "every classic deny list", U.get_type_hints),
+    Case("typing_extensions_evaluate_forward_ref", "typing_extensions.evaluate_forward_ref "
+         "over a ForwardRef of Python source", "issue 8 class 1", U.evaluate_forward_ref),
+    Case("typing_extensions_in_torch_zip", "get_type_hints payload as the data.pkl of a real "
+         "torch.save archive", "issue 8 class 1 (what torch.load(weights_only=False) runs)",
+         U.get_type_hints_in_torch_zip, runner="torch"),
+    Case("function_passed_to_rebuild_from_type", "a function passed as an argument to the "
+         "allowlisted torch._tensor._rebuild_from_type_v2, which calls it",
+         "issue 8 class 1: judge globals by use, including calls made by allowlisted "
+         "callees (torch/_tensor.py _rebuild_from_type_v2: ret = func(*args))",
+         U.function_through_rebuild_from_type),
+    Case("payload_after_list_setitem", "SETITEM on a list (valid for CPython) before the "
+         "payload", "issue 8 class 13: an opcode the scanner misreads as malformed hides "
+         "what follows", U.payload_after_list_setitem),
 ]
 
 BY_ID = {c.id: c for c in CASES}
