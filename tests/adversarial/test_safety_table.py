@@ -137,6 +137,14 @@ UNSAFE = [
     ("tor\u0441h._utils", "_rebuild_tensor_v2"),  # Cyrillic es
     ("\uff4fs", "system"),  # fullwidth o (NFKC-normalises to "os")
     ("OS", "system"), ("Subprocess", "run"), ("BUILTINS", "eval"), ("Pickle", "loads"),
+    # CapWords classes whose constructors act (issue 8: classes reachable by construction)
+    ("psutil", "Popen"), ("h5py", "File"), ("cv2", "VideoCapture"), ("cv2", "VideoWriter"),
+    ("pandas", "HDFStore"), ("tensorboardX", "SummaryWriter"), ("wandb.sdk.wandb_run", "Run"),
+    ("fsspec.implementations.local", "LocalFileOpener"), ("filelock", "FileLock"),
+    ("networkx", "Graph"), ("mpmath", "mpf"), ("typing_extensions", "get_type_hints"),
+    ("typing_extensions", "evaluate_forward_ref"), ("typing", "get_type_hints"),
+    ("typing", "ForwardRef"), ("sympy", "sympify"), ("jinja2", "Template"),
+    ("mycompany", "SummaryWriter"),
     # the reader's markers
     ("<computed>", "<computed>"), ("<extension>", "1"), ("<call>", "<call>"),
     ("<computed>", "system"), ("<mutate>", "argparse.Namespace via BUILD"),

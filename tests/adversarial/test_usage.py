@@ -262,14 +262,22 @@ def test_trusted_globals_silence_own_classes_never_unsafe(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("pattern", ["os.*", "builtins.eval", "*", "*.Net", "subprocess",
                                      "torch.jit.*", "typing_extensions.*", "pickle"])
-def test_trusting_dangerous_globals_is_refused(tmp_path: Path, pattern: str) -> None:
+def test_trusting_dangerous_globals_is_refused(pattern: str) -> None:
+    from ckpt_guard.policy import PolicyError
+    from ckpt_guard.policy.load import load_text
+
+    with pytest.raises(PolicyError) as e:
+        load_text(f"version: 1\nrules:\n  needs-code:\n    trusted-globals: ['{pattern}']\n")
+    assert "trusted-globals" in str(e.value) and pattern in str(e.value)
+
+
+def test_trusting_dangerous_globals_is_a_policy_error_on_the_cli(tmp_path: Path) -> None:
     (tmp_path / ".ckpt-guard.yml").write_text(
-        f"version: 1\nrules:\n  needs-code:\n    trusted-globals: ['{pattern}']\n")
+        "version: 1\nrules:\n  needs-code:\n    trusted-globals: ['os.*']\n")
     path = tmp_path / "m.pt"
     path.write_bytes(P.wrap_dict(P.binint1(1)))
     r = _cli("check", str(path), cwd=tmp_path)
-    assert r.returncode == 2
-    assert "trusted-globals" in r.stderr and pattern in r.stderr
+    assert r.returncode == 2 and "trusted-globals 'os.*'" in r.stderr
 
 
 # ---- SETITEM on a list (issue 8 class 13) --------------------------------------------------

@@ -189,6 +189,14 @@ _DENY_MODULES: dict[str, str] = {
     **dict.fromkeys(("fsspec", "filelock", "networkx"),
                     "library installed beside torch that checkpoints never store (its classes "
                     "touch files or run code when constructed)"),
+    # CapWords classes whose constructors act: psutil.Popen starts a process, h5py.File and
+    # cv2.VideoWriter create files, cv2.VideoCapture opens URLs, tensorboardX/wandb writers
+    # create log files or start runs. Checkpoints never store them.
+    **dict.fromkeys(("psutil", "pexpect", "sh", "plumbum", "docker", "fabric", "invoke",
+                     "git", "cv2", "h5py", "zarr", "tensorboardX", "wandb", "mlflow",
+                     "comet_ml", "neptune", "clearml"),
+                    "library whose classes start processes, open files or URLs, or start "
+                    "runs when constructed"),
     **dict.fromkeys(("importlib", "imp", "zipimport", "pkgutil", "runpy", "pkg_resources",
                      "setuptools", "distutils", "pip", "ensurepip", "venv"),
                     "import machinery (loads and runs arbitrary modules)"),
@@ -220,7 +228,11 @@ _DENY_NAMES: dict[str, str] = {
                      "full_load", "load_model", "read_pickle", "from_file", "open",
                      "remove", "unlink", "rmtree", "rmdir", "rename", "touch", "write_text",
                      "write_bytes", "mkdir", "makedirs", "chmod", "chown", "save",
-                     "set_trace", "get_class_from_dynamic_module", "_load_from_bytes"),
+                     "set_trace", "get_class_from_dynamic_module", "_load_from_bytes",
+                     # classes whose constructor opens or creates files/streams wherever
+                     # they are re-exported (pandas.HDFStore, torch's SummaryWriter, ...)
+                     "HDFStore", "ExcelWriter", "VideoCapture", "VideoWriter",
+                     "SummaryWriter", "FileWriter", "EventFileWriter", "SSHClient"),
                     "a function that executes code, loads payloads or touches the system"),
 }
 # ML frameworks whose *functions* download, install or execute (ultralytics'
@@ -231,7 +243,7 @@ _FRAMEWORKS = frozenset({
     "lightning", "pytorch_lightning", "lightning_fabric", "mmengine", "mmcv", "mmdet",
     "detectron2", "ultralytics", "yolov5", "models", "utils", "rfdetr", "hydra", "omegaconf",
     "deepspeed", "sklearn", "scipy", "pandas", "onnx", "onnxruntime", "safetensors", "peft",
-    "datasets", "fairseq", "fvcore", "iopath", "wandb", "mlflow", "tensorboard"})
+    "datasets", "fairseq", "fvcore", "iopath", "tensorboard"})
 _NOT_MODULES = ("builtins", "__builtin__", "os", "sys", "subprocess", "posix", "nt", "socket",
                 "importlib", "pickle", "torch", "numpy", "shutil", "ctypes", "runpy", "code")
 
