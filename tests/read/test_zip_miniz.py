@@ -282,6 +282,14 @@ def nul_in_archive_name() -> bytes:
     return plain([(b"a\0/data.pkl", pkl("B")), (b"a", b"3\n")])
 
 
+def constants_upper_case() -> bytes:
+    # torch.serialization._is_torchscript_zip compares "constants.pkl" exactly: with
+    # CONSTANTS.PKL (and code/) the archive is NOT TorchScript, and torch.load unpickles
+    # data.pkl with Python's pickle. CONSTANTS.PKL is still scanned as an extra pickle.
+    return plain([(b"archive/version", VERSION), (b"archive/data.pkl", pkl("A")),
+                  (b"archive/CONSTANTS.PKL", pkl("B")), (b"archive/code/__torch__.py", b"")])
+
+
 # name -> (builder, expected: "read" = judged exactly what torch unpickles, not ambiguous;
 #          "ambiguous" = unsafe-pickle; "unreadable")
 CASES: dict[str, tuple[Callable[[], bytes], str]] = {
@@ -303,6 +311,7 @@ CASES: dict[str, tuple[Callable[[], bytes], str]] = {
     "trailing_comment_eocd": (trailing_comment_eocd, "ambiguous"),
     "zip64_extra_twice": (zip64_extra_twice, "ambiguous"),
     "nul_in_archive_name": (nul_in_archive_name, "unreadable"),
+    "constants_upper_case": (constants_upper_case, "read"),
 }
 
 # torch.load with a pickle_module whose Unpickler records the bytes it is handed
@@ -445,6 +454,11 @@ def test_torch_really_disagrees_with_zipfile(built: dict[str, Path],
     assert torch_data("kelvin_sign") == {"which": "A"}
     assert not torch_says["kelvin_only"]["ok"]
     assert torch_says["prepended_bytes"]["pickles"] == []
+    assert torch_data("constants_upper_case") == {"which": "A"}  # Python's unpickler ran
+    constants = ours(built["constants_upper_case"])
+    assert isinstance(constants, Checkpoint) and constants.format == "torch-zip"
+    assert [p.member for p in constants.pickles] == ["archive/data.pkl",
+                                                     "archive/CONSTANTS.PKL"]
     winners = {torch_data(n)["which"] for n in CASES if n.startswith("duplicates_")}
     assert len(winners) > 1  # not always the first, not always the last
 
