@@ -48,6 +48,7 @@ import sys
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable
 
+from ckpt_guard.analyze.deny_lists import DENY_MODULES, DENY_NAMES, FRAMEWORKS, NOT_MODULES
 from ckpt_guard.analyze.known_classes import LOWERCASE_CLASSES, known_class
 from ckpt_guard.read.checkpoint import CALLED, CONSTRUCTED, PASSED, STATE
 
@@ -163,94 +164,9 @@ _TORCH_CLASS_PACKAGES = ("torch.nn.modules", "torch.optim", "torch.amp.grad_scal
                          "torch.nn.quantized", "torch.nn.qat", "torch.nn.utils.parametrize",
                          "torch.distributions")
 
-# ---- unsafe: reasons for the known-bad (anything stdlib not listed above is unsafe too) ----
-_DENY_MODULES: dict[str, str] = {
-    **dict.fromkeys(("os", "posix", "nt", "posixpath", "ntpath", "shutil", "tempfile", "io",
-                     "_io", "fileinput", "glob", "linecache", "mmap", "zipfile", "tarfile",
-                     "gzip", "bz2", "lzma", "sqlite3", "dbm", "shelve"),
-                    "file system access"),
-    **dict.fromkeys(("subprocess", "_posixsubprocess", "pty", "signal", "multiprocessing",
-                     "_multiprocessing", "concurrent", "threading", "_thread", "asyncio",
-                     "platform", "commands", "popen2", "webbrowser", "pydoc", "mailcap"),
-                    "process control / command execution"),
-    **dict.fromkeys(("socket", "_socket", "ssl", "select", "selectors", "urllib", "urllib2",
-                     "urllib3", "http", "httplib", "requests", "httpx", "aiohttp", "ftplib",
-                     "smtplib", "telnetlib", "poplib", "imaplib", "nntplib", "xmlrpc",
-                     "socketserver", "wsgiref", "huggingface_hub", "boto3", "botocore",
-                     "paramiko"), "network access"),
-    **dict.fromkeys(("builtins", "__builtin__", "code", "codeop", "compileall", "py_compile",
-                     "types", "ast", "dis", "inspect", "gc", "ctypes", "_ctypes", "cffi",
-                     "cProfile", "profile", "pdb", "bdb", "trace", "timeit", "doctest",
-                     "IPython", "jinja2", "sympy", "numexpr", "sys", "site", "sysconfig",
-                     "mpmath", "triton", "typing_extensions", "typing_inspect"),
-                    "code execution / interpreter internals"),
-    # Installed beside torch, never stored by a checkpoint: a constructor there does I/O
-    # (fsspec's LocalFileOpener opens and truncates its path) or compiles code.
-    **dict.fromkeys(("fsspec", "filelock", "networkx"),
-                    "library installed beside torch that checkpoints never store (its classes "
-                    "touch files or run code when constructed)"),
-    # CapWords classes whose constructors act: psutil.Popen starts a process, h5py.File and
-    # cv2.VideoWriter create files, cv2.VideoCapture opens URLs, tensorboardX/wandb writers
-    # create log files or start runs. Checkpoints never store them.
-    **dict.fromkeys(("psutil", "pexpect", "sh", "plumbum", "docker", "fabric", "invoke",
-                     "git", "cv2", "h5py", "zarr", "tensorboardX", "wandb", "mlflow",
-                     "comet_ml", "neptune", "clearml"),
-                    "library whose classes start processes, open files or URLs, or start "
-                    "runs when constructed"),
-    **dict.fromkeys(("importlib", "imp", "zipimport", "pkgutil", "runpy", "pkg_resources",
-                     "setuptools", "distutils", "pip", "ensurepip", "venv"),
-                    "import machinery (loads and runs arbitrary modules)"),
-    **dict.fromkeys(("operator", "_operator", "functools", "_functools", "itertools",
-                     "copyreg", "copy_reg", "weakref", "contextlib", "abc"),
-                    "call/attribute plumbing (getattr, partial, methodcaller chains)"),
-    **dict.fromkeys(("pickle", "_pickle", "cPickle", "pickletools", "marshal", "dill",
-                     "joblib", "cloudpickle", "yaml", "ruamel", "jsonpickle",
-                     "torch.serialization", "torch.storage", "torch.hub", "torch.jit",
-                     "torch._C", "torch.package", "torch.utils", "torch.fx", "torch.ops",
-                     "torch.multiprocessing", "torch._dynamo", "torch._inductor",
-                     "torch.export", "torch.compiler", "torch.distributed", "torch.backends",
-                     "torch._ops", "torch.library", "numpy.lib", "numpy.ctypeslib",
-                     "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.load",
-                     "pandas.io", "keras", "tensorflow", "transformers.dynamic_module_utils"),
-                    "nested loader / code loader (unpickles or runs embedded payloads)"),
-    "logging": "logging (FileHandler/SocketHandler/config.listen touch files and network)",
-}
-_DENY_NAMES: dict[str, str] = {
-    **dict.fromkeys(("eval", "exec", "execfile", "compile", "__import__", "import_module",
-                     "getattr", "setattr", "delattr", "globals", "locals", "vars", "apply",
-                     "breakpoint", "input", "exit", "quit", "help", "system", "popen",
-                     "getoutput", "getstatusoutput", "spawn", "startfile", "fork", "kill",
-                     "run_path", "run_module", "run_code", "resolve_name", "load_module",
-                     "attrgetter", "methodcaller", "itemgetter", "partial", "reduce",
-                     "runstring", "run_command", "exec_command", "CodeType", "FunctionType",
-                     "LambdaType", "MethodType", "urlopen", "urlretrieve", "Popen", "call",
-                     "check_call", "check_output", "loads", "load", "unsafe_load",
-                     "full_load", "load_model", "read_pickle", "from_file", "open",
-                     "remove", "unlink", "rmtree", "rmdir", "rename", "touch", "write_text",
-                     "write_bytes", "mkdir", "makedirs", "chmod", "chown", "save",
-                     "set_trace", "get_class_from_dynamic_module", "_load_from_bytes",
-                     # classes whose constructor opens or creates files/streams wherever
-                     # they are re-exported (pandas.HDFStore, torch's SummaryWriter, ...)
-                     "HDFStore", "ExcelWriter", "VideoCapture", "VideoWriter",
-                     "SummaryWriter", "FileWriter", "EventFileWriter", "SSHClient"),
-                    "a function that executes code, loads payloads or touches the system"),
-}
-# ML frameworks whose *functions* download, install or execute (ultralytics'
-# check_requirements runs pip, transformers' auto factories fetch remote code, mmengine/
-# detectron2 configs exec Python): their classes are needs-code, their functions unsafe.
-_FRAMEWORKS = frozenset({
-    "transformers", "diffusers", "accelerate", "timm", "torchvision", "torchaudio",
-    "lightning", "pytorch_lightning", "lightning_fabric", "mmengine", "mmcv", "mmdet",
-    "detectron2", "ultralytics", "yolov5", "models", "utils", "rfdetr", "hydra", "omegaconf",
-    "deepspeed", "sklearn", "scipy", "pandas", "onnx", "onnxruntime", "safetensors", "peft",
-    "datasets", "fairseq", "fvcore", "iopath", "tensorboard"})
-_NOT_MODULES = ("builtins", "__builtin__", "os", "sys", "subprocess", "posix", "nt", "socket",
-                "importlib", "pickle", "torch", "numpy", "shutil", "ctypes", "runpy", "code")
-
-
-_DENY_LOWER = {k.lower(): v for k, v in _DENY_MODULES.items()}
-_DENY_NAMES_LOWER = {k.lower(): v for k, v in _DENY_NAMES.items()}
-_NOT_MODULES_LOWER = frozenset(_NOT_MODULES) | frozenset(_DENY_LOWER)
+_DENY_LOWER = {k.lower(): v for k, v in DENY_MODULES.items()}
+_DENY_NAMES_LOWER = {k.lower(): v for k, v in DENY_NAMES.items()}
+_NOT_MODULES_LOWER = frozenset(NOT_MODULES) | frozenset(_DENY_LOWER)
 
 
 def _is_stdlib(top: str) -> bool:
@@ -385,7 +301,7 @@ def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
                             "code (weights_only=True rejects it)")
     if level == CALL:
         framework = (f" of framework {top!r} (checkpoints store its classes, not its "
-                     "functions)" if top in _FRAMEWORKS else "")
+                     "functions)" if top in FRAMEWORKS else "")
         return UNSAFE, (f"function {qual}{framework} is called at load time: unpickling runs "
                         "it (only allowlisted functions are; a function of any package can "
                         "evaluate code, e.g. typing_extensions.evaluate_forward_ref)")
