@@ -113,14 +113,18 @@ def test_nothing_to_do_leaves_file_identical(ckpt_factory, tmp_path, family):
 def test_frameworks_follow_their_conventions(ckpt_factory, tmp_path):
     checks = {
         # strip_optimizer(): EMA becomes the model, training keys None, epoch -1.
+        # 8.4 also: train_args trimmed to the default-config keys, model.args a dict.
         "ultralytics-train": lambda c: c["model"] is not None and all(
             c[k] is None for k in ("ema", "optimizer", "updates", "best_fitness", "scaler"))
-        and c["epoch"] == -1,
+        and c["epoch"] == -1 and "save_dir" not in c["train_args"]
+        and c["train_args"]["task"] == "detect" and type(c["model"].args) is dict
+        and c["model"].args["save_dir"] == "runs/detect/train",
         "yolov5-train": lambda c: c["ema"] is None and c["optimizer"] is None
         and c["epoch"] == -1,
         # Lightning's weights-only save: no optimizer_states / lr_schedulers keys.
         "lightning-full": lambda c: "optimizer_states" not in c and "lr_schedulers" not in c
-        and "state_dict" in c and "MixedPrecision" not in c,
+        and "state_dict" in c and "MixedPrecision" not in c and "callbacks" not in c
+        and {"epoch", "global_step", "loops", "hyper_parameters"} <= set(c),
         "rfdetr-checkpoint": lambda c: set(c) == {"model", "args"},
         "timm-train": lambda c: "state_dict_ema" not in c and "optimizer" not in c
         and "state_dict" in c,

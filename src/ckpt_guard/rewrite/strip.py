@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.analyze.walk import children
-from ckpt_guard.read.tree import TensorRef, as_mapping
+from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
 from ckpt_guard.rewrite.tree_ops import assign, path_text
 
 if TYPE_CHECKING:
@@ -20,6 +20,22 @@ if TYPE_CHECKING:
 ROLE_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
              "scaler": "training-state", "rng": "training-state"}
 _LIGHTNING_SCALER = re.compile(r"(Precision(Plugin)?|amp_scaling_state)$")
+# ultralytics 8.4 `strip_optimizer` keeps only these `train_args` keys (the keys of its
+# cfg/default.yaml, DEFAULT_CFG_KEYS); anything else (`save_dir`, local paths) goes.
+ULTRALYTICS_CFG_KEYS = frozenset("""
+agnostic_nms amp angle augment auto_augment batch bgr box cache cfg channels_last classes
+close_mosaic cls cls_pw cls_remap compile conf copy_paste copy_paste_mode cos_lr cutmix data
+degrees deterministic device dfl dgrad dis distill_model dlam dlog dnn dropout dynamic embed
+epochs erasing exist_ok fliplr flipud format fraction freeze hsv_h hsv_s hsv_v imgsz iou kobj
+line_width lr0 lrf mask_ratio max_det mixup mode model momentum mosaic multi_scale name nbs
+nms opset optimize optimizer overlap_mask patience perspective plots pose pretrained profile
+project quantize rect resume retina_masks rle save save_conf save_crop save_frames save_json
+save_period save_txt scale seed shear show show_boxes show_conf show_labels simplify
+single_cls source split stream_buffer task time tracker translate val verbose vid_stride
+visualize warmup_bias_lr warmup_epochs warmup_momentum weight_decay workers workspace
+""".split())
+_NAMESPACE_GLOBALS = frozenset({"ultralytics.utils.IterableSimpleNamespace",
+                                "types.SimpleNamespace"})
 
 
 @dataclass(frozen=True)
@@ -45,9 +61,6 @@ def rule(rules: Mapping[str, Any], rule_id: str) -> Rule:
         return Rule(str(cfg.get("action", "off")),
                     {k: v for k, v in cfg.items() if k != "action"})
     return Rule(str(getattr(cfg, "action", "off")), dict(getattr(cfg, "options", {}) or {}))
-
-
-@dataclass
 
 
 class Stripper:
@@ -88,6 +101,12 @@ class Stripper:
         if self.ema.options.get("keep", "ema") == "ema" or m.get(weights_key) is None:
             if self.ema.options.get("keep", "ema") != "ema":
                 self.plan.notes.append(f"{ema_key} kept as the weights: {weights_key} is empty")
+            elif m.get(weights_key) is not None:
+                # The weights a user loads change: say so plainly, not only as "a → b".
+                self.plan.notes.append(
+                    f"the weights change: {weights_key} now holds the EMA weights from "
+                    f"{ema_key}, the former {weights_key} weights are dropped "
+                    f"(ema-duplicate keep: ema; keep: weights keeps them instead)")
             m[weights_key] = m[ema_key]
             self.plan.changes.append(f"{ema_key} → {weights_key}")
         return True
@@ -99,17 +118,37 @@ class Stripper:
 
     def _fw_ultralytics(self, m: dict) -> None:
         # ultralytics/yolov5 strip_optimizer(): EMA becomes the model, the rest set to None.
+        self._fw_yolov5(m)
+        if not self.train.fixes:
+            return
+        # ultralytics 8.4 also trims train_args to its default-config keys and turns the
+        # model's IterableSimpleNamespace args into a plain dict.
+        args = m.get("train_args")
+        if isinstance(args, dict):
+            extra = [k for k in args if isinstance(k, str) and k not in ULTRALYTICS_CFG_KEYS]
+            for k in extra:
+                del args[k]
+            if extra:
+                self.plan.changes.append(f"train_args.{', train_args.'.join(extra)} removed")
+        model = m.get("model")
+        attrs = attributes(model) if isinstance(model, Opaque) else None
+        ns = attrs.get("args") if attrs is not None else None
+        if isinstance(ns, Opaque) and ns.qualname in _NAMESPACE_GLOBALS:
+            fields = attributes(ns)
+            if fields is not None:
+                attrs["args"] = dict(fields)
+                self.plan.changes.append("model.args → a dict")
+
+    def _fw_yolov5(self, m: dict) -> None:
         if self._ema_moves(m, "ema", "model"):
             self._set(m, "ema", None, "None")
             self._set(m, "updates", None, "None")
         if self.opt.fixes:
             self._set(m, "optimizer", None, "None")
         if self.train.fixes:
-            for key in ("best_fitness", "scaler"):
+            for key in ("best_fitness", "stopper", "scaler"):
                 self._set(m, key, None, "None")
             self._set(m, "epoch", -1, "-1")
-
-    _fw_yolov5 = _fw_ultralytics
 
     def _fw_lightning(self, m: dict) -> None:
         # What Lightning's own save_weights_only omits.
@@ -117,6 +156,7 @@ class Stripper:
             self._del(m, "optimizer_states")
         if self.train.fixes:
             self._del(m, "lr_schedulers")
+            self._del(m, "callbacks")  # ModelCheckpoint/EarlyStopping state: scores, paths
             for key in [k for k in m if isinstance(k, str) and _LIGHTNING_SCALER.search(k)]:
                 self._del(m, key)
 
