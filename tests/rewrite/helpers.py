@@ -14,11 +14,13 @@ FIXABLE = ("optimizer-state", "training-state", "ema-duplicate", "fp32-payload")
 
 
 def fix_rules(**options: dict[str, Any]) -> dict[str, RuleConfig]:
-    """The built-in policy with every fixable rule set to ``fix``; ``options`` maps a rule id
+    """The built-in policy with every fixable rule set to ``fix`` and fp32-payload's
+    ``max-bytes`` at 0 (the fixtures are small: cast them all); ``options`` maps a rule id
     (underscores for dashes) to option changes."""
     rules = dict(builtin_policy().rules)
     for rid in FIXABLE:
         rules[rid] = rules[rid].merged({"action": "fix"})
+    rules["fp32-payload"] = rules["fp32-payload"].merged({"max-bytes": 0})
     for key, change in options.items():
         rid = key.replace("_", "-")
         rules[rid] = rules[rid].merged(change)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.policy.describe import find, optimizer_summary
-from ckpt_guard.policy.keep_fp32 import for_rule
+from ckpt_guard.policy.keep_fp32 import ema_dropped_role, fp32_payload
 from ckpt_guard.policy.model import FIXABLE_RULES, RuleConfig
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.report.model import Finding
@@ -187,12 +187,7 @@ def _training_state(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
 
 def _ema_dropped_role(a: Analysis, rules: Rules) -> str | None:
     """The role a fix would drop as the duplicate copy (``weights`` or ``ema``), if any."""
-    cfg = rules.get("ema-duplicate")
-    if cfg is None or not cfg.enabled:
-        return None
-    if not (a.bytes_by_role.get("ema", 0) and a.bytes_by_role.get("weights", 0)):
-        return None
-    return "weights" if cfg.keep == "ema" else "ema"
+    return ema_dropped_role(a, rules)
 
 
 def _ema_duplicate(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
@@ -215,30 +210,10 @@ def _ema_duplicate(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
 
 def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     cfg = rules.get("fp32-payload")
-    if cfg is None or not cfg.enabled:
+    payload = fp32_payload(a, rules)
+    if cfg is None or payload is None or not payload.over_limit:
         return None, 0
-    kept_roles = {"weights", "ema"} - {_ema_dropped_role(a, rules)}
-    # Storages, not tensors, are what a cast rewrites; a storage that any kept-FP32 view
-    # uses stays FP32 (so savings are never overstated).
-    storages: dict[str, tuple[int, str | None]] = {}
-    tensors_by_storage: dict[str, list[str]] = {}
-    keep = for_rule(cfg, ((t.path, t.ref) for t in a.tensors))
-    for t in a.tensors:
-        if t.role not in kept_roles or t.dtype != "float32" or t.ref.storage is None:
-            continue
-        key = t.storage_key or ""
-        glob = keep.reason(t.path)
-        nbytes, prev = storages.get(key, (t.ref.storage.nbytes, None))
-        storages[key] = (nbytes, prev or glob)
-        tensors_by_storage.setdefault(key, []).append(t.path)
-    castable = sum(n for n, g in storages.values() if g is None)
-    limit = cfg.max_bytes or 0
-    if castable <= limit or castable == 0:
-        return None, 0
-    n_cast = sum(len(tensors_by_storage[k]) for k, (_, g) in storages.items() if g is None)
-    kept = [(p, g) for k, (_, g) in storages.items() if g is not None
-            for p in tensors_by_storage[k]]
-    kept_bytes = sum(n for n, g in storages.values() if g is not None)
+    castable, n_cast, kept, limit = payload.castable, payload.n_cast, payload.kept, payload.limit
     saved = castable // 2  # float16 and bfloat16 both take 2 bytes per element
     msg = (f"{format_bytes(castable)} of float32 weights in {n_cast} "
            f"tensor{'s' if n_cast != 1 else ''} could be {cfg.cast_to}, saving "
@@ -247,9 +222,10 @@ def _fp32_payload(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
         msg += f" (over max-bytes {format_limit(limit)})"
     if kept:
         msg += (f"; {len(kept)} tensor{'s' if len(kept) != 1 else ''} "
-                f"({format_bytes(kept_bytes)}) {'stay' if len(kept) != 1 else 'stays'} "
+                f"({format_bytes(payload.kept_bytes)}) {'stay' if len(kept) != 1 else 'stays'} "
                 f"float32 (keep-fp32)")
-    detail = {"castable_bytes": castable, "cast_to": cfg.cast_to, "kept_fp32_bytes": kept_bytes,
+    detail = {"castable_bytes": castable, "cast_to": cfg.cast_to,
+              "kept_fp32_bytes": payload.kept_bytes,
               "kept_fp32": [{"path": p, "reason": g} for p, g in kept[:50]]}
     return _finding("fp32-payload", cfg, msg, saved, detail), saved
 

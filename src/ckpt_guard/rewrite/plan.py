@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
-from ckpt_guard.policy.keep_fp32 import KeepFP32
+from ckpt_guard.policy.keep_fp32 import KeepFP32, fp32_payload
 from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
 from ckpt_guard.rewrite.strip import Rule, Stripper, rule
 from ckpt_guard.rewrite.tree_ops import copy_tree, path_text, storages_of, tensor_storages, walk
@@ -60,8 +60,17 @@ def _role_by_storage(analysis: Analysis) -> dict[str, str]:
     return out
 
 
-def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule) -> None:
+def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule,
+                rules: Mapping[str, Any]) -> None:
     if not fp32.fixes:
+        return
+    payload = fp32_payload(analysis, rules)
+    if payload is None or not payload.over_limit:
+        # check reports fp32-payload only above max-bytes; a fix made for another rule must
+        # not cast below it either (one decision: policy.keep_fp32.fp32_payload).
+        if payload is not None and payload.castable:
+            plan.notes.append(f"float32 weights not cast: {payload.castable:,} castable bytes, "
+                              f"not over fp32-payload max-bytes ({payload.limit:,})")
         return
     if analysis.checkpoint.byteorder != "little":
         plan.notes.append("big-endian storages are not cast")
@@ -115,5 +124,5 @@ def make_plan(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
         if sid not in after:
             role = roles.get(st.key, "other")
             plan.removed[role] = plan.removed.get(role, 0) + st.nbytes
-    _plan_casts(plan, analysis, fp32)
+    _plan_casts(plan, analysis, fp32, rules)
     return plan
