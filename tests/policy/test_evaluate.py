@@ -137,7 +137,7 @@ def test_bytes_removable_sums_the_size_rules() -> None:
         "12.0 MB of float32 weights in 1 tensor could be float16, saving 6.0 MB "
         "(over max-bytes 1.0 MB); 1 tensor (4.0 kB) stays float32 (keep-fp32)")
     assert by_rule["fp32-payload"].detail["kept_fp32"] == [
-        {"path": "ema.bn.weight", "reason": "keep-fp32 '*.bn.*'"}]
+        {"path": "ema.bn.weight", "reason": "normalization layer"}]
     assert removable == 24_000_000 + 5060 + 12_004_000 + 6_000_000
 
     # keep: weights drops the EMA; with ema-duplicate off both copies stay and both are cast

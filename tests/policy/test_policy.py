@@ -78,28 +78,35 @@ def test_builtin_defaults() -> None:
     assert p.include == DEFAULT_INCLUDE and "*.safetensors" in DEFAULT_INCLUDE
 
 
-@pytest.mark.parametrize(("tensor", "kept_by"), [
-    ("model.0.bn.weight", "*.bn.*"),                      # yolov5 / ultralytics Conv
-    ("ema.model.22.cv2.0.1.bn.running_mean", "*.bn.*"),
-    ("state_dict.bn1.weight", "*.bn[0-9_]*"),              # timm ResNet
-    ("bn1.bias", "bn[0-9_]*"),                             # safetensors root
-    ("encoder.layer.0.attention.output.LayerNorm.weight", "*norm*"),
-    ("model.layers.3.input_layernorm.weight", "*norm*"),
-    ("blocks.0.norm1.bias", "*norm*"),
-    ("backbone.bottom_up.stem.conv1.norm.weight", "*norm*"),  # detectron2
-    ("h.0.ln_1.weight", "*.ln[0-9_]*"),                    # GPT-2
-    ("ln_f.weight", "ln[0-9_]*"),
-    ("model.1.running_var", "*.running_var"),              # BN inside nn.Sequential
-    ("model.1.num_batches_tracked", "*.num_batches_tracked"),
-    ("model.0.conv.weight", None),
-    ("model.0.conv.bias", None),                           # biases follow their layer
-    ("fc.weight", None),
-    ("bneck.0.conv.weight", None),
-    ("model.linear.weight", None),
-    ("head.lnx", None),
+@pytest.mark.parametrize(("tensor", "kept"), [
+    ("model.0.bn.weight", True),                      # yolov5 / ultralytics Conv
+    ("ema.model.22.cv2.0.1.bn.running_mean", True),
+    ("state_dict.bn1.weight", True),                  # timm ResNet
+    ("bn1.bias", True),                               # safetensors root
+    ("encoder.layer.0.attention.output.LayerNorm.weight", True),
+    ("model.layers.3.input_layernorm.weight", True),
+    ("blocks.0.norm1.bias", True),
+    ("backbone.bottom_up.stem.conv1.norm.weight", True),  # detectron2
+    ("h.0.ln_1.weight", True),                        # GPT-2
+    ("ln_f.weight", True),
+    ("model.1.running_var", True),                    # BN inside nn.Sequential
+    ("model.1.num_batches_tracked", True),
+    ("model.0.conv.weight", False),
+    ("model.0.conv.bias", False),                     # biases follow their layer
+    ("fc.weight", False),
+    ("bneck.0.conv.weight", False),
+    ("model.linear.weight", False),
+    ("head.lnx", False),
+    ("decoder.normal_layers.3.conv.weight", False),   # a word containing "norm" is not one
+    ("model.bn.conv.weight", False),                  # a conv inside a block named bn
 ])
-def test_default_keep_fp32(tensor: str, kept_by: str | None) -> None:
-    assert builtin_policy().rules["fp32-payload"].kept_fp32_by(tensor) == kept_by
+def test_default_keep_fp32(tensor: str, kept: bool) -> None:
+    from ckpt_guard.policy.keep_fp32 import KeepFP32
+    from ckpt_guard.read.tree import TensorRef
+
+    options = builtin_policy().rules["fp32-payload"].options
+    keep = KeepFP32(options, [(tensor, TensorRef(None, "float32", (8,)))])
+    assert (keep.reason(tensor) is not None) is kept
 
 
 # --- loading and merging --------------------------------------------------------------------

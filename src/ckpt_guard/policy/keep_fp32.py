@@ -2,10 +2,19 @@
 and ``fix`` (what it casts), so a fixed file never fails the rule that fixed it.
 
 A tensor stays FP32 when a ``keep-fp32`` glob matches its path, or — while the policy keeps
-the built-in globs — when it belongs to a normalization layer found by structure: a layer
-holding running statistics (BatchNorm under any name, e.g. ``model.1`` in a Sequential), a
-layer whose ``weight`` is one-dimensional (BatchNorm, LayerNorm, GroupNorm, RMSNorm: linear and
-conv weights never are), or a layer whose name says so (``bn1``, ``LayerNorm``, ``ln_f``).
+the built-in globs — when it belongs to a normalization layer found by *structure*, never by
+substring or by shape:
+
+* the layer's own name, split into tokens on ``.``/``_``/``-``/digits/camelCase, holds a
+  normalization token (``bn1``, ``LayerNorm``, ``ln_f``, ``attention_norm``,
+  ``final_layernorm``; not ``normal_layers`` nor ``denormalize``);
+* the layer holds BatchNorm statistics (``running_mean``/``running_var``/
+  ``num_batches_tracked``: BatchNorm under any name, e.g. ``model.1`` in a Sequential);
+* the pickle names the layer's class (full-module pickles): ``torch.nn.BatchNorm2d``,
+  ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``InstanceNorm*``, ``FrozenBatchNorm2d``, …
+
+A one-dimensional ``weight`` alone says nothing (flattened linear weights of equivariant
+networks are 1-D too).
 """
 
 from __future__ import annotations
@@ -16,28 +25,76 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import tensor_matches
-from ckpt_guard.read.tree import TensorRef
+from ckpt_guard.read.tree import Opaque, TensorRef
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
 
-NORM_NAME = re.compile(r"(?i)(norm|^(bn|ln|gn)(_?\d+|_f)?$)")
+NORM_TOKENS = frozenset({
+    "norm", "norms", "bn", "ln", "gn", "layernorm", "batchnorm", "groupnorm", "rmsnorm",
+    "instancenorm", "syncbatchnorm", "syncbn", "normalization", "frozenbatchnorm",
+    "localresponsenorm", "lrn", "batchnorm1d", "batchnorm2d", "batchnorm3d",
+})
 NORM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var",
                          "num_batches_tracked"})
+BN_STATS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 NORMALIZATION = "normalization layer"
 
+# camelCase and acronym boundaries (LayerNorm → Layer Norm, RMSNorm → RMS Norm), digits.
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
-def norm_prefixes(tensors: Iterable[tuple[str, TensorRef]]) -> set[str]:
-    """Module prefixes (dotted paths) that are normalization layers."""
+
+def name_tokens(name: str) -> list[str]:
+    """``name`` split into lower-case words on ``.``, ``_``, ``-``, digits and camelCase
+    (``ln_f`` → ``ln f``, ``LayerNorm2d`` → ``layer norm 2 d``, ``bn1`` → ``bn 1``)."""
+    return [w.lower() for w in _WORDS.findall(name)]
+
+
+def is_norm_name(name: str) -> bool:
+    """Does a layer or class name say normalization, token-wise? Also accepts the glued
+    lower-case forms (``layernorm``, ``batchnorm2d``)."""
+    words = name_tokens(name)
+    if any(w in NORM_TOKENS for w in words):
+        return True
+    return re.sub(r"[^a-z]", "", name.lower()) in NORM_TOKENS
+
+
+def norm_module_paths(root: Any) -> set[str]:
+    """Dotted paths (as tensors are named) of opaque modules whose pickled class is a
+    normalization layer: the producer's own word, in full-module pickles."""
+    from ckpt_guard.analyze.walk import keys_of, module_attributes, path_text, walk
+
     out: set[str] = set()
-    for p, ref in tensors:
+
+    def visit(path: Any, node: Any, inh: Any) -> None:
+        if isinstance(node, Opaque) and module_attributes(node) is not None \
+                and is_norm_name(node.name):
+            out.add(path_text(keys_of(path)))
+        return None
+
+    walk(root, visit)
+    return out
+
+
+def norm_prefixes(tensors: Iterable[tuple[str, TensorRef]],
+                  classes: Iterable[str] = ()) -> set[str]:
+    """Module prefixes (dotted paths) that are normalization layers."""
+    out: set[str] = set(classes)
+    for p, _ref in tensors:
         prefix, _, leaf = p.rpartition(".")
-        if leaf in ("running_mean", "running_var") or (
-                leaf == "weight" and len(ref.shape) == 1) or (
-                leaf in NORM_LEAVES and NORM_NAME.search(prefix.rpartition(".")[2])):
+        if leaf in BN_STATS or (leaf in NORM_LEAVES and is_norm_name(_layer_name(prefix))):
             out.add(prefix)
     return out
+
+
+def _layer_name(prefix: str) -> str:
+    """The name a layer goes by: its last path segment, or the container's name for an
+    indexed member (``blocks.0.norms.1`` → ``norms``)."""
+    parts = prefix.split(".")
+    while len(parts) > 1 and parts[-1].isdigit():
+        parts.pop()
+    return parts[-1]
 
 
 def default_globs() -> tuple[str, ...]:
@@ -46,19 +103,25 @@ def default_globs() -> tuple[str, ...]:
     return builtin_policy().rules["fp32-payload"].keep_fp32
 
 
-def structural(options: dict) -> bool:
+def structural(options: Mapping[str, Any]) -> bool:
     """Does the structural normalization check apply? Only while the policy keeps the
     built-in globs: a user's own ``keep-fp32`` list says exactly what stays."""
     globs = tuple(options.get("keep-fp32", ()))
-    return "keep-fp32" not in options or (bool(globs) and globs == default_globs())
+    return "keep-fp32" not in options or globs == default_globs()
 
 
 class KeepFP32:
-    """The keep-FP32 decision for one file's tensors under one ``fp32-payload`` config."""
+    """The keep-FP32 decision for one file's tensors under one ``fp32-payload`` config.
+    ``root`` (the reader's tree) lets the pickled module classes speak."""
 
-    def __init__(self, options: dict, tensors: Iterable[tuple[str, TensorRef]]) -> None:
+    def __init__(self, options: Mapping[str, Any], tensors: Iterable[tuple[str, TensorRef]],
+                 root: Any = None) -> None:
         self.globs = tuple(options.get("keep-fp32", ()))
-        self.norms = norm_prefixes(tensors) if structural(options) else set()
+        if structural(options):
+            classes = norm_module_paths(root) if root is not None else set()
+            self.norms = norm_prefixes(tensors, classes)
+        else:
+            self.norms = set()
 
     def reason(self, path: str) -> str | None:
         """Why ``path`` stays FP32 (``keep-fp32 '<glob>'`` or ``normalization layer``), or
@@ -72,8 +135,9 @@ class KeepFP32:
         return None
 
 
-def for_rule(cfg: RuleConfig, tensors: Iterable[tuple[str, TensorRef]]) -> KeepFP32:
-    return KeepFP32(dict(cfg.options), tensors)
+def for_rule(cfg: RuleConfig, tensors: Iterable[tuple[str, TensorRef]],
+             root: Any = None) -> KeepFP32:
+    return KeepFP32(dict(cfg.options), tensors, root)
 
 
 # --- the fp32-payload decision, shared by check (evaluate) and fix (rewrite.plan) -------------
@@ -127,7 +191,7 @@ def fp32_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
     kept_roles = {"weights", "ema"} - {ema_dropped_role(a, rules)}
     storages: dict[str, tuple[int, str | None]] = {}
     tensors_by_storage: dict[str, list[str]] = {}
-    keep = KeepFP32(options, ((t.path, t.ref) for t in a.tensors))
+    keep = KeepFP32(options, ((t.path, t.ref) for t in a.tensors), a.checkpoint.root)
     for t in a.tensors:
         if t.role not in kept_roles or t.dtype != "float32" or t.ref.storage is None:
             continue

@@ -86,7 +86,8 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule,
         return None
 
     walk(plan.root, visit)
-    keep = KeepFP32(dict(fp32.options), (pr for _, refs in by_storage.values() for pr in refs))
+    keep = KeepFP32(dict(fp32.options), (pr for _, refs in by_storage.values() for pr in refs),
+                    plan.root)
     for st, refs in by_storage.values():
         if st.dtype != "float32":
             continue
