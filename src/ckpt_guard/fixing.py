@@ -108,6 +108,15 @@ def _describe(result) -> list[str]:
         if not result.dry_run:
             line += (f"; largest error {result.max_abs_err:.3g} absolute, "
                      f"{result.max_rel_err:.3g} relative")
+            small = []
+            if result.flushed_to_zero:
+                small.append(f"{result.flushed_to_zero} value"
+                             f"{'s' if result.flushed_to_zero != 1 else ''} flushed to zero")
+            if result.subnormal:
+                small.append(f"{result.subnormal} value{'s' if result.subnormal != 1 else ''}"
+                             f" subnormal")
+            if small:
+                line += f" ({', '.join(small)})"
         lines.append(line)
     if result.kept_fp32:
         reasons: dict[str, int] = {}
@@ -162,6 +171,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     fix_info = {"changes": _describe(result), "dry_run": dry_run,
                 "removed": result.removed, "cast_bytes": result.cast_bytes,
                 "max_abs_err": result.max_abs_err, "max_rel_err": result.max_rel_err,
+                "flushed_to_zero": result.flushed_to_zero, "subnormal": result.subnormal,
                 "kept_fp32": [list(k) for k in result.kept_fp32]}
     if out_path:
         fix_info["out_path"] = out_path

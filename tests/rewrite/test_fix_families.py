@@ -88,16 +88,28 @@ def test_fixed_file_loads_and_keeps_values(ckpt_factory, tmp_path, family):
     before = dict(walk_tensors(original))
     moved = renames(result)
     compared = {"equal": 0, "cast": 0}
+    true_rel = 0.0  # the largest relative error torch sees, over every non-zero value
     for path, tensor in walk_tensors(fixed):
         head, dot, rest = path.partition(".")
         orig = before.get(moved[head] + dot + rest) if head in moved else before.get(path)
         if orig is None or orig.is_sparse or orig.is_quantized:
             continue
-        compared[assert_close_to(orig, tensor, path)] += 1
+        how = assert_close_to(orig, tensor, path)
+        compared[how] += 1
+        if how == "cast":
+            o = orig.double().flatten()
+            nz = (o != 0) & o.isfinite()
+            if nz.any():
+                rel = ((tensor.double().flatten() - o).abs()[nz] / o.abs()[nz]).max()
+                true_rel = max(true_rel, float(rel))
     assert compared["equal"] + compared["cast"] > 0
     if result.cast_bytes:
         assert compared["cast"] > 0
-        assert 0 <= result.max_rel_err <= 2 ** -8
+        # The reported error is the true one (issue 9): flushes and subnormals included.
+        # (Storages are cast whole: views that skip elements may see less than reported.)
+        assert true_rel <= result.max_rel_err * (1 + 1e-3) + 1e-9
+        if family != "tied-views":
+            assert result.max_rel_err == pytest.approx(true_rel, rel=1e-3, abs=1e-9)
 
 
 @pytest.mark.parametrize("family", ["torchscript", "ultralytics-stripped", "yolov5-stripped"])

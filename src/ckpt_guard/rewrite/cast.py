@@ -24,8 +24,21 @@ MIN_NORMAL = {"float16": FP16_MIN_NORMAL, "bfloat16": BF16_MIN_NORMAL}
 TARGETS = ("float16", "bfloat16")
 
 # A tensor is "underflowing in bulk" when more than this share of its non-zero values would
-# become zero in FP16.
+# become zero or subnormal (up to 28% relative error) in FP16: `on-overflow` then decides.
 UNDERFLOW_SHARE = 0.01
+# FP32 values below this land in FP16's subnormal range (or flush to zero).
+SUBNORMAL_CEIL = FP16_MIN_NORMAL - FP16_MIN_SUBNORMAL / 2
+
+
+def _underflow_problem(flushed: int, subnormal: int, nonzero: int, name: str) -> str | None:
+    if not nonzero or (flushed + subnormal) / nonzero <= UNDERFLOW_SHARE:
+        return None
+    parts = []
+    if flushed:
+        parts.append(f"{flushed} would flush to zero")
+    if subnormal:
+        parts.append(f"{subnormal} would be subnormal")
+    return f"{' and '.join(parts)} in {name}, of {nonzero} non-zero values"
 
 
 @dataclass
@@ -38,6 +51,7 @@ class ScanStats:
     max_abs: float = 0.0
     overflow: int = 0  # finite values beyond FP16's range
     underflow: int = 0  # non-zero values that FP16 flushes to zero
+    subnormal: int = 0  # values that land in FP16's subnormal range (fewer mantissa bits)
 
     def add(self, x: np.ndarray) -> None:
         a = np.abs(x)
@@ -53,53 +67,61 @@ class ScanStats:
         self.nonzero += int(np.count_nonzero(a))
         if mx > FP16_MAX:
             self.overflow += int(np.count_nonzero(a > FP16_MAX))
-        # Values up to half the smallest subnormal round to zero (the tie goes to even = 0).
-        if float(np.min(a)) <= FP16_MIN_SUBNORMAL / 2:
+        # Values up to half the smallest subnormal round to zero (the tie goes to even = 0);
+        # below the smallest normal less half a subnormal step they round to a subnormal
+        # (exactly half a step below rounds up to the normal, even, value).
+        if float(np.min(a)) < SUBNORMAL_CEIL:
             self.underflow += int(np.count_nonzero((a > 0) & (a <= FP16_MIN_SUBNORMAL / 2)))
+            self.subnormal += int(np.count_nonzero((a > FP16_MIN_SUBNORMAL / 2)
+                                                   & (a < SUBNORMAL_CEIL)))
 
     def fp16_problem(self) -> str | None:
         """Why FP16 would damage these values, or ``None`` when it would not."""
         if self.overflow:
             return (f"{self.overflow} value(s) beyond FP16 range (max |x| {self.max_abs:.4g}"
                     f" > {FP16_MAX:g})")
-        if self.nonzero and self.underflow / self.nonzero > UNDERFLOW_SHARE:
-            return (f"{self.underflow} of {self.nonzero} non-zero values would flush to zero"
-                    " in FP16")
-        return None
+        return _underflow_problem(self.underflow, self.subnormal, self.nonzero, "FP16")
 
 
 @dataclass
 class CastStats:
-    """Error a cast introduced: largest absolute error, and largest relative error over values
-    in the target's normal range (relative error of subnormals says nothing useful)."""
+    """Error a cast introduced, as it is: the largest absolute error, the largest relative
+    error over every non-zero finite input (a value flushed to zero counts 1.0, a subnormal
+    result up to 0.28), and how many values flushed to zero or became subnormal.
+
+    ``rounding_rel_err`` is what verification bounds: the error relative to
+    ``max(|x|, smallest normal of the target)`` — within half an ulp iff the cast did nothing
+    but round (subnormal results keep fewer bits by design, not by mistake)."""
 
     max_abs_err: float = 0.0
     max_rel_err: float = 0.0
+    rounding_rel_err: float = 0.0
     overflow: int = 0  # finite inputs that became inf
     count: int = 0
     nonzero: int = 0  # non-zero inputs
     underflow: int = 0  # non-zero inputs that became zero
+    subnormal: int = 0  # non-zero inputs whose result is subnormal in the target
     max_abs: float = 0.0  # largest finite |input|
 
     def merge(self, other: CastStats) -> None:
         self.max_abs_err = max(self.max_abs_err, other.max_abs_err)
         self.max_rel_err = max(self.max_rel_err, other.max_rel_err)
+        self.rounding_rel_err = max(self.rounding_rel_err, other.rounding_rel_err)
         self.max_abs = max(self.max_abs, other.max_abs)
         self.overflow += other.overflow
         self.count += other.count
         self.nonzero += other.nonzero
         self.underflow += other.underflow
+        self.subnormal += other.subnormal
 
     def problem(self, target: str) -> str | None:
-        """Why this cast damaged the values (overflow, or bulk flush to zero), else None."""
+        """Why this cast damaged the values (overflow, or bulk underflow: flush to zero or
+        subnormal results), else None. ``on-overflow`` decides what happens then."""
         name = "FP16" if target == "float16" else "BF16"
         if self.overflow:
             return (f"{self.overflow} value(s) beyond {name} range (max |x| "
                     f"{self.max_abs:.4g})")
-        if self.nonzero and self.underflow / self.nonzero > UNDERFLOW_SHARE:
-            return (f"{self.underflow} of {self.nonzero} non-zero values would flush to zero"
-                    f" in {name}")
-        return None
+        return _underflow_problem(self.underflow, self.subnormal, self.nonzero, name)
 
 
 def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -147,6 +169,7 @@ def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf lanes are excluded below
         d = back - ax
     small = None
+    small_rel = 0.0
     if int(a.min()) < _F16_MIN_NORMAL_BITS:  # zeros and FP16 subnormals (or flushed)
         small = np.flatnonzero(a < _U(_F16_MIN_NORMAL_BITS))
         sa = a[small]
@@ -160,10 +183,15 @@ def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
         q[e == 0] = 0  # FP32 zeros and subnormals
         h[small] = q
         sub_back = q.astype("<f4") * np.float32(FP16_MIN_SUBNORMAL)
-        d[small] = sub_back - ax[small]
+        ds = sub_back - ax[small]
+        d[small] = ds
         nonzero_small = int(np.count_nonzero(sa))
         stats.nonzero = u.size - (small.size - nonzero_small)
         stats.underflow = nonzero_small - int(np.count_nonzero(q))
+        stats.subnormal = int(np.count_nonzero((q > 0) & (q < _U(1024))))
+        if nonzero_small:  # the true relative error of the small values (flushed: 1.0)
+            nz = sa != 0
+            small_rel = float(np.max(np.abs(ds[nz]) / ax[small][nz]))
     else:
         stats.nonzero = u.size
     if amax >= _F16_OVERFLOW:  # overflow, inf or NaN in the input: exclude from errors
@@ -183,7 +211,9 @@ def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
         stats.max_abs_err = max(float(d.max()), -float(d.min()))
         denom = np.maximum(ax, np.float32(FP16_MIN_NORMAL), out=ax)  # `a` is ours to reuse
         np.divide(d, denom, out=d)
-        stats.max_rel_err = max(float(d.max()), -float(d.min()))
+        stats.rounding_rel_err = max(float(d.max()), -float(d.min()))
+        # Normal-range values: the bounded error is the true one; small ones measured above.
+        stats.max_rel_err = max(stats.rounding_rel_err, small_rel)
     out = h.astype("<u2")
     sign = u.view("<u2")[1::2] & np.uint16(0x8000)  # high halves of the FP32 words
     out |= sign
@@ -217,18 +247,25 @@ def cast_chunk(x: np.ndarray, target: str) -> tuple[np.ndarray, CastStats]:
         stats.max_abs_err = max(float(d.max()), -float(d.min()))
         a = np.abs(x)
         stats.max_abs = float(a.max())
+        small_rel = 0.0
         if float(a.min()) < MIN_NORMAL[target]:  # zeros or tiny values: count flushes
             stats.nonzero = int(np.count_nonzero(a))
             stats.underflow = stats.nonzero - int(np.count_nonzero(back))
+            tiny = (a > 0) & (a < MIN_NORMAL[target])
+            if tiny.any():
+                b = np.abs(back[tiny])
+                stats.subnormal = int(np.count_nonzero((b > 0) & (b < MIN_NORMAL[target])))
+                small_rel = float(np.max(np.abs(d[tiny]) / a[tiny]))
         else:
             stats.nonzero = x.size
         np.maximum(a, np.float32(MIN_NORMAL[target]), out=a)
         np.divide(d, a, out=d)
-        stats.max_rel_err = max(float(d.max()), -float(d.min()))
+        stats.rounding_rel_err = max(float(d.max()), -float(d.min()))
+        stats.max_rel_err = max(stats.rounding_rel_err, small_rel)
     return out, stats
 
 
 def within_rounding(stats: CastStats, target: str) -> bool:
     """True when the relative error stays within half an ulp of the target (plus slack for
     FP32's own representation) — i.e. the cast did nothing but round."""
-    return stats.overflow == 0 and stats.max_rel_err <= REL_BOUND[target] * (1 + 2.0 ** -10)
+    return stats.overflow == 0 and stats.rounding_rel_err <= REL_BOUND[target] * (1 + 2.0 ** -10)

@@ -208,7 +208,7 @@ def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None
                 s = cast_stats[id(item.storage)]
                 if not within_rounding(s, item.target):
                     raise FixError(f"cast of {item.paths[0]} to {item.target} went beyond "
-                                   f"rounding (max relative error {s.max_rel_err:.3g})")
+                                   f"rounding (relative error {s.rounding_rel_err:.3g})")
                 merged.merge(s)
             atomic.sync_file(fh)
             prog.total = prog.done + sum(n for n, _ in written.values())
@@ -241,6 +241,8 @@ def _result(path: str, plan: Plan, size_before: int, size_after: int, *, changed
         kept_fp32=tuple(plan.kept_fp32),
         max_abs_err=stats.max_abs_err if stats else 0.0,
         max_rel_err=stats.max_rel_err if stats else 0.0,
+        flushed_to_zero=stats.underflow if stats else 0,
+        subnormal=stats.subnormal if stats else 0,
         changes=tuple(plan.changes) if changed else (),
         notes=tuple([*plan.notes, *([note] if note else [])]),
         out_path=out_path, dry_run=dry_run)

@@ -12,7 +12,9 @@ class FixResult:
     ``changed``: the file was (or, with ``dry_run``, would be) rewritten. ``size_after`` is
     the output's size (projected in a dry run; equal to ``size_before`` when unchanged).
     ``removed`` maps role → bytes of storages no longer in the file; ``cast_bytes`` is how many
-    FP32 bytes were cast (they now take half). ``kept_fp32`` lists tensors left FP32 and why.
+    FP32 bytes were cast (they now take half); ``max_abs_err``/``max_rel_err`` are the true
+    largest errors the cast introduced, ``flushed_to_zero``/``subnormal`` count values that
+    became zero or subnormal. ``kept_fp32`` lists tensors left FP32 and why.
     ``error`` set means nothing was written and the original is untouched.
     """
 
@@ -25,7 +27,9 @@ class FixResult:
     cast_to: str | None = None
     kept_fp32: tuple[tuple[str, str], ...] = ()
     max_abs_err: float = 0.0
-    max_rel_err: float = 0.0
+    max_rel_err: float = 0.0  # over every non-zero value: a value flushed to zero counts 1.0
+    flushed_to_zero: int = 0  # non-zero values the cast made zero
+    subnormal: int = 0  # values the cast left in the target's subnormal range
     changes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     error: str | None = None

@@ -211,4 +211,6 @@ def _res(path: str, plan: Plan, before: int, after: int, changed: bool,
         kept_fp32=tuple(plan.kept_fp32),
         max_abs_err=stats.max_abs_err if stats else 0.0,
         max_rel_err=stats.max_rel_err if stats else 0.0,
+        flushed_to_zero=stats.underflow if stats else 0,
+        subnormal=stats.subnormal if stats else 0,
         notes=tuple(notes), out_path=out_path, dry_run=dry_run)
