@@ -244,6 +244,9 @@ COMMANDS = {"check": cmd_check, "inspect": cmd_inspect, "fix": cmd_fix, "init": 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ckpt_guard.report.encoding import install
+
+    install()  # a console that cannot encode `✗`/`→` gets ASCII, never a traceback
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:

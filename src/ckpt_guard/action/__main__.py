@@ -3,5 +3,8 @@
 import sys
 
 from ckpt_guard.action.main import main
+from ckpt_guard.report.encoding import install
+
+install()
 
 raise SystemExit(main(sys.argv[1:]))
