@@ -16,6 +16,7 @@ from ckpt_guard import __version__
 from ckpt_guard.exitcodes import Exit
 
 FORMATS = ("text", "json", "markdown", "sarif")
+INSPECT_FORMATS = ("text", "json")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,10 +38,17 @@ def _parser() -> argparse.ArgumentParser:
                             help="write the report to FILE instead of standard output")
 
     sp = sub.add_parser("inspect", help="show what is inside weight files")
-    sp.add_argument("paths", nargs="+", metavar="PATH")
-    sp.add_argument("--format", choices=("text", "json"), default="text")
-    sp.add_argument("--output", "-o", metavar="FILE")
-    sp.add_argument("--policy", metavar="FILE", help=argparse.SUPPRESS)
+    sp.add_argument("paths", nargs="+", metavar="PATH",
+                    help="weight files or checkpoint directories to describe")
+    sp.add_argument("--policy", metavar="FILE",
+                    help="policy file for the findings shown (default: nearest "
+                         ".ckpt-guard.yml up to the repository root, else the built-in policy)")
+    # markdown and SARIF are reports of findings (check, fix); inspect describes contents.
+    sp.add_argument("--format", choices=INSPECT_FORMATS, default="text",
+                    help="output format (default: text; markdown and sarif are for check "
+                         "and fix)")
+    sp.add_argument("--output", "-o", metavar="FILE",
+                    help="write the description to FILE instead of standard output")
 
     sp = sub.add_parser("check", help="check weight files against the policy")
     sp.add_argument("paths", nargs="*", metavar="PATH",
@@ -49,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
 
     sp = sub.add_parser("fix", help="strip training state and cast FP32 as the policy says")
-    sp.add_argument("paths", nargs="*", metavar="PATH")
+    sp.add_argument("paths", nargs="*", metavar="PATH",
+                    help="files or directories to fix (default: every matching file in the "
+                         "git repository)")
     common(sp)
     sp.add_argument("--dry-run", action="store_true",
                     help="report what would change and the projected size; write nothing")
@@ -71,11 +81,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="write the merged report to FILE instead of standard output")
 
     sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
-    sp.add_argument("path", nargs="?", default=".ckpt-guard.yml")
+    sp.add_argument("path", nargs="?", default=".ckpt-guard.yml",
+                    help="where to write the policy (default: .ckpt-guard.yml)")
     sp.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     sp = sub.add_parser("action", help="run as the GitHub Action (the container entrypoint)")
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG",
+                    help="the action's own arguments (--version); its inputs come from "
+                         "the INPUT_* and GITHUB_* environment variables")
     return p
 
 

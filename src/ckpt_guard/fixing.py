@@ -157,7 +157,9 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         before.notes.append("not rewritten: the pickle is unsafe; remove its payload first")
         return before
     out_path = _mirror(t, out_dir, root) if out_dir else None
-    bar = _Progress(f"fixing {t.path}", terminal=progress)
+    # A dry run writes nothing: it only scans the values a cast would touch.
+    bar = _Progress(f"{'scanning (dry run)' if dry_run else 'fixing'} {t.path}",
+                    terminal=progress)
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
                           progress=bar, convert=convert, stat_before=stat_before)

@@ -52,7 +52,7 @@ class FileReport:
     findings: list[Finding] = field(default_factory=list)
     status: str = "pass"
     bytes_removable: int = 0
-    size_after: int | None = None  # set by fix
+    size_after: int | None = None  # set by fix (projected in a dry run)
     tensor_count: int = 0
     notes: list[str] = field(default_factory=list)
     # Inspect-level detail: top-level keys table, globals with safety class, etc.
@@ -70,9 +70,10 @@ class FileReport:
             "findings": [f.to_dict() for f in self.findings],
             "status": self.status,
             "bytes_removable": self.bytes_removable,
+            # Always present (the JSON contract): null from check and for a file fix left
+            # as it was; the size after fix, projected with fix --dry-run.
+            "size_after": self.size_after,
         }
-        if self.size_after is not None:
-            d["size_after"] = self.size_after
         if self.notes:
             d["notes"] = list(self.notes)
         if self.details:
