@@ -19,8 +19,9 @@ def _strip(framework: str, tree: dict) -> Plan:
 def test_ultralytics_sets_stopper_to_none_and_trims_train_args():
     ns = Opaque(GlobalRef("ultralytics.utils", "IterableSimpleNamespace"), "reduce",
                 state={"task": "detect", "save_dir": "/home/me/runs/train"})
+    loss = Opaque(GlobalRef("ultralytics.utils.loss", "v8DetectionLoss"), "newobj", state={})
     model = Opaque(GlobalRef("ultralytics.nn.tasks", "DetectionModel"), "newobj",
-                   state={"args": ns, "training": False})
+                   state={"args": ns, "training": False, "criterion": loss})
     tree = {"epoch": 7, "model": None, "ema": model, "updates": 5, "optimizer": {"x": 1},
             "stopper": {"best_epoch": 3}, "best_fitness": 0.5, "scaler": {"scale": 1.0},
             "train_args": {"task": "detect", "lr0": 0.01, "save_dir": "/home/me/runs/train",
@@ -29,7 +30,7 @@ def test_ultralytics_sets_stopper_to_none_and_trims_train_args():
     assert tree["stopper"] is None and tree["epoch"] == -1 and tree["ema"] is None
     assert tree["train_args"] == {"task": "detect", "lr0": 0.01}
     assert tree["model"] is model and model.state["args"] == ns.state
-    assert type(model.state["args"]) is dict
+    assert type(model.state["args"]) is dict and model.state["criterion"] is None
     assert "stopper → None" in plan.changes and "model.args → a dict" in plan.changes
 
 

@@ -127,6 +127,9 @@ class Stripper:
             if fields is not None:
                 attrs["args"] = dict(fields)
                 self.plan.changes.append("model.args → a dict")
+        if attrs is not None and attrs.get("criterion") is not None:
+            attrs["criterion"] = None  # the loss object: training only
+            self.plan.changes.append("model.criterion → None")
 
     def _fw_yolov5(self, m: dict) -> None:
         if self._ema_moves(m, "ema", "model"):
