@@ -263,6 +263,10 @@ def _verdicts(ckpt: Checkpoint) -> list[GlobalVerdict]:
         if uses[qual] != use.uses:
             use = replace(use, uses=uses[qual])
         out.append(GlobalVerdict(use=use, safety=safety, reason=reason))
+    if ckpt.code:  # a TorchScript archive's code runs at load: judged like the pickles
+        from ckpt_guard.analyze.torchscript import code_verdicts
+
+        out.extend(code_verdicts(ckpt.code))
     return out
 
 
