@@ -68,7 +68,12 @@ DANGEROUS = {
     "rpc_remote": "network call (RPC)",
     "PythonOp": "calls a Python function", "IgnoredPythonOp": "calls a Python function",
 }
-_DANGEROUS_TEXT = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(DANGEROUS) + r")(?![A-Za-z0-9_])")
+# The raw-text search: distinctive names anywhere; ``save`` (an English word in messages)
+# only where it reads as code: ``.save``, ``save(``, ``"save"``.
+_DANGEROUS_TEXT = re.compile(
+    r"(?<![A-Za-z0-9_])(" + "|".join(n for n in DANGEROUS if n != "save") + r")(?![A-Za-z0-9_])"
+    r"|\.[\s\\]*(save)(?![A-Za-z0-9_])|(?<=[\"'])(save)(?=[\"'])"
+    r"|(?<![A-Za-z0-9_])(save)(?=[\s\\]*\()")
 # Custom C++ classes real archives carry (quantized/sparse packed weights, RNN cell params,
 # mobile op contexts). Others (c10d process groups and stores, RPC, NNAPI, profiling) are out.
 CUSTOM_CLASSES = frozenset({
@@ -129,8 +134,8 @@ def judge(member: str, text: str, max_nodes: int) -> tuple[list[CodeFinding], in
     """Unsafe references of one code record, and how many syntax nodes it had. ``text``
     is the record decoded; more than ``max_nodes`` nodes is itself a finding.
     ``getattr(ml, "0")`` (a ModuleList child) names an index, not an identifier."""
-    raw = [CodeFinding(m.group(1), DANGEROUS[m.group(1)], member,
-                       text.count("\n", 0, m.start()) + 1)
+    raw = [CodeFinding(m.group(m.lastindex or 0), DANGEROUS[m.group(m.lastindex or 0)],
+                       member, text.count("\n", 0, m.start()) + 1)
            for m in _DANGEROUS_TEXT.finditer(text)]
     try:
         tree = ast.parse(text, filename=member)
