@@ -36,17 +36,15 @@ class CodeRecord:
     node_budget: int = 0
 
 
-def read_code(entries: list[tuple[str, Any, int]], top: str,
-              member: Callable[[Any, int], bytes], limits: Limits) -> list[CodeRecord]:
+def read_code(entries: list[tuple[str, Any, int]], member: Callable[[Any, int], bytes],
+              limits: Limits, *, legacy: str | None = None) -> list[CodeRecord]:
     """The code records among ``entries`` (``(name, entry, uncompressed size)`` in archive
-    order) of the archive with top folder ``top``; ``member(entry, max_bytes)`` reads one
-    record's bytes (the zip reader's record access)."""
-    names = {name.lower() for name, _e, _s in entries}
+    order); ``member(entry, max_bytes)`` reads one record's bytes (the zip reader's record
+    access). ``legacy`` names the archive's ``model.json`` record, if torch would find one."""
     out: list[CodeRecord] = []
     budget = limits.max_code_nodes
-    legacy = f"{top}/model.json".lower()
-    if legacy in names:
-        out.append(CodeRecord(f"{top}/model.json", None, "legacy TorchScript archive "
+    if legacy is not None:
+        out.append(CodeRecord(legacy, None, "legacy TorchScript archive "
                               "(model.json): torch.jit.load runs code from whatever records "
                               "it names; not judged", budget))
     left = limits.max_code_bytes
