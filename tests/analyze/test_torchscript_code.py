@@ -188,3 +188,35 @@ def test_pickled_custom_classes(module: str, name: str, safety: str) -> None:
     """A custom C++ class in a TorchScript pickle: the C++ unpickler runs its native
     __setstate__; only the ones real archives carry are not unsafe."""
     assert classify(module, name)[0] == safety
+
+
+def test_code_records_are_bounded_in_bytes_and_never_silently_dropped() -> None:
+    """Python's parser builds ~200 bytes of tree per source byte: records over the limits
+    are not parsed, and each one becomes an unsafe finding (never a pass)."""
+    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.read.limits import Limits
+    from ckpt_guard.read.torchscript_code import read_code
+
+    limits = Limits(max_code_bytes=4000)
+    blobs = {**{f"a/code/x{i}.py": b"x = 1\n" * 165 for i in range(4)},  # 3960 bytes
+             "a/code/big.PY": b"#" * 1001, "a/code/y.py": b"y = 2\n" * 10,
+             "a/code/z.py": b"\xff\xfe",
+             "a/code/bad.py": b"", "a/data.pkl": b"\x80\x02."}
+
+    def member(name: str, max_bytes: int) -> bytes:
+        if name == "a/code/bad.py":
+            raise UnreadableError("corrupt")
+        return blobs[name][:max_bytes]
+
+    records = read_code([(n, n, len(b)) for n, b in blobs.items()], member, limits,
+                        legacy="a/model.json")
+    got = {r.member: (r.text is not None, r.problem.split(":")[0].split(" (")[0])
+           for r in records}
+    assert got == {"a/model.json": (False, "legacy TorchScript archive"),
+                   **{f"a/code/x{i}.py": (True, "") for i in range(4)},
+                   "a/code/big.PY": (False, "code record of 1001 bytes"),
+                   "a/code/y.py": (False, "TorchScript code over 4000 bytes in all"),
+                   "a/code/z.py": (False, "not UTF-8 text"),
+                   "a/code/bad.py": (False, "unreadable record")}
+    verdicts = code_verdicts(records)
+    assert {v.use.member for v in verdicts} == {n for n, (ok, _) in got.items() if not ok}

@@ -100,6 +100,8 @@ _BUILTINS = frozenset({
     "SymBool", "BroadcastingList1", "BroadcastingList2", "BroadcastingList3",
 })
 _CONSTANT = re.compile(r"c[0-9]+\Z")
+_TODO = (ast.Call, ast.Import, ast.ImportFrom)
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 @dataclass(frozen=True)
@@ -144,21 +146,31 @@ def judge(member: str, text: str, max_nodes: int) -> tuple[list[CodeFinding], in
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return [*raw, CodeFinding("<unparsed code>", f"cannot be judged: {reason}",
                                   member)], 0
-    parents: dict[ast.AST, ast.AST] = {}
     bound: set[str] = set()
+    inner: set[int] = set()  # nodes that are the object of an attribute: judged from its end
     todo: list[ast.AST] = []
     nodes = 0
-    for node in ast.walk(tree):  # one pass: bindings, parents, the nodes to judge
+    for node in ast.walk(tree):  # one pass: bindings, chains, the nodes to judge
         nodes += 1
         if nodes > max_nodes:
             return [*raw, CodeFinding("<code>", f"more than {max_nodes} syntax nodes: too "
                                       "large to judge", member)], nodes
-        for child in ast.iter_child_nodes(node):
-            parents[child] = node
-        if isinstance(node, (ast.Name, ast.Attribute, ast.Call, ast.Import, ast.ImportFrom)):
+        kind = type(node)
+        if kind is ast.Attribute:
+            inner.add(id(node.value))  # type: ignore[attr-defined]
             todo.append(node)
-        _bind(node, bound)
-    judge_ = _Judge(member, bound, parents)
+        elif kind is ast.Name:
+            if type(node.ctx) is ast.Load:  # type: ignore[attr-defined]
+                todo.append(node)
+            else:
+                bound.add(node.id)  # type: ignore[attr-defined]
+        elif kind in _TODO:
+            todo.append(node)
+        elif kind is ast.arg:
+            bound.add(node.arg)  # type: ignore[attr-defined]
+        elif kind in _DEFS or (kind is ast.ExceptHandler and node.name):  # type: ignore
+            bound.add(node.name)  # type: ignore[attr-defined]
+    judge_ = _Judge(member, bound, inner)
     for node in todo:
         judge_.visit(node)
     # The raw-text search repeats what the syntax tree shows; keep only what it adds (a
@@ -175,7 +187,11 @@ def judge_records(records: Iterable[CodeRecord]) -> list[CodeFinding]:
         if rec.text is None:
             out.append(CodeFinding("<code>", rec.problem, rec.member))
             continue
-        found, nodes = judge(rec.member, rec.text, max(rec.node_budget - used, 0))
+        if used >= rec.node_budget:  # spent: no parse at all
+            out.append(CodeFinding("<code>", f"more than {rec.node_budget} syntax nodes in "
+                                   "all: too large to judge", rec.member))
+            continue
+        found, nodes = judge(rec.member, rec.text, rec.node_budget - used)
         used += nodes
         out.extend(found)
     return out
@@ -183,31 +199,22 @@ def judge_records(records: Iterable[CodeRecord]) -> list[CodeFinding]:
 
 def code_verdicts(records: Iterable[CodeRecord]) -> list[GlobalVerdict]:
     """The unsafe findings of :func:`judge_records` as verdicts beside the pickles' globals
-    (opcode ``TorchScript``; ``member`` names the record and line), one per name."""
-    out: dict[str, GlobalVerdict] = {}
+    (opcode ``TorchScript``; ``member`` names the record and line), one per name and
+    record."""
+    out: dict[tuple[str, str], GlobalVerdict] = {}
     for f in judge_records(records):
         module, _dot, name = f.what.rpartition(".")
         where = f"{f.member} line {f.line}" if f.line else f.member
         use = GlobalUse(module, name, "TorchScript", where)
-        out.setdefault(use.qualname, GlobalVerdict(use, UNSAFE, f.reason))
+        out.setdefault((use.qualname, f.member), GlobalVerdict(use, UNSAFE, f.reason))
     return list(out.values())
 
 
-def _bind(node: ast.AST, bound: set[str]) -> None:
-    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-        bound.add(node.id)
-    elif isinstance(node, ast.arg):
-        bound.add(node.arg)
-    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or (
-            isinstance(node, ast.ExceptHandler) and node.name):
-        bound.add(node.name)
-
-
 class _Judge:
-    def __init__(self, member: str, bound: set[str], parents: dict[ast.AST, ast.AST]) -> None:
+    def __init__(self, member: str, bound: set[str], inner: set[int]) -> None:
         self.member = member
         self.bound = bound
-        self.parents = parents
+        self.inner = inner
         self.found: list[CodeFinding] = []
 
     def flag(self, node: ast.AST, what: str, reason: str) -> None:
@@ -226,8 +233,7 @@ class _Judge:
             return
         if not isinstance(node, (ast.Name, ast.Attribute)):
             return
-        parent = self.parents.get(node)
-        if isinstance(parent, ast.Attribute) and parent.value is node:
+        if id(node) in self.inner:
             return  # inside a longer chain: judged from its end
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
             return
@@ -253,7 +259,6 @@ class _Judge:
             return
         target = ast.Attribute(value=args[0], attr=args[1].value, ctx=ast.Load())
         ast.copy_location(target, node)
-        self.parents[target] = node
         self.visit(target)
 
     def _attrs(self, node: ast.AST, names: Iterable[str]) -> None:

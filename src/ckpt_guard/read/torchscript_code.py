@@ -10,7 +10,8 @@ archive with ``model.json`` is the legacy format, whose code may sit in any reco
 
 Every ``.py`` record of the archive is read (any folder, any letter case, each duplicate
 entry: more than torch could pick), decoded as UTF-8 and handed to
-:mod:`ckpt_guard.analyze.torchscript`, bounded in bytes here and in syntax nodes there. What
+:mod:`ckpt_guard.analyze.torchscript`, bounded in bytes here (what Python's parser builds grows
+with them) and in syntax nodes there. What
 cannot be read becomes a record with a ``problem``, which analysis turns into an unsafe
 finding: code that is not judged is never a pass.
 """
@@ -51,9 +52,13 @@ def read_code(entries: list[tuple[str, Any, int]], member: Callable[[Any, int], 
     for name, entry, size in entries:
         if not name.lower().endswith(".py"):
             continue
+        if size > limits.max_code_bytes // 4:
+            out.append(CodeRecord(name, None, f"code record of {size} bytes (limit "
+                                  f"{limits.max_code_bytes // 4}): too large to judge", budget))
+            continue
         if size > left:
             out.append(CodeRecord(name, None, f"TorchScript code over {limits.max_code_bytes} "
-                                  "bytes in all: not judged", budget))
+                                  "bytes in all: too large to judge", budget))
             continue
         left -= size
         try:
