@@ -82,10 +82,10 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     pickled = [v for v in verdicts if v.use.opcode != "TorchScript"]
     code = [v for v in verdicts if v.use.opcode == "TorchScript"]
     if pickled:
-        parts.append(f"references {_named(pickled)}: torch.load(weights_only=False) on this "
+        parts.append(f"references {_named(pickled, rules)}: torch.load(weights_only=False) on this "
                      "file can run arbitrary code")
     if code:  # a TorchScript archive is a program: torch.load hands it to torch.jit.load
-        parts.append(f"TorchScript code calls {_named(code)}: torch.load/torch.jit.load "
+        parts.append(f"TorchScript code calls {_named(code, rules)}: torch.load/torch.jit.load "
                      "compile and run this code")
     msg = "; ".join(parts)
     detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
@@ -93,7 +93,7 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
     return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
 
 
-def _named(verdicts: list) -> str:
+def _named(verdicts: list, rules: Rules) -> str:
     """``name (reason), … in member, …`` for unsafe verdicts."""
     listed: dict[str, str] = {}
     members: list[str] = []
