@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.read.remote import is_remote
 from ckpt_guard.report.model import FileReport, Finding, Report
 
 # Above this many files, reading fans out to one worker process per core.
@@ -114,6 +116,17 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 yield t
         return
     for raw in paths:
+        if is_remote(raw):  # read by range, never downloaded (read/remote.py)
+            from ckpt_guard.read.remote import expand
+
+            try:
+                for entry in expand(raw, lambda rel: policy.matches(rel)):
+                    if entry.url not in seen:
+                        seen.add(entry.url)
+                        yield Target(entry.url, entry.url, _remote_relpath(entry.url))
+            except UnreadableError as e:  # no such repository, revision, token… : a finding
+                yield Target(raw, raw, _remote_relpath(raw), outside=str(e))
+            continue
         p = Path(raw) if os.path.isabs(raw) else cwd / raw
         if p.is_dir() and not p.is_symlink() and not _checkpoint_dir(p):
             for dirpath, dirnames, filenames in os.walk(p):
@@ -136,9 +149,20 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 yield t
 
 
+def _remote_relpath(url: str) -> str:
+    """What policy globs match for a remote file: its path inside the repository or bucket
+    (``hf://org/repo@rev/models/x.pt`` → ``models/x.pt``)."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("hf://"):
+        from ckpt_guard.read.remote import HubPath
+
+        return HubPath.parse(url).path
+    return urlsplit(url).path.lstrip("/")
+
+
 def _checkpoint_dir(p: Path) -> bool:
     """Is ``p`` a Hugging Face Trainer or DeepSpeed checkpoint directory (checked as one)?"""
-    from ckpt_guard.read.checkpoint import UnreadableError
     from ckpt_guard.read.directories import directory_format
 
     try:
@@ -168,15 +192,14 @@ def examine(t: Target, policy, *, details: bool = False):
     file) so a caller that goes on to rewrite the file need not read it again."""
     from ckpt_guard.analyze import analyze
     from ckpt_guard.policy import evaluate, evaluate_unreadable
-    from ckpt_guard.read import read_path
-    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.read import read_path, read_remote
 
     rules = policy.rules_for(t.relpath)
     fr = FileReport(path=t.path)
     try:
         if t.outside:
             raise UnreadableError(t.outside)
-        ckpt = read_path(t.abspath)
+        ckpt = read_remote(t.abspath) if is_remote(t.abspath) else read_path(t.abspath)
         analysis = analyze(ckpt)
     except UnreadableError as e:
         finding = evaluate_unreadable(e, rules)
@@ -195,6 +218,13 @@ def examine(t: Target, policy, *, details: bool = False):
     fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
     fr.tensor_count = analysis.tensor_count
     fr.notes = list(ckpt.notes)
+    if "remote_bytes" in ckpt.metadata:
+        from ckpt_guard.report.units import format_bytes
+
+        n = ckpt.metadata["remote_requests"]
+        fr.notes.append(f"read remotely by range: {n} request{'s' if n != 1 else ''}, "
+                        f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
+                        f"{format_bytes(ckpt.size_bytes)} transferred")
     fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath)
     fr.status = status_of(fr.findings)
     if details:

@@ -27,7 +27,7 @@ from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableErro
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
 
-__all__ = ["read_path", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
+__all__ = ["read_path", "read_remote", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
            "Limits"]
 
 _DEFAULT_LIMITS = Limits()
@@ -81,6 +81,24 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
         raise UnreadableError(_os_message(e)) from e
     with fh:
         return _read_open_file(path, fh, fst.st_size, limits)
+
+
+def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS) -> Checkpoint:
+    """Read a remote weight file (``https://``, ``hf://``, object stores) by byte range, as
+    :func:`read_path` reads a local one. Raises :class:`UnreadableError`."""
+    from ckpt_guard.read.remote import open_remote
+
+    fh = open_remote(url)
+    size = getattr(fh, "size", None)
+    if not isinstance(size, int):
+        raise UnreadableError(f"{url}: the size of the remote file is unknown")
+    with fh:
+        ckpt = _read_open_file(url, fh, size, limits)  # type: ignore[arg-type]
+    stats = getattr(fh, "stats", None)
+    if stats is not None:  # what the read cost, for the report
+        ckpt.metadata["remote_requests"] = stats.requests
+        ckpt.metadata["remote_bytes"] = stats.bytes
+    return ckpt
 
 
 def _check_within(path: str, root: str) -> None:
