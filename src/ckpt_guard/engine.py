@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,9 @@ class Target:
     abspath: str
     relpath: str
     outside: str = ""  # non-empty: why this path must not be read (e.g. symlink escape)
+    # Read this URL by range instead of the local file (e.g. an LFS pointer's object).
+    source: str = ""
+    source_headers: tuple[tuple[str, str], ...] = ()
 
 
 def git_root(start: Path) -> Path | None:
@@ -199,7 +202,12 @@ def examine(t: Target, policy, *, details: bool = False):
     try:
         if t.outside:
             raise UnreadableError(t.outside)
-        ckpt = read_remote(t.abspath) if is_remote(t.abspath) else read_path(t.abspath)
+        if t.source:
+            ckpt = read_remote(t.source, headers=dict(t.source_headers), name=t.path)
+        elif is_remote(t.abspath):
+            ckpt = read_remote(t.abspath)
+        else:
+            ckpt = read_path(t.abspath)
         analysis = analyze(ckpt)
     except UnreadableError as e:
         finding = evaluate_unreadable(e, rules)
@@ -266,9 +274,18 @@ def _check_many(args: tuple[list[Target], object, bool]) -> list[FileReport]:
 
 
 def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
-                jobs: int | None = None) -> Report:
-    """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``."""
+                jobs: int | None = None,
+                sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None
+                ) -> Report:
+    """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``.
+    ``sources``: absolute path → (URL, headers) to read by range instead of the file."""
     targets = list(discover(paths, policy, root=root))
+    if sources:
+        from dataclasses import replace
+
+        targets = [replace(t, source=sources[t.abspath][0],
+                           source_headers=sources[t.abspath][1])
+                   if t.abspath in sources else t for t in targets]
     report = Report(policy_source=str(getattr(policy, "source", "built-in")))
     jobs = jobs or min(os.cpu_count() or 1, 8)
     if len(targets) < PARALLEL_THRESHOLD or jobs < 2:

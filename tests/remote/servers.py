@@ -259,3 +259,71 @@ class FakeHub:
                 return self._json(404, {"error": f"not served: {self.command} {path}"})
 
         return H
+
+
+class FakeLfs:
+    """A Git LFS server's batch endpoint (``POST /{repo}.git/info/lfs/objects/batch``) for
+    ``objects`` (oid → bytes), whose download actions point at a blob host (``localhost``:
+    another host) that wants the action's own header and serves ranges."""
+
+    def __init__(self, repo: str, objects: dict[str, bytes]) -> None:
+        self.repo, self.objects = repo, objects
+        self.blobs = FileServer({f"/objects/{oid}": d for oid, d in objects.items()},
+                                host="localhost")
+        self.log = Log()
+        self.batches: list[dict] = []
+        self.server = _Server(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeLfs:
+        self.blobs.__enter__()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.blobs.__exit__()
+
+    def _handler(self):  # type: ignore[no-untyped-def]
+        lfs = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                path = unquote(urlsplit(self.path).path)
+                lfs.log.requests.append(("POST", path,
+                                         {k.lower(): v for k, v in self.headers.items()}))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                lfs.batches.append(body)
+                if path != f"/{lfs.repo}.git/info/lfs/objects/batch":
+                    return self._send(404, {"message": "Not Found"})
+                out = []
+                for o in body.get("objects", []):
+                    if o["oid"] in lfs.objects:
+                        out.append({**o, "authenticated": True, "actions": {"download": {
+                            "href": f"{lfs.blobs.url}/objects/{o['oid']}",
+                            "header": {"X-Signed": "sig-123"}, "expires_in": 3600}}})
+                    else:
+                        out.append({**o, "error": {"code": 404, "message": "Object does not "
+                                                                           "exist"}})
+                return self._send(200, {"transfer": "basic", "objects": out})
+
+            def _send(self, status: int, obj: object) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/vnd.git-lfs+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return H

@@ -83,17 +83,20 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
         return _read_open_file(path, fh, fst.st_size, limits)
 
 
-def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS) -> Checkpoint:
+def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS, *,
+                headers: dict[str, str] | None = None, name: str | None = None) -> Checkpoint:
     """Read a remote weight file (``https://``, ``hf://``, object stores) by byte range, as
-    :func:`read_path` reads a local one. Raises :class:`UnreadableError`."""
+    :func:`read_path` reads a local one; ``headers`` for the request (e.g. an LFS download
+    action's), ``name`` the path to show. Raises :class:`UnreadableError`."""
     from ckpt_guard.read.remote import open_remote
 
-    fh = open_remote(url)
+    fh = open_remote(url, **({"headers": headers} if headers else {}),
+                     **({"name": name} if name else {}))
     size = getattr(fh, "size", None)
     if not isinstance(size, int):
         raise UnreadableError(f"{url}: the size of the remote file is unknown")
     with fh:
-        ckpt = _read_open_file(url, fh, size, limits)  # type: ignore[arg-type]
+        ckpt = _read_open_file(name or url, fh, size, limits)  # type: ignore[arg-type]
     stats = getattr(fh, "stats", None)
     if stats is not None:  # what the read cost, for the report
         ckpt.metadata["remote_requests"] = stats.requests
