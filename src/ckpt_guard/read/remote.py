@@ -57,6 +57,8 @@ class RangeFile(io.RawIOBase):
     exactly those bytes) of an object of ``size`` bytes, with an LRU cache of aligned blocks.
     ``initial`` pre-fills the cache (the bytes of the probing request)."""
 
+    remote = True  # readers skip scattered reads a check does not need (read/positioned.py)
+
     def __init__(self, name: str, size: int, fetch: Callable[[int, int], bytes], *,
                  block: int = BLOCK, cache_blocks: int = CACHE_BLOCKS,
                  initial: dict[int, bytes] | None = None, stats: Stats | None = None) -> None:

@@ -267,8 +267,10 @@ def _locate(reader: _Reader, st: Storage, info: zd.Entry | None, name: str,
             return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")
-    if info.compress_type != zd.STORED:
-        st.offset = None  # compressed: no byte range of the file holds the data as is
+    if info.compress_type != zd.STORED or reader.remote:
+        # compressed: no byte range of the file holds the data as is; remote: a check needs
+        # no data offsets (fix refuses remote files), and each would cost a request
+        st.offset = None
         return
     start = reader.data_offset(info)
     if start + info.compress_size > reader.size:
