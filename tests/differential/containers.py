@@ -324,9 +324,15 @@ def tar_checkpoint(rng: random.Random, canary: str) -> bytes:
     members = _tar_members(canary, rng)
     fmt = rng.choice([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="latin-1") as tf:
         names = list(members)
         rng.shuffle(names)
+        if rng.random() < 0.4:
+            # A first member whose NAME is a harmless pickle: the file starts like one.
+            decoy = rng.choice([P.proto(2) + b"}q\x00.", b"N.", b"(dp0\n.", b"\x80\x04N."])
+            info = tarfile.TarInfo(decoy.decode("latin-1"))
+            info.size = 0
+            tf.addfile(info, io.BytesIO(b""))
         for name in names:
             info = tarfile.TarInfo(rng.choice([name, name, "./" + name]))
             info.size = len(members[name])
@@ -343,8 +349,10 @@ def _headers(data: bytearray) -> list[int]:
     out, pos = [], 0
     while pos + 512 <= len(data) and any(data[pos:pos + 512]):
         out.append(pos)
+        field = bytes(data[pos + 124:pos + 136])
         try:
-            size = int(data[pos + 124:pos + 136].strip(b"\0 ") or b"0", 8)
+            size = (int.from_bytes(field[1:], "big") if field[:1] == b"\x80"
+                    else int(field.strip(b"\0 ") or b"0", 8))
         except ValueError:
             break
         pos += 512 + (size + 511) // 512 * 512
@@ -369,8 +377,10 @@ def _mutate_tar_header(data: bytearray, rng: random.Random) -> None:
     elif what == "typeflag":
         data[pos + 156] = rng.choice(b"0\x0017LK5gx")
     elif what == "size256":
-        size = int(data[pos + 124:pos + 136].strip(b"\0 ") or b"0", 8)
-        data[pos + 124:pos + 136] = b"\x80" + size.to_bytes(11, "big")
+        field = bytes(data[pos + 124:pos + 136])
+        if field[:1] != b"\x80":
+            size = int(field.strip(b"\0 ") or b"0", 8)
+            data[pos + 124:pos + 136] = b"\x80" + size.to_bytes(11, "big")
     elif what == "name":
         name = bytes(data[pos:pos + 100]).rstrip(b"\0")
         new = rng.choice([name.upper(), name + b"/", b"x/" + name, name + b"\0junk"])[:100]

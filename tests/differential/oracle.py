@@ -146,7 +146,10 @@ def disagreements(answer: dict[str, Any], view: View) -> list[Disagreement]:
         out.append(Disagreement("passed", f"torch resolved {', '.join(sorted(set(bad)))}; "
                                 "ckpt-guard: pass"))
     for g in sorted(set(bad)):
-        if not (view.globals.get(g, set()) - {"safe"}):
+        # torch's UnpicklerWrapper renames module torch.tensor to torch._tensor before the
+        # shim sees it; ckpt-guard reports the name as written.
+        spelled = {g, g.replace("torch._tensor.", "torch.tensor.", 1)}
+        if not any(view.globals.get(s, set()) - {"safe"} for s in spelled):
             out.append(Disagreement("missed-global", f"{g} is not reported as needs-code/unsafe "
                                     f"(ckpt-guard: {view.status})"))
     return out
