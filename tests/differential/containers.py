@@ -473,3 +473,55 @@ def make(mutator: str, seed: int, canary: str) -> tuple[bytes, str]:
     rng = random.Random(f"{mutator}:{seed}")
     data = MUTATORS[mutator](rng, canary)
     return data, rng.choice(EXTENSIONS)
+
+
+def safetensors_tar(tar_body: bytes) -> bytes:
+    """A valid safetensors file that is also a V7 tar (issue 8 class 2): its header block
+    (length prefix + the first 504 bytes of the JSON header) parses as a tar header whose one
+    member spans the rest of the JSON; the tar's own members (``tar_body``, whole 512-byte
+    blocks) are the data of a uint8 tensor. torch does not route by content to safetensors:
+    named ``.bin``/``.pt`` it goes to ``_legacy_load``, which opens it with tarfile."""
+    n = 1024 - 8  # the JSON header ends on a block boundary
+    head = bytearray(b"a" * 512)
+    head[0:8] = struct.pack("<Q", n)
+    lead = b'{"__metadata__":{"pad":"'
+    head[8:8 + len(lead)] = lead
+
+    def put(off: int, text: bytes) -> None:
+        head[off:off + len(text)] = text
+
+    put(100, b"0000644 ")  # mode
+    put(108, b"0000000 ")  # uid
+    put(116, b"0000000 ")  # gid
+    put(124, b"00000001000 ")  # size: 512, the rest of the JSON header
+    put(136, b"00000000000 ")  # mtime
+    put(156, b"0")  # regular file
+    put(257, b"notustar")  # magic: anything else is an old V7 header
+    put(329, b"0000000 ")  # devmajor
+    put(337, b"0000000 ")  # devminor
+    put(148, b" " * 8)
+    put(148, b"%06o  " % sum(head))
+    length = len(tar_body)
+    rest = (b'"},"x":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]}}' % (length, length))
+    header = bytes(head[8:]) + rest
+    assert len(header) <= n
+    return bytes(head[:8]) + header.ljust(n, b" ") + tar_body
+
+
+def tar_blocks(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def tar_polyglot(rng: random.Random, canary: str) -> bytes:
+    """A safetensors file that is also a tar checkpoint (see :func:`safetensors_tar`)."""
+    return safetensors_tar(tar_blocks(_tar_members(canary, rng)))
+
+
+MUTATORS["tar-safetensors-polyglot"] = tar_polyglot
+CLASS_OF["tar-safetensors-polyglot"] = 2

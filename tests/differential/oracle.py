@@ -12,7 +12,8 @@ Rules, for one file (:func:`disagreements`):
 * ``missed-global`` — the same, and ckpt-guard neither failed the file nor reported that
   global (by name) as anything but ``safe``.
 * ``jit-format`` — torch handed the file to ``torch.jit.load`` (TorchScript: code runs at
-  load) while ckpt-guard did not read it as ``torchscript``.
+  load) while ckpt-guard did not read it as ``torchscript``; ``jit-pass`` — and ckpt-guard's
+  status is ``pass`` (a TorchScript archive is code, issue class 6).
 
 A failure to read (``error``) or an ``unsafe-pickle`` finding is failing closed: no rule
 applies then. A torch failure is no excuse: the pickles torch unpickled before failing ran.
@@ -118,7 +119,7 @@ def _add_child_globals(analysis: Any, view: View) -> None:
 
 @dataclass(frozen=True)
 class Disagreement:
-    kind: str  # unjudged | passed | missed-global | jit-format
+    kind: str  # unjudged | passed | missed-global | jit-format | jit-pass
     detail: str
 
     def __str__(self) -> str:
@@ -134,6 +135,9 @@ def disagreements(answer: dict[str, Any], view: View) -> list[Disagreement]:
     if answer["outcome"] == "jit" and view.format != "torchscript" and not view.fails_closed:
         out.append(Disagreement("jit-format", f"torch runs it as TorchScript; ckpt-guard read "
                                 f"it as {view.format} ({view.status})"))
+    if answer["outcome"] == "jit" and view.status == "pass":
+        out.append(Disagreement("jit-pass", "torch runs its TorchScript at load (class 6); "
+                                "ckpt-guard: pass"))
     if view.fails_closed:
         return out
     for i, p in enumerate(answer["pickles"]):
