@@ -525,3 +525,39 @@ def tar_polyglot(rng: random.Random, canary: str) -> bytes:
 
 MUTATORS["tar-safetensors-polyglot"] = tar_polyglot
 CLASS_OF["tar-safetensors-polyglot"] = 2
+
+
+def legacy_tar(tar_body: bytes, data: bytes = b"\x80\x02}.", keys: bytes = b"\x80\x02].") -> bytes:
+    """A legacy stream that is also a V7 tar (issue 8 class 2): magic number and protocol
+    version pickles as torch writes them, then a ``sys_info`` pickle (torch never looks at
+    its value) holding bytes that complete the first 512 bytes into a V7 tar header of an
+    empty member and carry the tar's members (``tar_body``, whole blocks) — then a harmless
+    object pickle and storage key list. A reader of the legacy stream sees a clean file;
+    torch's ``_legacy_load`` tries tarfile first and unpickles the tar's members."""
+    magic = b"\x80\x02\x8a\x0a" + MAGIC.to_bytes(10, "little") + b"."
+    proto = b"\x80\x02M\xe9\x03."
+    lead = magic + proto + b"\x80\x02B"  # BINBYTES: 4-byte length, then the bytes
+    payload_start = len(lead) + 4
+    head = bytearray(b"a" * 512)
+    head[:len(lead)] = lead
+    payload = (512 - payload_start) + len(tar_body)
+    head[len(lead):payload_start] = struct.pack("<I", payload)
+
+    def put(off: int, text: bytes) -> None:
+        head[off:off + len(text)] = text
+
+    for off, text in ((100, b"0000644\0"), (108, b"0000000\0"), (116, b"0000000\0"),
+                      (124, b"00000000000\0"), (136, b"00000000000\0"), (156, b"0"),
+                      (157, b"\0" * 100), (257, b"\0" * 8), (265, b"\0" * 247)):
+        put(off, text)
+    put(148, b" " * 8)
+    put(148, b"%06o\0 " % sum(head))
+    return bytes(head) + tar_body + b"." + data + keys
+
+
+def legacy_tar_polyglot(rng: random.Random, canary: str) -> bytes:
+    return legacy_tar(tar_blocks(_tar_members(canary, rng)))
+
+
+MUTATORS["legacy-tar-polyglot"] = legacy_tar_polyglot
+CLASS_OF["legacy-tar-polyglot"] = 2
