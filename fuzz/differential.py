@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     timeouts = 0
     start = time.monotonic()
     n = 0
+
+    def write_summary() -> dict:
+        summary = {"inputs": sum(counts.values()), "seconds": round(time.monotonic() - start),
+                   "timeouts": timeouts, "generator_errors": dict(gen_errors),
+                   "per_mutator": dict(counts), "outcomes": dict(sorted(outcomes.items())),
+                   "disagreements": {k: dict(v, count=hits[k]) for k, v in found.items()}}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
     try:
         while True:
             if args.runs and n >= args.runs:
@@ -111,13 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{n}] new disagreement {key}: {dis[0]}", flush=True)
             if n % 500 == 0:
                 print(f"[{n}] {time.monotonic() - start:.0f} s, {len(found)} kinds", flush=True)
+                write_summary()
     finally:
         oracle.close()
-    summary = {"inputs": sum(counts.values()), "seconds": round(time.monotonic() - start),
-               "timeouts": timeouts, "generator_errors": dict(gen_errors), "per_mutator": dict(counts),
-               "outcomes": dict(sorted(outcomes.items())),
-               "disagreements": {k: dict(v, count=hits[k]) for k, v in found.items()}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = write_summary()
     print(json.dumps({k: summary[k] for k in ("inputs", "seconds", "timeouts")}))
     print(f"{len(found)} kinds of disagreement: {sorted(found)}")
     return 0
