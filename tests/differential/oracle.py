@@ -119,7 +119,7 @@ def _add_child_globals(analysis: Any, view: View) -> None:
 
 @dataclass(frozen=True)
 class Disagreement:
-    kind: str  # unjudged | passed | missed-global | jit-format | jit-pass
+    kind: str  # unjudged | passed | missed-global | jit-format | jit-pass | harness
     detail: str
 
     def __str__(self) -> str:
@@ -132,6 +132,9 @@ def nonsafe_globals(answer: dict[str, Any]) -> list[str]:
 
 def disagreements(answer: dict[str, Any], view: View) -> list[Disagreement]:
     out: list[Disagreement] = []
+    for i, p in enumerate(answer["pickles"]):
+        if p.get("tell_agrees") is False:  # the tap and the stream's position disagree
+            out.append(Disagreement("harness", f"pickle #{i}: bytes read != tell() delta"))
     if answer["outcome"] == "jit" and view.format != "torchscript" and not view.fails_closed:
         out.append(Disagreement("jit-format", f"torch runs it as TorchScript; ckpt-guard read "
                                 f"it as {view.format} ({view.status})"))
