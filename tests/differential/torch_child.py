@@ -8,6 +8,9 @@ map_location="cpu")`` — exactly the call ultralytics/yolov5 make, with the shi
 for :mod:`pickle` — so torch's own code decides the route (zip, tarfile, legacy stream,
 safetensors by extension, TorchScript).
 
+A file named ``*.metadata`` is read as torch.distributed.checkpoint reads it: a plain
+``pickle.load`` (through the shim).
+
 ``torch.jit.load`` is replaced by a refusal: a TorchScript archive runs its code at load
 (issue class 6) and its pickles go through the C++ unpickler, out of the shim's reach. For
 such a file the answer lists the records jit would unpickle (``data.pkl``,
@@ -63,7 +66,13 @@ def examine(path: str) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.load(path, weights_only=False, pickle_module=shim, map_location="cpu")
+            if os.path.basename(path).endswith(".metadata"):
+                # torch.distributed.checkpoint's FileSystemReader.read_metadata: a plain
+                # pickle.load of the stream (issue 8 class 11)
+                with open(path, "rb") as fh:
+                    shim.load(fh)
+            else:
+                torch.load(path, weights_only=False, pickle_module=shim, map_location="cpu")
         answer["outcome"] = "loaded"
     except JitRefused:
         answer["outcome"] = "jit"
