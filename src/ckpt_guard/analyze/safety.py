@@ -345,7 +345,9 @@ def _classify(module: str, name: str, level: str) -> tuple[str, str]:
                 "<mutate>": "BUILD/SETITEM/APPEND on a global object itself (monkeypatching "
                             "a class, function or module)",
                 "<ambiguous-archive>": "ambiguous zip archive: torch may unpickle other "
-                                       "bytes than those checked"}
+                                       "bytes than those checked",
+                "<container>": "torch.load could unpickle bytes ckpt-guard cannot pin down "
+                               "(fails closed)"}
         return UNSAFE, what.get(module, f"unresolvable global {module}")
     bad = _well_formed(module, name)
     if bad:

@@ -6,7 +6,8 @@
 content            reader
 =================  ===============================================================
 ``PK\\x03\\x04``      :func:`ckpt_guard.read.torch_zip.read_torch_zip` (zip or TorchScript)
-pickle + magic     :func:`ckpt_guard.read.torch_legacy.read_torch_legacy`
+tar (tarfile)      :func:`ckpt_guard.read.torch_tar.read_torch_tar` (torch tries it first)
+pickle == magic    :func:`ckpt_guard.read.torch_legacy.read_torch_legacy` (by value)
 u64 N + ``{``      :func:`ckpt_guard.read.safetensors.read_safetensors`
 LFS pointer text   :func:`ckpt_guard.read.lfs.read_lfs_pointer`
 a directory        :func:`ckpt_guard.read.directories.read_directory`
@@ -23,7 +24,13 @@ import re
 import stat
 from typing import BinaryIO
 
-from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
+from ckpt_guard.read.checkpoint import (
+    Checkpoint,
+    GlobalUse,
+    JudgedPickle,
+    LimitExceeded,
+    UnreadableError,
+)
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
 
@@ -122,21 +129,11 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
             from ckpt_guard.read.torch_zip import read_torch_zip
 
             return read_torch_zip(path, fh, size, limits)
-        if kind in ("torch-legacy", "tar"):
-            from ckpt_guard.read.torch_legacy import read_torch_legacy
-
-            return read_torch_legacy(path, fh, size, limits)
-        if kind == "safetensors":
-            from ckpt_guard.read.safetensors import read_safetensors
-
-            return read_safetensors(path, fh, size, limits)
         if kind == "lfs-pointer":
             from ckpt_guard.read.lfs import read_lfs_pointer
 
             return read_lfs_pointer(path, head, size)
-        if kind in ("pickle", "unknown"):
-            return _read_bare_pickle(path, fh, size, limits, head)
-        raise NotAWeightFile(f"not a weight file: {describe(head)}")
+        return _read_not_zip(path, fh, size, limits, head, kind)
     except UnreadableError:
         raise
     except OSError as e:
@@ -148,6 +145,75 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
             raise
         first = str(e).splitlines()[0][:120] if str(e) else ""
         raise UnreadableError(f"cannot read file ({type(e).__name__}: {first})") from e
+
+
+def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: bytes,
+                  kind: str) -> Checkpoint:
+    """What torch.load(path) does with a file that does not start with ``PK\\x03\\x04``
+    (torch routes by content, not by name, except for ``.safetensors``): try ``tarfile``
+    first (:mod:`ckpt_guard.read.torch_tar`), else unpickle from offset 0 and compare the
+    first pickle with the legacy magic number by value (:mod:`ckpt_guard.read.torch_legacy`),
+    else it was a bare pickle."""
+    from ckpt_guard.read import torch_tar
+
+    tar = torch_tar.open_like_torch(fh)
+    if tar is not None:
+        tar_ckpt = torch_tar.read_torch_tar(path, fh, size, limits, tar)
+        if kind == "safetensors":
+            # Named .safetensors it loads as safetensors; under any other name torch.load
+            # takes the tar path: both readings are judged.
+            from ckpt_guard.read.safetensors import read_safetensors
+
+            ckpt = read_safetensors(path, fh, size, limits)
+            ckpt.globals.extend(tar_ckpt.globals)
+            ckpt.pickles.extend(tar_ckpt.pickles)
+            ckpt.notes.extend(["also a tar archive: torch.load under a name other than "
+                               "*.safetensors reads it as a PyTorch <= 0.3 checkpoint"]
+                              + tar_ckpt.notes)
+            return ckpt
+        return tar_ckpt
+    if torch_tar.header_checksum_ok(head[:512]):
+        # Our tarfile refused a block that is a tar header by its checksum: another Python's
+        # tarfile could take it, so torch's path through it is not certain.
+        ckpt = Checkpoint(path=path, format="unknown", size_bytes=size)
+        torch_tar.fail_closed(ckpt, "tar", "", "the file starts with a valid tar header "
+                              "checksum that this Python's tarfile refuses")
+        return ckpt
+    if kind == "safetensors":
+        from ckpt_guard.read.safetensors import read_safetensors
+
+        ckpt = read_safetensors(path, fh, size, limits)
+        first, judged = _first_pickle(fh, size, limits, os.path.basename(path))
+        if first:  # torch.load under another name unpickles from offset 0
+            ckpt.globals.extend(first)
+            ckpt.pickles.extend(judged)
+            ckpt.notes.append("its first bytes also read as a pickle that torch.load (under "
+                              "a name other than *.safetensors) would unpickle")
+        return ckpt
+    from ckpt_guard.read.torch_legacy import NotLegacy, read_torch_legacy
+
+    try:
+        return read_torch_legacy(path, fh, size, limits)
+    except NotLegacy:
+        pass
+    if kind in ("pickle", "unknown", "torch-legacy", "tar"):
+        return _read_bare_pickle(path, fh, size, limits, head)
+    raise NotAWeightFile(f"not a weight file: {describe(head)}")
+
+
+def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str
+                  ) -> tuple[list[GlobalUse], list[JudgedPickle]]:
+    """The globals a pickle read from offset 0 references before it stops or fails (and the
+    pickle, when it reads to its STOP)."""
+    from ckpt_guard.read.pickle_vm import run
+
+    fh.seek(0)
+    data = fh.read(min(size, _PICKLE_PROBE_BYTES))
+    try:
+        res = run(data, persistent_load=_keep_pid, limits=limits, member=member)
+    except UnreadableError as e:
+        return list(getattr(e, "partial_globals", None) or []), []
+    return list(res.globals), [res.judged] if res.judged else []
 
 
 _PICKLE_PROBE_BYTES = 64 * 1024
