@@ -204,7 +204,8 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
 def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str
                   ) -> tuple[list[GlobalUse], list[JudgedPickle]]:
     """The globals a pickle read from offset 0 references before it stops or fails (and the
-    pickle, when it reads to its STOP)."""
+    pickle, when it reads to its STOP). Only names an import could resolve count, as for bare
+    pickles: bytes of another format that merely parse as GLOBAL lines import nothing."""
     from ckpt_guard.read.pickle_vm import run
 
     fh.seek(0)
@@ -212,8 +213,12 @@ def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str
     try:
         res = run(data, persistent_load=_keep_pid, limits=limits, member=member)
     except UnreadableError as e:
-        return list(getattr(e, "partial_globals", None) or []), []
-    return list(res.globals), [res.judged] if res.judged else []
+        globals_, judged = list(getattr(e, "partial_globals", None) or []), []
+    else:
+        globals_, judged = list(res.globals), [res.judged] if res.judged else []
+    if all(_IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name) for g in globals_):
+        return globals_, judged
+    return [], []
 
 
 _PICKLE_PROBE_BYTES = 64 * 1024
