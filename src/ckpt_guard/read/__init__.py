@@ -216,9 +216,8 @@ def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str
         globals_, judged = list(getattr(e, "partial_globals", None) or []), []
     else:
         globals_, judged = list(res.globals), [res.judged] if res.judged else []
-    if all(_IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name) for g in globals_):
-        return globals_, judged
-    return [], []
+    importable = [g for g in globals_ if _IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name)]
+    return importable, judged if importable else []
 
 
 _PICKLE_PROBE_BYTES = 64 * 1024
