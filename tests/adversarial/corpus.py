@@ -273,6 +273,9 @@ CASES: list[Case] = [
          "sys_info", _TORCH_MAGIC, N.magic_long4, runner="torch"),
     Case("legacy_magic_proto5_framed", "legacy stream whose magic number is spelled as protocol 5 with a FRAME; payload in "
          "sys_info", _TORCH_MAGIC, N.magic_protocol_5_framed, runner="torch"),
+    Case("legacy_magic_decimal", "legacy stream whose magic number is decimal.Decimal(...) "
+         "(equal by value, built by a call); payload in sys_info", _TORCH_MAGIC,
+         N.magic_decimal, runner="torch"),
     # ---- issue 8 class 9: a STOP before the end of a FRAME hides what follows ----------------
     Case("legacy_frame_decoy_5000", "magic-number pickle STOPs inside a 5000-byte FRAME holding a "
          "clean decoy stream; torch's next pickle.load starts at the frame's end", _FRAMES,

