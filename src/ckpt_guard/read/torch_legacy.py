@@ -86,11 +86,8 @@ def _read_rest(ckpt: Checkpoint, src: _Source, first: pickle_vm.PickleResult, si
         if member == "protocol version":
             speculative = speculative or opaque(res.root)
             if not speculative and res.root != PROTOCOL_VERSION:
-                # torch raises here, after unpickling the two pickles judged
-                ckpt.format = "unknown"
-                ckpt.notes.append(f"torch.load refuses this legacy stream after its protocol "
-                                  f"version ({res.root!r}); the pickles before were judged")
-                return ckpt
+                # torch raises here, after unpickling the two pickles (partial_globals)
+                raise UnreadableError(f"unsupported torch legacy protocol version {res.root!r}")
         _frames_end_at_stop(res, member)
         pos = res.end
 

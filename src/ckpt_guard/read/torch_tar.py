@@ -80,17 +80,19 @@ def read_torch_tar(path: str, fh: BinaryIO, size: int, limits: Limits,
                    tar: tarfile.TarFile) -> Checkpoint:
     """Judge every pickle torch's tar loader would unpickle from ``tar`` (format ``unknown``:
     the pickles are judged, the tensors are not mapped). A path torch could leave for the
-    pickle-stream fallback, or one we cannot follow exactly, fails closed."""
+    pickle-stream fallback, or one we cannot follow exactly, fails closed; one where torch
+    raises is an :class:`UnreadableError` carrying ``partial_globals`` (what ran before)."""
     ckpt = Checkpoint(path=path, format="unknown", size_bytes=size)
     try:
         _judge(ckpt, PositionedReader(fh, size), size, limits, tar)
     except TarVerdict as v:
         if v.closed:
             fail_closed(ckpt, "tar", v.member, f"PyTorch <= 0.3 tar checkpoint: {v}")
-        else:
-            ckpt.notes.append(f"PyTorch <= 0.3 tar checkpoint that torch.load cannot load: {v}; "
-                              "torch.load unpickles only what was judged up to there")
-        return ckpt
+            return ckpt
+        # torch raises here: nothing after runs. Unreadable, with what ran kept for the verdict.
+        err = UnreadableError(f"PyTorch <= 0.3 tar checkpoint that torch.load cannot load: {v}")
+        err.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]
+        raise err from v
     ckpt.notes.append("PyTorch <= 0.3 tar checkpoint: every pickle torch.load would unpickle "
                       "was judged; its tensors are not read (not supported by fix)")
     return ckpt
