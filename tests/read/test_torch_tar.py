@@ -285,3 +285,31 @@ def test_bad_protocol_version_is_unreadable_with_what_ran(tmp_path: Path) -> Non
     with pytest.raises(UnreadableError, match="protocol version 1000") as e:
         read_path(str(path))
     assert "posix.system" in {g.qualname for g in e.value.partial_globals}  # type: ignore
+
+
+def test_bare_pickle_built_by_a_call_stays_a_bare_pickle(tmp_path: Path) -> None:
+    """A pickle.dump'd OrderedDict is a value torch compares with its magic number by running
+    __eq__: with nothing after it, it is a bare pickle; junk after it is read on, not failed."""
+    import collections
+
+    path = tmp_path / "od.pkl"
+    path.write_bytes(pickle.dumps(collections.OrderedDict(a=[1, 2]), protocol=4))
+    ckpt = read_path(str(path))
+    assert ckpt.format == "unknown" and len(ckpt.pickles) == 1
+    path.write_bytes(path.read_bytes() + b"cjunk\nnames here\n(")
+    ckpt = read_path(str(path))
+    assert not [v for v in analyze(ckpt).globals if v.safety == "unsafe"]
+
+
+def test_large_tar_storages_are_skipped_not_loaded(tmp_path: Path) -> None:
+    members = N.old_tar_members(None)
+    numel = 400_000
+    big = members["storages"].replace(struct.pack("<q", 3) + struct.pack("<3f", 1, 2, 3),
+                                      struct.pack("<q", numel) + b"\0" * (4 * numel))
+    path = tmp_path / "big.pt"
+    path.write_bytes(N.tar_member("storages", big) + N.tar_member("tensors", members["tensors"])
+                     + N.tar_member("pickle", members["pickle"]) + N.tar_end())
+    ckpt = read_path(str(path))
+    assert len(ckpt.pickles) == 6
+    assert [p.member for p in ckpt.pickles] == ["storages"] * 3 + ["tensors"] * 2 + ["pickle"]
+    assert ckpt.pickles[2].offset > 4 * numel

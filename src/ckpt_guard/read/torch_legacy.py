@@ -15,6 +15,7 @@ spelling: so do we. A first pickle that is not the magic number makes the file a
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any, BinaryIO
 
@@ -28,6 +29,7 @@ from ckpt_guard.read.tree import Storage
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 _HEADER_MEMBERS = ("magic number", "protocol version", "sys_info")
+_IDENT = re.compile(r"[A-Za-z_][\w.]*")
 
 
 class NotLegacy(UnreadableError):
@@ -50,7 +52,7 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     # A value built by a call we do not run (its globals are judged) may compare equal to
     # anything: then read on as torch might, judging whatever parses, without requiring it to.
     speculative = opaque(first.root)
-    if not speculative and first.root != MAGIC_NUMBER:
+    if (not speculative and first.root != MAGIC_NUMBER) or (speculative and first.end >= size):
         raise NotLegacy("not a torch checkpoint (bad magic number)")
     ckpt.globals.extend(first.globals)
     ckpt.pickles.append(first.judged)
@@ -64,7 +66,9 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
         partial = list(getattr(e, "partial_globals", None) or [])
         if speculative and not isinstance(e, LimitExceeded):
             ckpt.format = "unknown"
-            ckpt.globals.extend(partial)
+            # Bytes after a bare pickle that merely parse as GLOBAL lines import nothing.
+            ckpt.globals.extend(g for g in partial
+                                if _IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name))
             ckpt.notes.append("a pickle whose value torch compares with its magic number by "
                               "running code; what follows it does not read as a legacy "
                               f"checkpoint ({e}); every global up to there was judged")

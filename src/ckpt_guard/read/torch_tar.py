@@ -22,6 +22,7 @@ evaluate), the file fails closed instead of being guessed at.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import tarfile
 from typing import Any, BinaryIO
@@ -121,22 +122,22 @@ def _judge(ckpt: Checkpoint, src: PositionedReader, size: int, limits: Limits,
         raise TarVerdict(f"tar headers fail to parse ({type(e).__name__})", closed=True,
                          member="") from e
 
-    def member(name: str) -> bytes:  # torch asks for each member only when it gets there
+    def member(name: str) -> _Member:  # torch asks for each member only when it gets there
         info = members.get(name)
         if info is None:  # getmember raises KeyError, which torch does not catch
             raise TarVerdict(f"no {name!r} member", closed=False, member=name)
-        return _member_bytes(src, size, info, limits)
+        return _Member(src, size, info)
 
     storages = member("storages")
     pos, n_storages = _value(ckpt, storages, 0, limits, "storages", int)
     for i in range(n_storages):
         pos, args = _value(ckpt, storages, pos, limits, f"storages[{i}]", tuple)
         elem = _element_size(args, f"storages[{i}]")
-        numel = _int64(storages, pos, "storages")
+        numel = _int64(storages.read(pos, 8), "storages")
         if numel < 0:
             raise TarVerdict("negative storage size", closed=False, member="storages")
-        pos += 8 + numel * elem
-        if pos > len(storages):  # torch reads fewer bytes than asked: it raises
+        pos += 8 + numel * elem  # the raw data is skipped, never read
+        if pos > storages.size:  # torch reads fewer bytes than asked: it raises
             raise TarVerdict("storage data past the member's end", closed=False,
                              member="storages")
     _value(ckpt, storages, pos, limits, "storages[views]", object, last=True)
@@ -147,14 +148,14 @@ def _judge(ckpt: Checkpoint, src: PositionedReader, size: int, limits: Limits,
         pos, args = _value(ckpt, tensors, pos, limits, f"tensors[{i}]", tuple)
         if len(args) != 3:
             raise TarVerdict("tensor arguments are not a triple", closed=False, member="tensors")
-        raw = tensors[pos:pos + 4]
+        raw = tensors.read(pos, 4)
         if len(raw) < 4:
             raise TarVerdict("truncated tensor header", closed=False, member="tensors")
         (ndim,) = struct.unpack("<i", raw)
         if ndim < 0:
             raise TarVerdict("negative ndim", closed=False, member="tensors")
         pos += 8 + 16 * ndim + 8
-        if pos > len(tensors):
+        if pos > tensors.size:
             raise TarVerdict("truncated tensor header", closed=False, member="tensors")
 
     res = _pickle(ckpt, member("pickle"), 0, limits, "pickle", _keep_pid)
@@ -162,66 +163,83 @@ def _judge(ckpt: Checkpoint, src: PositionedReader, size: int, limits: Limits,
     ckpt.pickle_protocol = res.protocol
 
 
-def _member_bytes(src: PositionedReader, size: int, info: tarfile.TarInfo,
-                  limits: Limits) -> bytes:
-    # Only a plain regular file whose data lies inside the file reads the same for torch on
-    # every Python: links may point outside the archive, sparse maps and unknown types are
-    # assembled differently, and data past the end raises ReadError (a TarError ⇒ torch
-    # falls back to unpickling the file from offset 0).
-    if info.type not in _PLAIN_FILE_TYPES or info.sparse is not None:
-        raise TarVerdict(f"member {info.name!r} is not a plain file (type {info.type!r})",
-                         closed=True, member=info.name)
-    if info.offset_data + info.size > size:
-        raise TarVerdict(f"member {info.name!r} ends past the end of the file", closed=True,
-                         member=info.name)
-    if info.size > limits.max_pickle_bytes:
-        raise TarVerdict(f"member {info.name!r} is larger than the pickle limit", closed=True,
-                         member=info.name)
-    return src.read_at(info.offset_data, info.size)
+class _Member:
+    """A tar member's data, read in windows (raw storage data is skipped, never loaded).
+
+    Only a plain regular file whose data lies inside the file reads the same for torch on
+    every Python: links may point outside the archive, sparse maps and unknown types are
+    assembled differently, and data past the end raises ReadError (a TarError ⇒ torch falls
+    back to unpickling the file from offset 0). Anything else fails closed."""
+
+    def __init__(self, src: PositionedReader, file_size: int, info: tarfile.TarInfo) -> None:
+        if info.type not in _PLAIN_FILE_TYPES or info.sparse is not None:
+            raise TarVerdict(f"member {info.name!r} is not a plain file (type {info.type!r})",
+                             closed=True, member=info.name)
+        if info.offset_data + info.size > file_size:
+            raise TarVerdict(f"member {info.name!r} ends past the end of the file",
+                             closed=True, member=info.name)
+        self.src, self.start, self.size, self.name = src, info.offset_data, info.size, info.name
+
+    def read(self, pos: int, length: int) -> bytes:
+        length = min(length, self.size - pos)
+        return self.src.read_at(self.start + pos, length) if length > 0 else b""
 
 
 def _keep_pid(pid: object) -> object:
     return pid
 
 
-def _pickle(ckpt: Checkpoint, data: bytes, pos: int, limits: Limits, member: str,
+def _pickle(ckpt: Checkpoint, m: _Member, pos: int, limits: Limits, role: str,
             persistent_load: Any = None) -> pickle_vm.PickleResult:
-    """One pickle at ``pos`` of a member; ``member`` may add the role (``storages[0]``): the
-    globals and the judged record name the tar member itself, offsets are within it."""
-    try:
-        res = pickle_vm.run(data, pos, persistent_load=persistent_load, limits=limits,
-                            member=member.split("[")[0])
-    except UnreadableError as e:
-        ckpt.globals.extend(getattr(e, "partial_globals", None) or [])
-        if pos >= len(data):  # nothing left: pickle.load raises EOFError, torch stops
-            raise TarVerdict(f"member {member.split('[')[0]!r} ends before pickle {member}",
-                             closed=False, member=member) from e
+    """The pickle at ``pos`` of member ``m`` (``role`` names it in messages: ``storages[0]``).
+    Globals and the judged record name the member; offsets in the result are within it."""
+    want = 64 * 1024
+    while True:
+        data = m.read(pos, want)
+        try:
+            res = pickle_vm.run(data, 0, persistent_load=persistent_load, limits=limits,
+                                member=m.name)
+            break
+        except pickle_vm.PickleTruncated as e:
+            if pos + len(data) < m.size and len(data) < limits.max_pickle_bytes:
+                want *= 4
+                continue
+            err: UnreadableError = e
+        except UnreadableError as e:
+            err = e
+        ckpt.globals.extend(getattr(err, "partial_globals", None) or [])
+        if pos >= m.size:  # nothing left: pickle.load raises EOFError, torch stops
+            raise TarVerdict(f"member {m.name!r} ends before pickle {role}", closed=False,
+                             member=m.name) from err
         # A pickle we cannot read to its end: what torch does with it is not certain.
-        raise TarVerdict(f"pickle {member} cannot be read ({e})", closed=True,
-                         member=member) from e
+        raise TarVerdict(f"pickle {role} cannot be read ({err})", closed=True,
+                         member=m.name) from err
+    judged = res.judged and dataclasses.replace(res.judged, offset=pos)
+    res = dataclasses.replace(res, end=pos + res.end, judged=judged,
+                              frames_end=pos + res.frames_end if res.frames_end else 0)
     ckpt.globals.extend(res.globals)
     ckpt.pickles.append(res.judged)
     return res
 
 
-def _value(ckpt: Checkpoint, data: bytes, pos: int, limits: Limits, member: str,
+def _value(ckpt: Checkpoint, m: _Member, pos: int, limits: Limits, role: str,
            want: type, *, last: bool = False) -> tuple[int, Any]:
     """One pickle of a member read unbuffered (no ``peek``): its value, and where torch's
     next read starts — only known exactly when no frame runs past the STOP."""
-    res = _pickle(ckpt, data, pos, limits, member)
+    res = _pickle(ckpt, m, pos, limits, role)
     if not last and res.frames_end > res.end:
-        raise TarVerdict(f"a frame in pickle {member} runs past its STOP", closed=True,
-                         member=member)
+        raise TarVerdict(f"a frame in pickle {role} runs past its STOP", closed=True,
+                         member=m.name)
     value = res.root
     if want is int:
         if type(value) not in (int, bool):
-            raise TarVerdict(f"count in {member} is {type(value).__name__}, not an int",
-                             closed=opaque(value), member=member)
+            raise TarVerdict(f"count in {role} is {type(value).__name__}, not an int",
+                             closed=opaque(value), member=m.name)
         if value > 10_000_000:
-            raise TarVerdict(f"count in {member} is too large", closed=True, member=member)
+            raise TarVerdict(f"count in {role} is too large", closed=True, member=m.name)
     elif want is tuple and type(value) not in (tuple, list):
-        raise TarVerdict(f"arguments in {member} are {type(value).__name__}", closed=True,
-                         member=member)
+        raise TarVerdict(f"arguments in {role} are {type(value).__name__}", closed=True,
+                         member=m.name)
     return res.end, value
 
 
@@ -244,8 +262,7 @@ def _element_size(args: Any, member: str) -> int:
     return DTYPE_SIZES[dtype]
 
 
-def _int64(data: bytes, pos: int, member: str) -> int:
-    raw = data[pos:pos + 8]
+def _int64(raw: bytes, member: str) -> int:
     if len(raw) < 8:
         raise TarVerdict("truncated storage size", closed=False, member=member)
     return struct.unpack("<q", raw)[0]
