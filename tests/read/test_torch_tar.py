@@ -313,3 +313,17 @@ def test_large_tar_storages_are_skipped_not_loaded(tmp_path: Path) -> None:
     assert len(ckpt.pickles) == 6
     assert [p.member for p in ckpt.pickles] == ["storages"] * 3 + ["tensors"] * 2 + ["pickle"]
     assert ckpt.pickles[2].offset > 4 * numel
+
+
+def test_frame_past_stop_in_a_tar_member_fails_closed(tmp_path: Path) -> None:
+    """torch reads 'storages' unbuffered: a FRAME read whole moves the next pickle.load to
+    the frame's end, past a decoy — refused like in the legacy stream."""
+    members = N.old_tar_members(None)
+    count = P.proto(4) + P.frame(4000) + (P.binint1(0) + P.STOP).ljust(4000, b"N")
+    path = tmp_path / "f.pt"
+    path.write_bytes(N.tar_member("storages", count + members["storages"][4:])
+                     + N.tar_member("tensors", members["tensors"])
+                     + N.tar_member("pickle", members["pickle"]) + N.tar_end())
+    ckpt = read_path(str(path))
+    assert any(g.module == "<container>" for g in ckpt.globals)
+    assert "frame" in ckpt.notes[-1]
