@@ -31,11 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*")
                   if p.is_file() and p.suffix in (".pt", ".ckpt", ".safetensors", ".bin"))
 # Mutators that find holes in today's readers (fixed by work in progress in other lanes).
-KNOWN = {"tar": "class 2 (tar first): a tar checkpoint that starts like a bare pickle",
-         "tar-safetensors-polyglot": "class 2 (tar first): a safetensors file that is a tar",
-         "legacy-tar-polyglot": "class 2 (tar first): a legacy stream that is a tar",
-         "legacy-stream": "class 4 (magic number compared by value) and class 9 (frames): "
-                          "torch reads a legacy stream ckpt-guard reads as one bare pickle"}
+KNOWN: dict[str, str] = {}
 
 
 def _no_disagreement(oracle: TorchOracle, path: Path) -> None:
