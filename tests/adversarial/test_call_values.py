@@ -367,3 +367,23 @@ def test_torch_save_pickles_copy_nothing(tmp_path: Path) -> None:
     sd = as_mapping(root["sd"])
     assert sd is not None and set(sd) == {"weight", "bias"}
     assert not any(isinstance(v, TensorRef) and v.unmodelled for v in sd.values())
+
+
+# ---- verification that does not rely on the reader's modelling --------------------------
+
+def test_call_time_check_finds_a_change_after_the_call() -> None:
+    from ckpt_guard.rewrite.call_time import CallTimeError, check_call_time
+
+    for name in ("OrderedDict(dict)", "list(list)", "set(list)"):
+        func, arg, change = BUILTIN_CASES[name]
+        with pytest.raises(CallTimeError, match="changes an argument"):
+            check_call_time(_mutate_after(func, arg, change))
+    for pkl in CASES.values():  # the inputs: each changes something after a call
+        with pytest.raises(CallTimeError):
+            check_call_time(pkl)
+    # what torch.save writes (and so what our writer writes) passes
+    from tests.adversarial.containers import read_members
+
+    data = torch_zip({"sd": torch.nn.Linear(2, 2).state_dict(), "n": Counter("ab"),
+                      "p": torch.nn.Parameter(torch.ones(2))})
+    check_call_time(next(d for n, d in read_members(data) if n.endswith("/data.pkl")))
