@@ -16,7 +16,7 @@ from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.pickle_writer import OutStorage, PickleWriteError, dumps, storage_type_for
 from ckpt_guard.rewrite.plan import CastItem, Plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.verify import read_back, verify_storages, verify_tree
+from ckpt_guard.rewrite.verify import VerifyError, read_back, verify_storages, verify_tree
 from ckpt_guard.rewrite.zip_writer import TorchZipWriter
 
 ProgressFn = Callable[[int, int], None]
