@@ -6,8 +6,9 @@ pickle without such a change means the same under copy and alias semantics, so o
 reading of it (the tree verification compares) is what torch builds from it, whatever the
 callees do. This module asks CPython's own unpickler whether the output is such a pickle:
 every global resolves to an inert stand-in class of ours (nothing is imported, nothing of the
-file runs), each call/``__new__``/``__setstate__`` records a frozen copy of its arguments, and
-after loading the frozen copies must still match the arguments.
+file runs), each call/``__new__``/``__setstate__`` records a shallow copy of every container
+reachable from its arguments, and after loading each container must still hold what it held
+then.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ class _Inert:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
         obj = object.__new__(cls)
-        cls._calls.append(((args, kwargs), _freeze((args, kwargs))))
+        _record(args, cls._calls)
+        if kwargs:
+            _record(kwargs, cls._calls)
         return obj
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass  # __new__ recorded the call
 
     def __setstate__(self, state: Any) -> None:
-        type(self)._calls.append((state, _freeze(state)))
+        _record(state, type(self)._calls)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass  # items set on the object itself are no call argument
@@ -51,27 +54,43 @@ class _Inert:
         pass
 
 
-def _freeze(x: Any, onpath: set[int] | None = None) -> Any:
-    """A value-copy of the containers in ``x``; other objects by identity."""
-    t = type(x)
-    if t in (list, tuple, set, frozenset, dict, bytearray):
-        onpath = onpath if onpath is not None else set()
-        if id(x) in onpath:
-            return ("cycle", id(x))
-        onpath.add(id(x))
-        if t is dict:
-            out: Any = (t, tuple((_freeze(k, onpath), _freeze(v, onpath)) for k, v in x.items()))
-        elif t in (set, frozenset):
-            out = (t, frozenset(_freeze(v, onpath) for v in x))
-        elif t is bytearray:
-            out = (t, bytes(x))
-        else:
-            out = (t, tuple(_freeze(v, onpath) for v in x))
-        onpath.discard(id(x))
-        return out
-    if t in (str, bytes, int, float, bool, complex) or x is None:
-        return (t, x) if x == x else (t, "nan")
-    return ("id", id(x))
+def _record(x: Any, calls: list[tuple[Any, Any]]) -> None:
+    """A shallow copy of every list/dict/set/bytearray reachable from ``x`` through plain
+    containers (stand-in objects are references: not walked)."""
+    todo = [x]
+    seen: set[int] = set()
+    while todo:
+        y = todo.pop()
+        t = type(y)
+        if t is tuple or t is frozenset:
+            todo.extend(y)
+        elif t is list or t is dict or t is set or t is bytearray:
+            if id(y) in seen:
+                continue
+            seen.add(id(y))
+            if t is dict:
+                calls.append((y, list(y.items())))
+                todo.extend(y.values())
+            elif t is bytearray:
+                calls.append((y, bytes(y)))
+            else:
+                calls.append((y, list(y)))
+                todo.extend(y)
+
+
+def _changed(y: Any, snap: Any) -> bool:
+    t = type(y)
+    if t is bytearray:
+        return bytes(y) != snap
+    now = list(y.items()) if t is dict else list(y)
+    if len(now) != len(snap):
+        return True
+    if t is dict:
+        return any(a[0] is not b[0] and a[0] != b[0] or a[1] is not b[1]
+                   for a, b in zip(now, snap, strict=True))
+    if t is set:
+        return set(now) != set(snap)
+    return any(a is not b for a, b in zip(now, snap, strict=True))
 
 
 class _Unpickler(pickle.Unpickler):
@@ -99,8 +118,8 @@ def check_call_time(data: bytes) -> None:
     sys.setrecursionlimit(max(old, 20_000))
     try:
         _Unpickler(data, calls).load()
-        for args, frozen in calls:
-            if _freeze(args) != frozen:
+        for y, snap in calls:
+            if _changed(y, snap):
                 raise CallTimeError("the output changes an argument of a call after the "
                                     "call; its meaning would depend on the callee")
     except (pickle.UnpicklingError, RecursionError, TypeError, ValueError, AttributeError,
