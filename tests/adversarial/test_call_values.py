@@ -387,3 +387,12 @@ def test_call_time_check_finds_a_change_after_the_call() -> None:
     data = torch_zip({"sd": torch.nn.Linear(2, 2).state_dict(), "n": Counter("ab"),
                       "p": torch.nn.Parameter(torch.ones(2))})
     check_call_time(next(d for n, d in read_members(data) if n.endswith("/data.pkl")))
+
+
+def test_container_inside_a_tuple_argument_changed_later_is_marked() -> None:
+    lst = P.EMPTY_LIST + P.binput(1) + K(1) + P.APPEND
+    obj = P.call(P.global_("ckg_fake_module", "Config"), lst + P.TUPLE1)
+    pkl = (P.proto(2) + P.EMPTY_DICT + s("cfg") + obj + P.SETITEM
+           + P.binget(1) + K(2) + P.APPEND + P.POP + P.STOP)
+    root, _ = load(pkl, persistent_load=None, limits=Limits())
+    assert "changes a list after passing it to ckg_fake_module.Config" in root["cfg"].unmodelled

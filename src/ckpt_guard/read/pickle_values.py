@@ -67,8 +67,21 @@ class CallValues:
         for i, a in enumerate(o.args):
             if type(a) in WATCHED:
                 self._watch(a, o, i)
+            elif type(a) is tuple and a:
+                self._watch_in_tuple(a, o)
         if o.kwargs:
             self._watch(o.kwargs, o, "kwargs")  # **kwargs is unpacked (copied) at call time
+
+    def _watch_in_tuple(self, t: tuple, o: Opaque) -> None:
+        """Containers inside a tuple argument are passed as directly as the tuple: a later
+        change marks the object (the tuple itself cannot be swapped for a snapshot)."""
+        todo = [t]
+        while todo:
+            for a in todo.pop():
+                if type(a) in WATCHED:
+                    self._watch(a, o, "nested")
+                elif type(a) is tuple:
+                    todo.append(a)
 
     def watch_state(self, o: Opaque, state: Any) -> None:
         """``BUILD``: ``__setstate__(state)`` (by default ``__dict__.update``) reads the state
@@ -100,6 +113,8 @@ class CallValues:
                 holder.kwargs = snap
             elif slot == "state":
                 holder.state = snap
+            elif slot == "nested":
+                pass  # only marked
             else:
                 st = holder.state
                 holder.state = (*st[:slot[1]], snap, *st[slot[1] + 1:])
