@@ -116,6 +116,19 @@ def size_object_of_a_mutated_list() -> bytes:
             + P.SETITEM + P.SETITEM + s("optimizer") + adam_state() + P.SETITEM + P.STOP)
 
 
+def size_list_item_replaced_after_rebuild() -> bytes:
+    """_rebuild_tensor_v2(storage, 0, L=[6], (1,), ...); then L[0] = 3 (SETITEM on a list,
+    which CPython's unpickler accepts): the tensor still has shape (6,)."""
+    rebuild = (P.global_("torch._utils", "_rebuild_tensor_v2") + P.MARK
+               + P.persid_storage("FloatStorage", "0", 6) + K(0)
+               + P.EMPTY_LIST + P.binput(1) + K(6) + P.APPEND + K(1) + P.TUPLE1
+               + b"\x89" + od() + P.TUPLE + P.REDUCE)
+    return (P.proto(2) + P.EMPTY_DICT
+            + s("model") + P.EMPTY_DICT + s("w") + rebuild + P.SETITEM + P.SETITEM
+            + s("optimizer") + adam_state() + P.SETITEM
+            + P.binget(1) + K(0) + K(3) + P.SETITEM + P.POP + P.STOP)
+
+
 CASES = {
     "emptied-adam-state": emptied_adam_state(),
     "ordereddict-of-mutated-state-dict": wrapped_state_dict(P.global_("collections",
@@ -123,6 +136,7 @@ CASES = {
     "dict-of-mutated-state-dict": wrapped_state_dict(P.global_("builtins", "dict")),
     "size-list-mutated-after-rebuild": size_list_mutated_after_rebuild(),
     "size-object-of-mutated-list": size_object_of_a_mutated_list(),
+    "size-list-item-replaced-after-rebuild": size_list_item_replaced_after_rebuild(),
 }
 
 _TORCH_VIEW = textwrap.dedent("""
