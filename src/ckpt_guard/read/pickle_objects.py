@@ -231,6 +231,14 @@ class ObjectBuilder:
             if len(target) + len(items) > self.max_container:
                 raise LimitExceeded(f"{self.where}: list longer than {self.max_container} items")
             target.extend(items)
+        elif t is bytearray and opname in ("APPENDS", "APPEND"):
+            # CPython calls bytearray.extend/append: ints 0..255 only (else it raises there,
+            # and unpickling stops as it stops here)
+            if not all(type(it) is int and 0 <= it <= 255 for it in items):
+                raise Malformed(f"{opname} of a non-byte onto a bytearray")
+            if len(target) + len(items) > self.max_container:
+                raise LimitExceeded(f"{self.where}: bytearray longer than {self.max_container}")
+            target.extend(items)
         elif t is set and opname == "ADDITEMS":
             for it in items:
                 self.check_key(it)
