@@ -298,3 +298,67 @@ def test_setitem_out_of_range_fails_as_cpython_does() -> None:
         pickle.loads(data)
     with pytest.raises(UnreadableError):
         load(data, persistent_load=None, limits=Limits())
+
+
+# ---- the two lookups torch.save writes for plain values -------------------------------------
+def test_torch_ops_and_optional_stored_as_values_are_not_unsafe(tmp_path: Path) -> None:
+    """``torch.relu`` pickles as ``getattr(torch._C._VariableFunctionsClass, 'relu')`` and
+    ``Optional[int]`` as ``getitem(Union, (int, type(None)))``: both only look a value up."""
+    import typing
+
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    model.act, model.act2 = torch.relu, torch.tanh
+    path = tmp_path / "ops.pt"
+    torch.save({"model": model, "hparams": {"ref_type": typing.Optional[int]}},  # noqa: UP045
+               path)
+    torch.load(path, weights_only=False)
+    v = _verdicts(path)
+    assert v["builtins.getattr"] == ("needs-code", ["lookup"])
+    assert v["builtins.type"] == ("needs-code", ["lookup"])
+    assert not [q for q, (s, _) in v.items() if s == "unsafe"], v
+
+
+def _op(name: str) -> bytes:
+    return P.call(P.global_("builtins", "getattr"),
+                  P.global_("torch._C", "_VariableFunctionsClass"), P.binunicode(name))
+
+
+def test_looked_up_torch_op_passed_to_a_callee_is_unsafe(tmp_path: Path) -> None:
+    """``_rebuild_from_type_v2(torch.from_file, torch.Tensor, (path, True, 8), None)`` creates
+    ``path`` under pickle.loads (torch.from_file with shared=True): the lookup is a call."""
+    target = tmp_path / "created-by-from_file"
+    body = P.call(P.global_("torch._tensor", "_rebuild_from_type_v2"), _op("from_file"),
+                  P.global_("torch", "Tensor"),
+                  P.MARK + P.binunicode(str(target)) + P.NEWTRUE + P.binint1(8) + P.TUPLE,
+                  P.NONE)
+    data = P.wrap_dict(body)
+    code = "import pickle, sys\ntry:\n    pickle.loads(open(sys.argv[1], 'rb').read())\n" \
+           "except Exception:\n    pass\n"
+    path = tmp_path / "from_file.pt"
+    path.write_bytes(data)
+    subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True,
+                   timeout=120)
+    assert target.exists()  # the case is real
+    target.unlink()
+    v = _verdicts(path)
+    assert v["builtins.getattr"][0] == "unsafe", v
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("body", [
+    P.call(_op("relu"), P.binint1(1)),  # the looked-up op called: <call>
+    P.call(P.global_("builtins", "getattr"), P.global_("torch._C", "_VariableFunctionsClass"),
+           P.binunicode("__class__")),
+    P.call(P.global_("builtins", "getattr"), P.global_("posix", "system"),
+           P.binunicode("relu")),
+    P.call(P.global_("builtins", "type"), P.binunicode("X"),
+           P.MARK + P.global_("builtins", "object") + P.TUPLE, P.EMPTY_DICT),
+    P.call(P.global_("collections", "defaultdict"), _op("from_file")),
+], ids=["op-called", "dunder", "other-owner", "type-3-args", "defaultdict-factory"])
+def test_other_getattr_and_type_calls_stay_unsafe(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(P.wrap_dict(body))
+    v = _verdicts(path)
+    assert any(s == "unsafe" for s, _ in v.values()), v

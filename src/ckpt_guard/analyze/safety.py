@@ -50,7 +50,7 @@ from collections.abc import Iterable
 
 from ckpt_guard.analyze.deny_lists import DENY_MODULES, DENY_NAMES, FRAMEWORKS, NOT_MODULES
 from ckpt_guard.analyze.known_classes import LOWERCASE_CLASSES, known_class
-from ckpt_guard.read.checkpoint import CALLED, CONSTRUCTED, PASSED, STATE
+from ckpt_guard.read.checkpoint import CALLED, CONSTRUCTED, LOOKUP, PASSED, STATE
 
 SAFE, NEEDS_CODE, UNSAFE = "safe", "needs-code", "unsafe"
 
@@ -222,8 +222,16 @@ def _well_formed(module: str, name: str) -> str | None:
     return None
 
 
-# How a global is used, worst first: called (or handed to a call), constructed, referenced.
-CALL, NEW, REF = "call", "new", "ref"
+# How a global is used, worst first: called (or handed to a call), constructed, referenced;
+# ``lookup``: only in the two lookups torch.save writes (``_LOOKUPS``).
+CALL, NEW, REF, LOOK = "call", "new", "ref", "lookup"
+_LOOKUPS = {
+    "builtins.getattr": "getattr(torch._C._VariableFunctionsClass, name): how pickle stores a "
+                        "torch op such as torch.relu kept as a value",
+    "torch._C._VariableFunctionsClass": "owner of torch ops such as torch.relu, looked up by "
+                                        "name when one is stored as a value",
+    "builtins.type": "type(None): how pickle stores NoneType (Optional[...] annotations)",
+}
 
 
 def use_level(uses: Iterable[str] | None) -> str:
@@ -233,6 +241,8 @@ def use_level(uses: Iterable[str] | None) -> str:
     if uses is None:
         return CALL
     uses = set(uses)
+    if uses == {LOOKUP}:
+        return LOOK
     if CALLED in uses or PASSED in uses:
         return CALL
     if CONSTRUCTED in uses or STATE in uses:
@@ -244,6 +254,11 @@ def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
     qual = f"{module}.{name}"
     if qual in SAFE_GLOBALS:
         return SAFE, "allowed by torch's weights_only loader"
+    if level == LOOK:
+        if qual in _LOOKUPS:
+            return NEEDS_CODE, (f"{_LOOKUPS[qual]}; the result is only stored (calling it "
+                                "would be unsafe), but weights_only=True rejects it")
+        level = CALL  # nothing else is looked up this way: judge it as called
     if "." in name:
         return UNSAFE, (f"attribute chain {name!r}: resolving it walks attributes "
                         "(getattr-style access), which checkpoints never need")

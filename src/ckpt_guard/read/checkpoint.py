@@ -29,7 +29,11 @@ CALLED = "called"  # REDUCE, INST, OBJ: the unpickler calls it
 CONSTRUCTED = "constructed"  # NEWOBJ/NEWOBJ_EX: ``cls.__new__(cls, ...)`` (CPython: a type)
 STATE = "state"  # BUILD/SETITEM(S)/APPEND(S)/ADDITEMS on an instance: its class's methods run
 PASSED = "passed"  # a direct argument of a call: the callee receives it and may call it
-USES = (CALLED, CONSTRUCTED, STATE, PASSED)
+# Only in lookups torch.save itself writes: ``getattr(torch._C._VariableFunctionsClass,
+# 'relu')`` (how ``torch.relu`` pickles) and ``type(None)`` (``NoneType`` in
+# ``Optional[int]``); the result is a value, and calling it is traced as ``<call>``.
+LOOKUP = "lookup"
+USES = (CALLED, CONSTRUCTED, STATE, PASSED, LOOKUP)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ckpt_guard.read import rebuild
 from ckpt_guard.read.checkpoint import (
     CALLED,
     CONSTRUCTED,
+    LOOKUP,
     PASSED,
     STATE,
     GlobalUse,
@@ -90,6 +91,12 @@ class ObjectBuilder:
                 for b in a:
                     if type(b) is GlobalRef:
                         self.used(b, PASSED)
+                    elif type(b) is Opaque and b.func.name == "getattr":
+                        self.used(b.func, PASSED)
+            elif t is Opaque and a.func.name == "getattr":
+                # A looked-up torch op handed to a callee (``_rebuild_from_type_v2(op, ...)``
+                # calls it): the lookup is then a call in disguise.
+                self.used(a.func, PASSED)
 
     # ------------------------------------------------------------------------------ globals
 
@@ -163,6 +170,8 @@ class ObjectBuilder:
         """The interpreter's cached ``REDUCE`` handler for a global that is not one of torch's
         rebuild functions: ``handler(func, args)`` → the result, or ``None`` to go through
         :meth:`call`."""
+        if func.module == "builtins" and func.name in ("getattr", "type"):
+            return LookupReducer(self)
         if not is_modelled(func):
             return self._opaque_reduce
 
@@ -324,6 +333,37 @@ class ObjectBuilder:
             if self.collisions > MAX_COLLISIONS:
                 raise LimitExceeded(f"{self.where}: more than {MAX_COLLISIONS} colliding dict "
                                     "keys")
+
+
+class LookupReducer:
+    """``REDUCE`` handler of ``builtins.getattr``/``builtins.type``: the two lookups torch.save
+    writes for plain values (see :data:`~ckpt_guard.read.checkpoint.LOOKUP`) are judged as
+    lookups, not as calls of getattr/type; any other call of them goes through
+    :meth:`ObjectBuilder.call` (called, arguments passed)."""
+
+    __slots__ = ("builder",)
+
+    def __init__(self, builder: ObjectBuilder) -> None:
+        self.builder = builder
+
+    def __call__(self, func: GlobalRef, args: tuple) -> Opaque | None:
+        if not _is_lookup(func.name, args):
+            return None
+        self.builder.used(func, LOOKUP)
+        if func.name == "getattr":
+            self.builder.used(args[0], LOOKUP)
+        return self.builder.opaque(func, "reduce", args, None)
+
+
+def _is_lookup(name: str, args: tuple) -> bool:
+    if name == "type":
+        return len(args) == 1 and args[0] is None
+    if name != "getattr" or len(args) != 2:
+        return False
+    owner, attr = args
+    return (type(owner) is GlobalRef and owner.module == "torch._C"
+            and owner.name == "_VariableFunctionsClass" and type(attr) is str
+            and attr.isascii() and attr.isidentifier() and not attr.startswith("_"))
 
 
 def describe(value: Any) -> str:

@@ -35,7 +35,7 @@ from ckpt_guard.read.checkpoint import (
 )
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import check_depth
-from ckpt_guard.read.pickle_objects import ObjectBuilder, describe
+from ckpt_guard.read.pickle_objects import LookupReducer, ObjectBuilder, describe
 from ckpt_guard.read.pickle_opcodes import (  # noqa: I001 - one name per opcode
     ADDITEMS,
     APPEND,
@@ -226,8 +226,10 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                         if handler is _MISSING:
                             handler = rebuilders[func] = (rebuild.handler(func)
                                                           or objects.reducer(func))
-                            objects.used(func, CALLED)  # once per reference object
-                        used_args(args)
+                            if type(handler) is not LookupReducer:
+                                objects.used(func, CALLED)  # once per reference object
+                        if type(handler) is not LookupReducer:
+                            used_args(args)
                         result = handler(func, args)
                         stack[-1] = result if result is not None else call(func, args, "reduce",
                                                                            "REDUCE")
