@@ -16,6 +16,7 @@ from pathlib import Path
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.remote import is_remote
 from ckpt_guard.report.model import FileReport, Finding, Report
+from ckpt_guard.vocab import Action, Status
 
 # Above this many files, reading fans out to one worker process per core.
 PARALLEL_THRESHOLD = 64
@@ -174,15 +175,15 @@ def _checkpoint_dir(p: Path) -> bool:
         return False
 
 
-def status_of(findings: list[Finding]) -> str:
+def status_of(findings: list[Finding]) -> Status:
     actions = {f.action for f in findings}
-    if any(f.rule == "unreadable" and f.action in ("fail", "fix") for f in findings):
-        return "error"
-    if actions & {"fail", "fix"}:
-        return "fail"
-    if "warn" in actions:
-        return "warn"
-    return "pass"
+    if any(f.rule == "unreadable" and f.action in (Action.FAIL, Action.FIX) for f in findings):
+        return Status.ERROR
+    if actions & {Action.FAIL, Action.FIX}:
+        return Status.FAIL
+    if Action.WARN in actions:
+        return Status.WARN
+    return Status.PASS
 
 
 def check_target(t: Target, policy, *, details: bool = False) -> FileReport:

@@ -18,8 +18,8 @@ CASES = [
     pytest.param(
         "version: 1\nrules:\n  make-it-small: fail\n",
         f"{F}:3:3: unknown rule 'make-it-small' (expected one of: optimizer-state, "
-        "training-state, ema-duplicate, fp32-payload, file-size, unsafe-pickle, needs-code, "
-        "lfs-pointer, unreadable)",
+        "training-state, ema-duplicate, fp32-payload, file-size, size-growth, unsafe-pickle, "
+        "needs-code, lfs-pointer, unreadable)",
         id="unknown-rule-listed"),
     pytest.param(
         "version: 1\nrule:\n  optimizer-state: fail\n",

@@ -68,7 +68,7 @@ def test_builtin_defaults() -> None:
     assert actions == {
         "optimizer-state": "fail", "unsafe-pickle": "fail", "unreadable": "fail",
         "training-state": "warn", "ema-duplicate": "warn", "fp32-payload": "warn",
-        "needs-code": "warn", "lfs-pointer": "warn", "file-size": "off",
+        "needs-code": "warn", "lfs-pointer": "warn", "file-size": "off", "size-growth": "off",
     }
     fp32 = p.rules["fp32-payload"]
     assert (fp32.max_bytes, fp32.cast_to, fp32.on_overflow) == (10_000_000, "float16", "keep")

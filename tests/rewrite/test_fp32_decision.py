@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ckpt_guard.analyze import analyze
-from ckpt_guard.policy.evaluate import evaluate
+from ckpt_guard.policy.rules import evaluate
 from ckpt_guard.read import read_path
 from tests.rewrite.helpers import fix_rules, run_fix
 

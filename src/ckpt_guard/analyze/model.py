@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse
 from ckpt_guard.read.tree import TensorRef
+from ckpt_guard.vocab import Role
 
 # Roles a tensor (and the bytes of its storage) can play.
-ROLES = ("weights", "ema", "optimizer", "scheduler", "scaler", "rng", "other")
+ROLES: tuple[str, ...] = Role.values()
 # Safety classes of a global referenced by a pickle.
 SAFETY = ("safe", "needs-code", "unsafe")
 

@@ -11,9 +11,10 @@ from collections import Counter
 from typing import Any
 
 from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
+from ckpt_guard.vocab import Role
 
 # Role precedence: a storage viewed from several roles counts for the first of these.
-PRECEDENCE = ("weights", "ema", "optimizer", "scheduler", "scaler", "rng", "other")
+PRECEDENCE: tuple[str, ...] = Role.values()  # defined once: ckpt_guard.vocab.Role
 RANK = {role: i for i, role in enumerate(PRECEDENCE)}
 
 TORCH_CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): the MT19937 generator state

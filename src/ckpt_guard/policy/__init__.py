@@ -5,7 +5,6 @@ Units: sizes in a policy accept decimal (``50MB`` = 50·10⁶) and binary (``1.5
 """
 
 from ckpt_guard.policy.errors import PolicyError, Problem
-from ckpt_guard.policy.evaluate import evaluate, evaluate_unreadable
 from ckpt_guard.policy.load import (
     POLICY_NAMES,
     builtin_policy,
@@ -15,6 +14,7 @@ from ckpt_guard.policy.load import (
     load_text,
 )
 from ckpt_guard.policy.model import ACTIONS, FIXABLE_RULES, Override, Policy, RuleConfig
+from ckpt_guard.policy.rules import evaluate, evaluate_unreadable
 from ckpt_guard.policy.sizes import SizeError, parse_size
 
 # The built-in include globs (weight-file extensions; `check` sniffs formats by content,

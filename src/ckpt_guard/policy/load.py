@@ -19,13 +19,15 @@ from ckpt_guard.analyze.safety import untrusted_pattern
 from ckpt_guard.policy.errors import PolicyError, Problem
 from ckpt_guard.policy.match import compile_globs
 from ckpt_guard.policy.model import Override, Policy, RuleConfig
+from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.source import Source
 
 POLICY_NAMES = (".ckpt-guard.yml", ".ckpt-guard.yaml")
 BUILTIN = "built-in"
 _MAX_POLICY_BYTES = 1 << 20  # a policy is a few hundred bytes; refuse pathological files
-_SIZE_OPTIONS = ("max-bytes",)
+# Options whose values are byte sizes (``10MB``), parsed to bytes when a policy is built.
+_SIZE_OPTIONS = tuple(sorted({o.name for r in ALL_RULES for o in r.options if o.size}))
 
 
 def find_policy_file(start: Path) -> Path | None:
@@ -165,7 +167,7 @@ def _rule_changes(src: Source, key: tuple, problems: list[Problem]) -> dict[str,
     for rule_id, value in (_get(src.data, key) or {}).items():
         change: dict[str, Any] = {"action": value} if isinstance(value, str) else dict(value)
         for opt in _SIZE_OPTIONS:
-            if opt in change:
+            if change.get(opt) is not None:
                 try:
                     change[opt] = parse_size(change[opt])
                 except SizeError as e:  # the schema's pattern should have caught it

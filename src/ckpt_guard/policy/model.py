@@ -9,13 +9,15 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import compile_globs, normalize_relpath, tensor_matches
+from ckpt_guard.policy.rules.registry import FIXABLE_RULES as _FIXABLE_RULES
+from ckpt_guard.vocab import Action
 
 if TYPE_CHECKING:
     import pathspec
 
-ACTIONS = ("fail", "fix", "warn", "off")
+ACTIONS: tuple[str, ...] = Action.values()
 # Rules whose findings `ckpt-guard fix` can remove (the others accept fail|warn|off only).
-FIXABLE_RULES = ("optimizer-state", "training-state", "ema-duplicate", "fp32-payload")
+FIXABLE_RULES = _FIXABLE_RULES
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,12 @@ class RuleConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.action != "off"
+        return self.action != Action.OFF
 
     @property
     def fixes(self) -> bool:
         """``ckpt-guard fix`` acts on this rule."""
-        return self.action == "fix"
+        return self.action == Action.FIX
 
     @property
     def max_bytes(self) -> int | None:

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.read.tree import Storage
+from ckpt_guard.vocab import Format
 
 if TYPE_CHECKING:
     from ckpt_guard.read.torchscript_code import CodeRecord
 
 # Format names of the JSON report contract.
-FORMATS = ("torch-zip", "torch-legacy", "torchscript", "safetensors", "lfs-pointer",
-           "hf-checkpoint-dir", "deepspeed-dir", "unknown")
+FORMATS: tuple[str, ...] = Format.values()
 
 
 class UnreadableError(Exception):

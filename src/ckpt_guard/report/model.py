@@ -10,32 +10,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ckpt_guard import __version__
+from ckpt_guard.policy.rules.base import Finding, finding_from_dict
+from ckpt_guard.policy.rules.registry import RULE_IDS
+from ckpt_guard.vocab import Status
 
-RULES = ("optimizer-state", "training-state", "ema-duplicate", "fp32-payload", "file-size",
-         "unsafe-pickle", "needs-code", "lfs-pointer", "unreadable")
-
-STATUSES = ("pass", "warn", "fail", "error", "fixed")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One rule's verdict on one file. ``bytes`` is what the finding is about (e.g. the
-    optimizer state's bytes, or what casting would save); ``fixable`` says ``ckpt-guard fix``
-    can remove it. ``detail`` carries rule-specific structured data (paths, globals…)."""
-
-    rule: str
-    action: str  # fail | fix | warn
-    message: str
-    bytes: int = 0
-    fixable: bool = False
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"rule": self.rule, "action": self.action, "message": self.message,
-             "bytes": self.bytes, "fixable": self.fixable}
-        if self.detail:
-            d["detail"] = self.detail
-        return d
+# Rule ids (the registry's) and file statuses, as the JSON contract spells them.
+RULES: tuple[str, ...] = RULE_IDS
+STATUSES: tuple[str, ...] = Status.values()
 
 
 @dataclass
@@ -68,7 +49,7 @@ class FileReport:
                              "by_dtype": dict(self.by_dtype)},
             "tensor_count": self.tensor_count,
             "findings": [f.to_dict() for f in self.findings],
-            "status": self.status,
+            "status": str(self.status),
             "bytes_removable": self.bytes_removable,
             # Always present (the JSON contract): null from check and for a file fix left
             # as it was; the size after fix, projected with fix --dry-run.
@@ -88,11 +69,11 @@ class Report:
 
     @property
     def failed(self) -> int:
-        return sum(1 for f in self.files if f.status in ("fail", "error"))
+        return sum(1 for f in self.files if f.status in (Status.FAIL, Status.ERROR))
 
     @property
     def warned(self) -> int:
-        return sum(1 for f in self.files if f.status == "warn")
+        return sum(1 for f in self.files if f.status == Status.WARN)
 
     def summary(self) -> dict[str, int]:
         s = {
@@ -104,7 +85,7 @@ class Report:
         }
         fixed = [f for f in self.files if f.size_after is not None]
         if fixed:
-            s["fixed"] = sum(1 for f in fixed if f.status == "fixed")
+            s["fixed"] = sum(1 for f in fixed if f.status == Status.FIXED)
             s["bytes_saved"] = sum(f.size_bytes - f.size_after for f in fixed)
         return s
 
@@ -113,10 +94,4 @@ class Report:
                 "files": [f.to_dict() for f in self.files], "summary": self.summary()}
 
 
-def finding_from_dict(d: dict[str, Any]) -> Finding:
-    return Finding(rule=d["rule"], action=d["action"], message=d["message"],
-                   bytes=d.get("bytes", 0), fixable=d.get("fixable", False),
-                   detail=d.get("detail", {}))
-
-
-__all__ = ["Finding", "FileReport", "Report", "RULES", "STATUSES", "asdict"]
+__all__ = ["Finding", "FileReport", "Report", "RULES", "STATUSES", "asdict", "finding_from_dict"]

@@ -16,60 +16,17 @@ from typing import Any
 from urllib.parse import quote
 
 from ckpt_guard import __version__
+from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
 from ckpt_guard.report.model import Finding, Report
 
 INFORMATION_URI = "https://github.com/org/ckpt-guard"
 FINGERPRINT_KEY = "ckptGuardFinding/v1"
 
-# rule id -> (short description, help: what it means and what to do)
-RULE_HELP: dict[str, tuple[str, str]] = {
-    "optimizer-state": (
-        "Optimizer state in a weight file",
-        "Optimizer state (e.g. Adam's exp_avg/exp_avg_sq, SGD momentum) is only needed to "
-        "resume training; it is often twice the size of the weights. Set the rule to `fix` "
-        "and run `ckpt-guard fix`, or save only the model's state_dict for release."),
-    "training-state": (
-        "Training-loop state in a weight file",
-        "LR scheduler, AMP grad scaler and RNG state only matter for resuming training. Set "
-        "the rule to `fix` and run `ckpt-guard fix` to drop them."),
-    "ema-duplicate": (
-        "Duplicate EMA copy of the weights",
-        "The file holds the weights twice: the trained weights and their exponential moving "
-        "average. Set the rule to `fix` (with `keep: ema` or `keep: weights`) and run "
-        "`ckpt-guard fix` to keep one copy."),
-    "fp32-payload": (
-        "Float32 weights that could be half precision",
-        "Float32 weights could ship as float16/bfloat16 at half the size. Set the rule to "
-        "`fix` (`cast-to: float16` or `bfloat16`) and run `ckpt-guard fix`; normalization "
-        "layers matched by `keep-fp32` stay float32."),
-    "file-size": (
-        "Weight file over the size limit",
-        "The file is larger than the policy's `max-bytes`. Strip training state, cast to half "
-        "precision, or store it outside the repository (Git LFS, release assets)."),
-    "unsafe-pickle": (
-        "Pickle that can run code when loaded",
-        "The file's pickle references globals that can execute code, touch files, the network "
-        "or processes: torch.load(weights_only=False) on it can run arbitrary code. Do not "
-        "load it; rebuild the checkpoint from trusted code and save tensors only (a "
-        "state_dict, or safetensors)."),
-    "needs-code": (
-        "Pickle that needs custom classes to load",
-        "The pickle references classes or functions outside torch's weights_only allowlist: "
-        "torch.load(weights_only=True) refuses the file, and weights_only=False imports and "
-        "runs their code. Save a state_dict (or safetensors) to ship plain tensors."),
-    "lfs-pointer": (
-        "Git LFS pointer checked instead of the weights",
-        "The file is a Git LFS pointer; the weights were not fetched, so only the pointer's "
-        "declared size was checked. Run `git lfs pull`, or set `lfs: true` on "
-        "actions/checkout."),
-    "unreadable": (
-        "File that cannot be read as weights",
-        "The file is not a weight file, is truncated or corrupt, exceeds a resource limit, or "
-        "cannot be opened. Check that it was written completely, or exclude it in the "
-        "policy."),
-}
-_SECURITY = {"unsafe-pickle": "9.0", "needs-code": "4.0"}
-_DEFAULT_LEVEL = {"optimizer-state": "error", "unsafe-pickle": "error", "unreadable": "error"}
+# rule id -> (short description, help: what it means and what to do): the rules' own.
+RULE_HELP: dict[str, tuple[str, str]] = {r.id: (r.summary, r.help) for r in ALL_RULES}
+_SECURITY = {r.id: r.security for r in ALL_RULES if r.security}
+# A rule failing by default is an error by default.
+_DEFAULT_LEVEL = {r.id: "error" for r in ALL_RULES if r.default_action.fails}
 LEVELS = {"fail": "error", "fix": "error", "warn": "warning"}
 
 

@@ -16,12 +16,13 @@ from ckpt_guard.policy.keep_fp32 import KeepFP32, fp32_payload
 from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
 from ckpt_guard.rewrite.strip import Rule, Stripper, rule
 from ckpt_guard.rewrite.tree_ops import copy_tree, path_text, storages_of, tensor_storages, walk
+from ckpt_guard.vocab import Role
 
 __all__ = ["CastItem", "Plan", "Rule", "make_plan", "rule"]
 
 CASTABLE_ROLES = frozenset({"weights", "ema"})
 CASTABLE_KINDS = frozenset({"tensor", "parameter"})
-ROLE_ORDER = ("weights", "ema", "optimizer", "scheduler", "scaler", "rng", "other")
+ROLE_ORDER: tuple[str, ...] = Role.values()  # the precedence, defined in ckpt_guard.vocab
 
 @dataclass
 class CastItem:

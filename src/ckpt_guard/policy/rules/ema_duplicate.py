@@ -1,0 +1,53 @@
+"""``ema-duplicate``: the weights stored twice, trained and as an exponential moving average."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ckpt_guard.policy.keep_fp32 import ema_dropped_role
+from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at
+from ckpt_guard.units import format_bytes
+from ckpt_guard.vocab import Action, Role
+
+if TYPE_CHECKING:
+    from ckpt_guard.analyze.model import Analysis
+    from ckpt_guard.policy.model import RuleConfig
+
+
+def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
+    dropped = ema_dropped_role(a, ctx.rules)
+    if dropped is None:
+        return None
+    kept = Role.EMA if dropped == Role.WEIGHTS else Role.WEIGHTS
+    ema_b, w_b = a.bytes_by_role[Role.EMA], a.bytes_by_role[Role.WEIGHTS]
+    paths = {r: [s.path for s in a.subtrees if s.role == r] for r in (Role.EMA, Role.WEIGHTS)}
+    freed = a.bytes_by_role[dropped]
+    msg = (f"EMA weights{at(paths[Role.EMA])} ({format_bytes(ema_b)}) duplicate the "
+           f"weights{at(paths[Role.WEIGHTS])} ({format_bytes(w_b)}); a fix keeps the "
+           f"{'EMA copy' if kept == Role.EMA else 'training weights'} (keep: {kept}) and "
+           f"removes {format_bytes(freed)}")
+    detail = {"keep": str(kept), "ema_paths": paths[Role.EMA],
+              "weights_paths": paths[Role.WEIGHTS], "ema_bytes": ema_b, "weights_bytes": w_b}
+    return RULE.finding(cfg, msg, freed, detail)
+
+
+RULE = Rule(
+    id="ema-duplicate",
+    default_action=Action.WARN,
+    fixable=True,
+    removes=True,
+    evaluate=evaluate,
+    options=(Option("keep", "ema", {"type": "string", "enum": ["ema", "weights"]}),),
+    summary="Duplicate EMA copy of the weights",
+    help="The file holds the weights twice: the trained weights and their exponential moving "
+         "average. Set the rule to `fix` (with `keep: ema` or `keep: weights`) and run "
+         "`ckpt-guard fix` to keep one copy.",
+    template="""\
+  # A second copy of the weights kept as an exponential moving average (ultralytics `ema`,
+  # timm `state_dict_ema`, …).
+  ema-duplicate:
+    action: warn
+    # Which copy a fix keeps: `ema` (what the frameworks ship for inference) or `weights`.
+    keep: ema
+""",
+)

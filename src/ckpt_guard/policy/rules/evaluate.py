@@ -1,0 +1,108 @@
+"""Judge an :class:`~ckpt_guard.analyze.model.Analysis` against a file's rules: run every
+enabled rule of the registry and collect their findings, most severe first (fail/fix, then
+warn).
+
+``evaluate`` also returns ``bytes_removable``: the bytes a ``ckpt-guard fix`` of the enabled
+size rules would take out — optimizer and training state, the duplicate EMA/weights copy,
+half of the castable FP32 bytes, and a checkpoint directory's training files (which ``fix``
+deletes only with ``remove-training-files: true``; they are counted because they are
+baggage either way).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ckpt_guard.policy.rules.base import (
+    Context,
+    Finding,
+    Rules,
+    by_severity,
+    in_member,
+    listing,
+    stat_size,
+)
+from ckpt_guard.policy.rules.registry import EVALUATION_ORDER, get
+from ckpt_guard.policy.rules.unreadable import evaluate_error
+from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
+from ckpt_guard.units import format_bytes
+from ckpt_guard.vocab import Format
+
+if TYPE_CHECKING:
+    from ckpt_guard.analyze.model import Analysis
+
+# Directory members whose name marks them as training files, by the rule that owns them.
+_HINT_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
+              "scaler": "training-state", "rng": "training-state", "training": "training-state"}
+
+
+def evaluate(analysis: Analysis, rules: Rules, *, path: str,
+             base_size: int | None = None) -> tuple[list[Finding], int]:
+    """Findings for ``analysis`` under ``rules`` and the bytes a fix would remove.
+    ``path`` is the checked path as reported (used in advice such as ``git lfs pull``);
+    ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file)."""
+    if analysis.children or analysis.checkpoint.format in (Format.HF_CHECKPOINT_DIR,
+                                                           Format.DEEPSPEED_DIR):
+        return _directory(analysis, rules, path)
+    ctx = Context(rules=rules, path=path, base_size=base_size)
+    findings: list[Finding] = []
+    removable = 0
+    for rule in EVALUATION_ORDER:
+        cfg = rules.get(rule.id)
+        if cfg is None or not cfg.enabled or rule.evaluate is None:
+            continue
+        finding = rule.evaluate(analysis, cfg, ctx)
+        if finding is not None:
+            findings.append(finding)
+            removable += finding.bytes if rule.removes else 0
+    return by_severity(findings), removable
+
+
+def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:
+    """The ``unreadable`` finding for a path the reader could not read (``None`` when the
+    rule is off). ``member`` names the file inside a checkpoint directory."""
+    return evaluate_error(err, rules, member=member)
+
+
+def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
+    findings: list[Finding] = []
+    removable = 0
+    training: dict[str, list[tuple[str, int | None, str]]] = {}
+    unsafe_cfg = rules.get(UNSAFE.id)
+    for member, child, hint in a.children:
+        rule_id = _HINT_RULE.get(hint)
+        if rule_id is not None:
+            is_analysis = not isinstance(child, BaseException)
+            size = (child.checkpoint.size_bytes if is_analysis
+                    else stat_size(a.checkpoint.path, member))
+            training.setdefault(rule_id, []).append((member, size, hint))
+            if is_analysis and unsafe_cfg is not None and unsafe_cfg.enabled:
+                # Training files are pickles too: still unsafe?
+                unsafe = UNSAFE.evaluate(child, unsafe_cfg, Context(rules, path))
+                if unsafe is not None:
+                    findings.append(in_member(unsafe, member))
+            continue
+        if isinstance(child, BaseException):
+            finding = evaluate_unreadable(child, rules, member=member)
+            if finding is not None:
+                findings.append(finding)
+            continue
+        child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
+        findings.extend(in_member(f, member) for f in child_findings)
+        removable += child_removable
+    for rule_id in ("optimizer-state", "training-state"):
+        cfg = rules.get(rule_id)
+        files = training.get(rule_id)
+        if cfg is None or not cfg.enabled or not files:
+            continue
+        nbytes = sum(s or 0 for _, s, _ in files)
+        listed = [f"{m} ({format_bytes(s) if s is not None else 'size unknown'})"
+                  for m, s, _ in files]
+        msg = f"training file{'s' if len(files) != 1 else ''} {listing(listed)}"
+        can_fix = cfg.remove_training_files
+        if cfg.fixes and not can_fix:
+            msg += " (set remove-training-files: true to let `ckpt-guard fix` delete them)"
+        detail = {"files": [{"path": m, "bytes": s, "kind": h} for m, s, h in files]}
+        findings.append(get(rule_id).finding(cfg, msg, nbytes, detail, can_fix=can_fix))
+        removable += nbytes
+    return by_severity(findings), removable
