@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="files or directories (default: every matching file in the git "
                          "repository)")
     common(sp)
+    sp.add_argument("--base", nargs="?", const="", metavar="REV",
+                    help="judge size-growth against the files' sizes at REV (alone: the merge "
+                         "base with the default branch, origin/HEAD else main/master)")
 
     sp = sub.add_parser("fix", help="strip training state and cast FP32 as the policy says")
     sp.add_argument("paths", nargs="*", metavar="PATH",
@@ -184,7 +187,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ckpt_guard.engine import check_paths
 
     root, policy = _start(args, "check")
-    report = check_paths(args.paths, policy, root=root)
+    base_size = None
+    if args.base is not None:
+        from ckpt_guard.app.base import BaseError, base_sizes, resolve_base
+
+        try:
+            commit = resolve_base(root, args.base)
+        except BaseError as e:
+            # `--base` alone before file names (pre-commit appends them): the "REV" argparse
+            # took is a file to check, not a revision.
+            if not (args.base and os.path.lexists(args.base)):
+                raise UsageError(str(e)) from e
+            args.paths.insert(0, args.base)
+            try:
+                commit = resolve_base(root, "")
+            except BaseError as e2:
+                raise UsageError(str(e2)) from e2
+        base_size = base_sizes(root, commit)
+    report = check_paths(args.paths, policy, root=root, base_size=base_size)
     _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
     return Exit.VIOLATIONS if report.failed else Exit.OK
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,8 @@ class Target:
     # Read this URL by range instead of the local file (e.g. an LFS pointer's object).
     source: str = ""
     source_headers: tuple[tuple[str, str], ...] = ()
+    # Size in the base revision (``size-growth``): None = no base; 0 = new since the base.
+    base_size: int | None = None
 
 
 def git_root(start: Path) -> Path | None:
@@ -234,7 +236,8 @@ def examine(t: Target, policy, *, details: bool = False):
         fr.notes.append(f"read remotely by range: {n} request{'s' if n != 1 else ''}, "
                         f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
                         f"{format_bytes(ckpt.size_bytes)} transferred")
-    fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath)
+    fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath,
+                                               base_size=t.base_size)
     fr.status = status_of(fr.findings)
     if details:
         fr.details = describe(analysis)
@@ -276,11 +279,17 @@ def _check_many(args: tuple[list[Target], object, bool]) -> list[FileReport]:
 
 def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
                 jobs: int | None = None,
-                sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None
-                ) -> Report:
+                sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None,
+                base_size: Callable[[str], int | None] | None = None) -> Report:
     """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``.
-    ``sources``: absolute path → (URL, headers) to read by range instead of the file."""
+    ``sources``: absolute path → (URL, headers) to read by range instead of the file.
+    ``base_size``: absolute path → its size in the base revision (``size-growth``)."""
     targets = list(discover(paths, policy, root=root))
+    if base_size is not None:
+        from dataclasses import replace
+
+        targets = [replace(t, base_size=base_size(t.abspath)) if not t.outside else t
+                   for t in targets]
     if sources:
         from dataclasses import replace
 

@@ -68,3 +68,12 @@ def test_registry_is_the_contracts_rule_list_and_sarifs() -> None:
         assert meta["shortDescription"]["text"] == rule.summary
         assert meta["help"]["text"] == rule.help
     assert all(r.default_action in Action for r in ALL)
+
+
+def test_every_rule_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    table = readme[readme.index("## What it finds"):readme.index("## Command line")]
+    assert [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")] \
+        == list(RULE_IDS)

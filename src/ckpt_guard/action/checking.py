@@ -63,10 +63,13 @@ def _normalise(report: Report, workspace: Path) -> Report:
 
 
 def run_check(paths: Sequence[str], policy, workspace: Path,
-              remote: Mapping[str, Any] | None = None) -> Report:
+              remote: Mapping[str, Any] | None = None,
+              base_sizes: Mapping[str, int | None] | None = None) -> Report:
     """Check ``paths`` (relative to the workspace). An empty list checks nothing (the
     engine would check the whole repository). ``remote``: path → an object with ``url`` and
-    ``headers`` to read by range instead of the workspace file (LFS objects)."""
+    ``headers`` to read by range instead of the workspace file (LFS objects).
+    ``base_sizes``: path → its size at the base commit (``None``: added since), for
+    ``size-growth``; ``None`` when the event has no base."""
     from ckpt_guard.engine import check_paths
 
     if not paths:
@@ -74,8 +77,17 @@ def run_check(paths: Sequence[str], policy, workspace: Path,
     absolute = [str(workspace / p) for p in paths]
     sources = {os.path.abspath(workspace / p): (o.url, o.headers)
                for p, o in (remote or {}).items()}
-    return _normalise(check_paths(absolute, policy, root=workspace, sources=sources),
-                      workspace)
+    base_size = None
+    if base_sizes is not None:
+        by_abspath = {os.path.abspath(workspace / p): s for p, s in base_sizes.items()}
+
+        def base_size(abspath: str) -> int | None:
+            if abspath not in by_abspath:
+                return None  # not a file the event's diff knows: no base to compare
+            return by_abspath[abspath] or 0  # added since the base: counts from zero
+
+    return _normalise(check_paths(absolute, policy, root=workspace, sources=sources,
+                                  base_size=base_size), workspace)
 
 
 def run_fix(paths: Sequence[str], policy, workspace: Path) -> Report:

@@ -175,7 +175,8 @@ class Action:
         if self.s.mode is Mode.FIX:
             report = checking.run_fix(sel.files, policy, self.workspace)
         else:
-            report = checking.run_check(sel.files, policy, self.workspace, remote=remote)
+            report = checking.run_check(sel.files, policy, self.workspace, remote=remote,
+                                        base_sizes=sel.base_sizes)
         self._written = [f.path for f in report.files if f.status == "fixed"]
         context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
         self.publish(report, context)
