@@ -3,6 +3,7 @@ the subtrees that play a role, framework, byte accounting and the top-level tabl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -248,20 +249,26 @@ def _top_level(root: Any, entries: list[_Entry], subs: list[_Sub],
 
 
 def _verdicts(ckpt: Checkpoint) -> list[GlobalVerdict]:
+    return verdicts(ckpt.globals)
+
+
+def verdicts(uses: Iterable[GlobalUse]) -> list[GlobalVerdict]:
+    """The safety class of each distinct global in ``uses`` (also those an
+    :class:`~ckpt_guard.read.UnreadableError` carries: a failure never loses a verdict)."""
     from ckpt_guard.analyze.safety import classify
 
     # One verdict per global, judged by everything any pickle of the file does with it (a
     # name stored as a value in one place and called in another is called).
     first: dict[str, GlobalUse] = {}
-    uses: dict[str, set[str]] = {}
-    for use in ckpt.globals:
+    how: dict[str, set[str]] = {}
+    for use in uses:
         first.setdefault(use.qualname, use)
-        uses.setdefault(use.qualname, set()).update(use.uses)
+        how.setdefault(use.qualname, set()).update(use.uses)
     out = []
     for qual, use in first.items():
-        safety, reason = classify(use.module, use.name, uses[qual])
-        if uses[qual] != use.uses:
-            use = replace(use, uses=uses[qual])
+        safety, reason = classify(use.module, use.name, how[qual])
+        if how[qual] != use.uses:
+            use = replace(use, uses=how[qual])
         out.append(GlobalVerdict(use=use, safety=safety, reason=reason))
     return out
 

@@ -76,6 +76,8 @@ def key_text(key: Any) -> str:
     """A path component for ``key``."""
     if isinstance(key, str):
         return key
+    if isinstance(key, int) and not isinstance(key, bool) and key.bit_length() > 64:
+        return f"<int of {key.bit_length()} bits>"  # str() refuses ints over 4,300 digits
     if isinstance(key, (int, float, bool)) or key is None:
         return str(key)
     if isinstance(key, bytes):

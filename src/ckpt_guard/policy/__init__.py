@@ -5,7 +5,7 @@ Units: sizes in a policy accept decimal (``50MB`` = 50·10⁶) and binary (``1.5
 """
 
 from ckpt_guard.policy.errors import PolicyError, Problem
-from ckpt_guard.policy.evaluate import evaluate, evaluate_unreadable
+from ckpt_guard.policy.evaluate import evaluate, evaluate_failure, evaluate_unreadable
 from ckpt_guard.policy.load import (
     POLICY_NAMES,
     builtin_policy,
@@ -24,6 +24,6 @@ DEFAULT_INCLUDE: tuple[str, ...] = builtin_policy().include
 __all__ = [
     "ACTIONS", "DEFAULT_INCLUDE", "FIXABLE_RULES", "POLICY_NAMES", "Override", "Policy",
     "PolicyError", "Problem", "RuleConfig", "SizeError", "builtin_policy", "evaluate",
-    "evaluate_unreadable", "find_policy_file", "init_text", "load_policy", "load_text",
-    "parse_size",
+    "evaluate_failure", "evaluate_unreadable", "find_policy_file", "init_text", "load_policy",
+    "load_text", "parse_size",
 ]

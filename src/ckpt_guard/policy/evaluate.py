@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.analyze.model import Analysis, GlobalVerdict
 from ckpt_guard.policy.describe import find, optimizer_summary
 from ckpt_guard.policy.keep_fp32 import ema_dropped_role, fp32_payload
 from ckpt_guard.policy.model import FIXABLE_RULES, RuleConfig
@@ -57,6 +57,23 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str) -> tuple[list[Findi
     return _by_severity(findings), removable
 
 
+def evaluate_failure(err: BaseException, rules: Rules, *, member: str = "") -> list[Finding]:
+    """Findings for a path that could not be read (or examined) to the end: ``unreadable``,
+    and ``unsafe-pickle`` for what its pickles referenced before the failure (an
+    ``os.system`` followed by a parse error or a limit is still an ``os.system``)."""
+    from ckpt_guard.analyze.analyzer import verdicts
+
+    findings: list[Finding] = []
+    unsafe, _ = _unsafe_from(verdicts(getattr(err, "partial_globals", None) or []), rules,
+                             partial=True)
+    if unsafe is not None:
+        findings.append(_in_member(unsafe, member) if member else unsafe)
+    finding = evaluate_unreadable(err, rules, member=member)
+    if finding is not None:
+        findings.append(finding)
+    return _by_severity(findings)
+
+
 def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:
     """The ``unreadable`` finding for a path the reader could not read (``None`` when the
     rule is off). ``member`` names the file inside a checkpoint directory."""
@@ -74,8 +91,13 @@ def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -
 # --- single files -----------------------------------------------------------------------
 
 def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
+    return _unsafe_from(a.globals, rules)
+
+
+def _unsafe_from(judged: list[GlobalVerdict], rules: Rules, *,
+                 partial: bool = False) -> tuple[Finding | None, int]:
     cfg = rules.get("unsafe-pickle")
-    verdicts = [g for g in a.globals if g.safety == "unsafe"]
+    verdicts = [g for g in judged if g.safety == "unsafe"]
     if cfg is None or not cfg.enabled or not verdicts:
         return None, 0
     listed: dict[str, str] = {}
@@ -90,8 +112,9 @@ def _unsafe_pickle(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:
         listed[q] += "; trusted-globals does not apply: trust never covers an unsafe global"
     names = [f"{q} ({r})" if r else q for q, r in listed.items()]
     where = f" in {', '.join(members)}" if members else ""
-    msg = (f"references {_listing(names)}{where}: torch.load(weights_only=False) on this file "
-           f"can run arbitrary code")
+    before = " before it stops parsing" if partial else ""
+    msg = (f"references {_listing(names)}{where}{before}: torch.load(weights_only=False) on "
+           f"this file can run arbitrary code")
     detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
                            "member": v.use.member} for v in verdicts]}
     return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
@@ -269,6 +292,10 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
     training: dict[str, list[tuple[str, int | None, str]]] = {}
     for member, child, hint in a.children:
         rule = _HINT_RULE.get(hint)
+        if not isinstance(child, Analysis):
+            # Whatever its name says: a member that cannot be read fails, and what it
+            # referenced before failing is judged (the Trainer torch.loads training files).
+            findings.extend(evaluate_failure(child, rules, member=member))
         if rule is not None:
             size = (child.checkpoint.size_bytes if isinstance(child, Analysis)
                     else _stat_size(a.checkpoint.path, member))
@@ -279,9 +306,6 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
                     findings.append(_in_member(unsafe, member))
             continue
         if not isinstance(child, Analysis):
-            finding = evaluate_unreadable(child, rules, member=member)
-            if finding is not None:
-                findings.append(finding)
             continue
         child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
         findings.extend(_in_member(f, member) for f in child_findings)

@@ -31,6 +31,7 @@ from ckpt_guard.read.checkpoint import (
     JudgedPickle,
     LimitExceeded,
     UnreadableError,
+    note_globals,
 )
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import check_depth
@@ -147,9 +148,11 @@ def run(data: bytes | bytearray | memoryview, start: int = 0, *,
     globals_: list[GlobalUse] = []
     try:
         res = _run(data, start, persistent_load, limits, member, globals_)
-    except UnreadableError as e:
+    except Exception as e:
         e.partial_globals = globals_  # type: ignore[attr-defined]
         raise
+    finally:
+        note_globals(globals_)  # the read as a whole keeps them, whatever happens next
     # What was judged, byte for byte: a differential test matches it against what torch's
     # unpickler consumed (tests/differential).
     digest = hashlib.sha256(memoryview(data)[start:res.end]).hexdigest()
