@@ -34,7 +34,10 @@ _HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _HF_MARKERS = re.compile(r"trainer_state\.json|training_args\.bin")
 _HF_CKPT_NAME = re.compile(r"checkpoint-\d+")
 _DS_FILES = re.compile(r".*mp_rank_\d+_model_states\.pt|.*optim_states\.pt")
-_WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf)")
+# Members with these names are never skipped as "not a weight file" (any case: torch.load
+# opens model.PT as model.pt on macOS and Windows).
+_WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf|"
+                         r"torchscript|ptl)", re.IGNORECASE)
 
 
 def hint_for(name: str) -> str:
