@@ -217,6 +217,8 @@ def _examine(t: Target, policy, *, details: bool = False):
         ckpt = read_path(t.abspath)
         analysis = analyze(ckpt)
     except UnreadableError as e:
+        if ckpt is not None and not e.partial_globals:  # read, then analysis hit a limit
+            e.partial_globals = list(ckpt.globals)
         fr.findings = evaluate_failure(e, rules)
         with contextlib.suppress(OSError):
             fr.size_bytes = os.stat(t.abspath).st_size

@@ -36,7 +36,8 @@ from ckpt_guard.analyze.walk import (
     path_text,
     walk,
 )
-from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, LimitExceeded
+from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping
 
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
@@ -68,6 +69,17 @@ class _Collector:
         self.entries: list[_Entry] = []
         self.storages: list[tuple[tuple, Storage, str | None]] = []
         self.subs: list[_Sub] = []
+        self.budget = Limits().max_path_components
+
+    def _keys(self, where: Path | None) -> tuple:
+        """The keys down to ``where``, counted: deep nesting times many tensors must not
+        make the analysis quadratic (a LimitExceeded instead)."""
+        depth = where[2] if where is not None else 0
+        self.budget -= depth + 1
+        if self.budget < 0:
+            raise LimitExceeded("analysis: tensor paths too many or too deep (more than "
+                                f"{Limits().max_path_components} path components)")
+        return keys_of(where)
 
     def _open(self, path: tuple, role: str, what: str) -> tuple[str, int]:
         self.subs.append(_Sub(path, role, what))
@@ -76,7 +88,7 @@ class _Collector:
     def visit(self, where: Path | None, node: Any, inherited: Any) -> Any:
         role, sub = inherited if inherited else (None, None)
         if isinstance(node, TensorRef):
-            path = keys_of(where)
+            path = self._keys(where)
             if (role in (None, "other") and is_rng_tensor(node) and not self._in_weights(path)
                     and not (self.flat_root and len(path) == 1)):
                 role, sub = self._open(path, "rng", "torch RNG state (ByteTensor)")
@@ -85,7 +97,7 @@ class _Collector:
             self.entries.append(_Entry(path, node, role, sub))
             return SKIP
         if isinstance(node, Storage):
-            self.storages.append((keys_of(where), node, role))
+            self.storages.append((self._keys(where), node, role))
             return SKIP
         if node is None or isinstance(node, (str, bytes, int, float, complex, GlobalRef)):
             return SKIP
@@ -93,9 +105,9 @@ class _Collector:
             key = where[1] if where is not None else None
             found = structural_role(node) or (keyed_role(key, node) if where else None)
             if found:
-                return self._open(keys_of(where), *found)
+                return self._open(self._keys(where), *found)
             if role is None and where is not None and is_ema_candidate(key, node):
-                return self._open(keys_of(where), _EMA_PENDING, "")
+                return self._open(self._keys(where), _EMA_PENDING, "")
             if role is None and where is not None and where[2] == 1 and key in OTHER_KEYS:
                 return "other", None
         return role, sub
