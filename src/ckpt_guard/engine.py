@@ -110,6 +110,13 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
     if not paths:
         for rel in git_files(root) if git_root(root) else []:
             p = root / rel
+            if p.name == ".metadata" and _checkpoint_dir(p.parent):
+                # A torch.distributed.checkpoint directory: no file of it matches the
+                # weight globs, yet torch unpickles .metadata. Checked as one target.
+                t = target(p.parent)
+                if t and not policy.excludes(t.relpath):
+                    yield t
+                continue
             t = target(p)
             if t and policy.matches(t.relpath) and not p.is_dir():
                 yield t

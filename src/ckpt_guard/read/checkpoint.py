@@ -12,7 +12,7 @@ from ckpt_guard.read.tree import Storage
 
 # Format names of the JSON report contract.
 FORMATS = ("torch-zip", "torch-legacy", "torchscript", "safetensors", "lfs-pointer",
-           "hf-checkpoint-dir", "deepspeed-dir", "unknown")
+           "hf-checkpoint-dir", "deepspeed-dir", "dcp-dir", "unknown")
 
 
 class UnreadableError(Exception):
