@@ -252,7 +252,10 @@ def _examine(t: Target, policy, *, details: bool = False):
             fr.details = describe(analysis)
         # Every surface renders from this data: a value that cannot be rendered (a huge int,
         # a lone surrogate) must fail this file here, not the whole run later.
-        json.dumps(fr.to_dict(), ensure_ascii=False).encode("utf-8", "strict")
+        # (Its path is the user's own: a non-UTF-8 file name is each renderer's to escape.)
+        probe = fr.to_dict()
+        probe.pop("path")
+        json.dumps(probe, ensure_ascii=False).encode("utf-8", "strict")
     except Exception as e:
         if not getattr(e, "partial_globals", None):
             e.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]

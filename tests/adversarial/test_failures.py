@@ -178,3 +178,14 @@ def test_the_process_pool_path_isolates_a_bad_file(tmp_path: Path) -> None:
     statuses = {Path(f["path"]).name: f["status"] for f in json.loads(proc.stdout)["files"]}
     assert proc.returncode == 1 and statuses.pop("m050-bad.pt") == "error"
     assert set(statuses.values()) == {"pass"} and len(statuses) == PARALLEL_THRESHOLD + 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif"])  # text/markdown write the name's bytes
+def test_a_file_name_that_is_not_utf8_never_stops_the_report(tmp_path: Path, fmt: str) -> None:
+    import os
+
+    d = _models(tmp_path, {})
+    with open(os.fsencode(d) + b"/\xffname.pt", "wb") as fh:
+        fh.write(Z.torch_zip())
+    proc = run_cli("check", "--format", fmt, str(d))
+    assert proc.returncode == 0, proc.stderr
