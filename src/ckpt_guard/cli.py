@@ -143,7 +143,13 @@ def _paths_problem(paths: list[str], root: Path, verb: str) -> str | None:
     """Why ``paths`` cannot be used, or ``None``: named paths must exist; with none, the
     repository is walked, so there must be one."""
     if paths:
-        missing = [p for p in paths if not os.path.lexists(p)]
+        from ckpt_guard.read.remote import is_remote
+
+        remote = [p for p in paths if is_remote(p)]
+        if remote and verb == "fix":
+            return (f"cannot fix a remote file ({remote[0]}): download it, run `ckpt-guard "
+                    "fix` on the copy, upload the result")
+        missing = [p for p in paths if not is_remote(p) and not os.path.lexists(p)]
         return "no such file or directory: " + ", ".join(missing) if missing else None
     if not (root / ".git").exists():
         return (f"no paths given and not inside a git repository; name files or directories "

@@ -10,10 +10,12 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ckpt_guard.read.checkpoint import UnreadableError
+from ckpt_guard.read.remote import is_remote
 from ckpt_guard.report.model import FileReport, Finding, Report
 
 # Above this many files, reading fans out to one worker process per core.
@@ -29,6 +31,9 @@ class Target:
     abspath: str
     relpath: str
     outside: str = ""  # non-empty: why this path must not be read (e.g. symlink escape)
+    # Read this URL by range instead of the local file (e.g. an LFS pointer's object).
+    source: str = ""
+    source_headers: tuple[tuple[str, str], ...] = ()
 
 
 def git_root(start: Path) -> Path | None:
@@ -122,6 +127,17 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 yield t
         return
     for raw in paths:
+        if is_remote(raw):  # read by range, never downloaded (read/remote.py)
+            from ckpt_guard.read.remote import expand
+
+            try:
+                for entry in expand(raw, lambda rel: policy.matches(rel)):
+                    if entry.url not in seen:
+                        seen.add(entry.url)
+                        yield Target(entry.url, entry.url, _remote_relpath(entry.url))
+            except UnreadableError as e:  # no such repository, revision, token… : a finding
+                yield Target(raw, raw, _remote_relpath(raw), outside=str(e))
+            continue
         p = Path(raw) if os.path.isabs(raw) else cwd / raw
         if p.is_dir() and not p.is_symlink() and not _checkpoint_dir(p):
             for dirpath, dirnames, filenames in os.walk(p):
@@ -144,9 +160,20 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 yield t
 
 
+def _remote_relpath(url: str) -> str:
+    """What policy globs match for a remote file: its path inside the repository or bucket
+    (``hf://org/repo@rev/models/x.pt`` → ``models/x.pt``)."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("hf://"):
+        from ckpt_guard.read.remote import HubPath
+
+        return HubPath.parse(url).path
+    return urlsplit(url).path.lstrip("/")
+
+
 def _checkpoint_dir(p: Path) -> bool:
     """Is ``p`` a Hugging Face Trainer or DeepSpeed checkpoint directory (checked as one)?"""
-    from ckpt_guard.read.checkpoint import UnreadableError
     from ckpt_guard.read.directories import directory_format
 
     try:
@@ -212,8 +239,7 @@ def _crashed(t: Target, policy, err: Exception) -> FileReport:
 def _examine(t: Target, policy, *, details: bool = False):
     from ckpt_guard.analyze import analyze
     from ckpt_guard.policy import evaluate, evaluate_failure
-    from ckpt_guard.read import read_path
-    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.read import read_path, read_remote
 
     rules = policy.rules_for(t.relpath)
     fr = FileReport(path=t.path)
@@ -221,7 +247,12 @@ def _examine(t: Target, policy, *, details: bool = False):
     try:
         if t.outside:
             raise UnreadableError(t.outside)
-        ckpt = read_path(t.abspath)
+        if t.source:
+            ckpt = read_remote(t.source, headers=dict(t.source_headers), name=t.path)
+        elif is_remote(t.abspath):
+            ckpt = read_remote(t.abspath)
+        else:
+            ckpt = read_path(t.abspath)
         analysis = analyze(ckpt)
     except UnreadableError as e:
         if ckpt is not None and not e.partial_globals:  # read, then analysis hit a limit
@@ -246,6 +277,13 @@ def _examine(t: Target, policy, *, details: bool = False):
         fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
         fr.tensor_count = analysis.tensor_count
         fr.notes = list(ckpt.notes)
+        if "remote_bytes" in ckpt.metadata:
+            from ckpt_guard.report.units import format_bytes
+
+            n = ckpt.metadata["remote_requests"]
+            fr.notes.append(f"read remotely by range: {n} request{'s' if n != 1 else ''}, "
+                            f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
+                            f"{format_bytes(ckpt.size_bytes)} transferred")
         fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath)
         fr.status = status_of(fr.findings)
         if details:
@@ -297,9 +335,18 @@ def _check_many(args: tuple[list[Target], object, bool]) -> list[FileReport]:
 
 
 def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
-                jobs: int | None = None) -> Report:
-    """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``."""
+                jobs: int | None = None,
+                sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None
+                ) -> Report:
+    """Check ``paths`` (files or directories; none ⇒ the repository) against ``policy``.
+    ``sources``: absolute path → (URL, headers) to read by range instead of the file."""
     targets = list(discover(paths, policy, root=root))
+    if sources:
+        from dataclasses import replace
+
+        targets = [replace(t, source=sources[t.abspath][0],
+                           source_headers=sources[t.abspath][1])
+                   if t.abspath in sources else t for t in targets]
     report = Report(policy_source=str(getattr(policy, "source", "built-in")))
     jobs = jobs or min(os.cpu_count() or 1, 8)
     if len(targets) < PARALLEL_THRESHOLD or jobs < 2:

@@ -154,7 +154,9 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         # Whatever the policy's action for unsafe-pickle: a rewrite re-emits every object as
         # read, so it would launder nothing, and a file that can run code on load is not one
         # to hand back "fixed".
-        before.notes.append("not rewritten: the pickle is unsafe; remove its payload first")
+        what = ("TorchScript code" if any(g.safety == "unsafe" and g.use.opcode == "TorchScript"
+                                          for g in analysis.globals) else "the pickle")
+        before.notes.append(f"not rewritten: {what} is unsafe; remove its payload first")
         return before
     out_path = _mirror(t, out_dir, root) if out_dir else None
     # A dry run writes nothing: it only scans the values a cast would touch.

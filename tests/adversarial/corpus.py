@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.adversarial import nonzip as N
 from tests.adversarial import payloads as B
 from tests.adversarial import pickles as P
 from tests.adversarial import usage_cases as U
@@ -35,6 +36,17 @@ class Case:
 
 
 PS = "picklescan"
+_TORCH_TAR = ("torch 2.13 serialization._legacy_load: tarfile.open(fileobj=f, mode='r:') is "
+              "tried first on every non-zip file; CPython tarfile accepts V7 headers (ckpt-guard "
+              "issue 8 class 2)")
+_TORCH_MAGIC = ("torch 2.13 serialization._legacy_load: 'magic_number != MAGIC_NUMBER' compares "
+                "the unpickled value (ckpt-guard issue 8 class 4)")
+_FRAMES = ("CPython Modules/_pickle.c load_frame/_Unpickler_ReadFromFile: a frame not served by "
+           "peek() is read whole, the next load starts at its end (ckpt-guard issue 8 class 9)")
+
+
+def _tar(where: str):  # noqa: ANN202 - a Case builder
+    return lambda c: N.old_tar(c, where)
 CASES: list[Case] = [
     Case("global_reduce_posix_system", "GLOBAL posix.system + REDUCE (what pickle writes "
          "for os.system)", "picklescan README's canonical os.system payload; "
@@ -228,6 +240,52 @@ CASES: list[Case] = [
          "formats.md legacy five-pickle layout", B._legacy_header(2), runner="torch"),
     Case("legacy_storage_keys_pickle", "legacy format: payload in the storage-keys pickle",
          "formats.md legacy five-pickle layout", B._legacy_header(4), runner="torch"),
+    # ---- issue 8 class 2: torch tries tarfile first on every non-zip file -------------------
+    Case("tar_v7_count", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "storages count pickle", _TORCH_TAR, _tar("count"), runner="torch", filename="tar_v7_count.bin"),
+    Case("tar_v7_storage_args", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "per-storage argument (before raw data) pickle", _TORCH_TAR, _tar("storage_args"), runner="torch", filename="tar_v7_storage_args.bin"),
+    Case("tar_v7_views", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "storage_views pickle", _TORCH_TAR, _tar("views"), runner="torch", filename="tar_v7_views.bin"),
+    Case("tar_v7_tensor_count", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "tensors count pickle", _TORCH_TAR, _tar("tensor_count"), runner="torch", filename="tar_v7_tensor_count.bin"),
+    Case("tar_v7_tensor_args", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "per-tensor argument pickle", _TORCH_TAR, _tar("tensor_args"), runner="torch", filename="tar_v7_tensor_args.bin"),
+    Case("tar_v7_pickle", "PyTorch <= 0.3 tar (old V7 headers, no ustar magic), payload in the "
+         "'pickle' member pickle", _TORCH_TAR, _tar("pickle"), runner="torch", filename="tar_v7_pickle.bin"),
+    Case("tar_ustar_pickle", "PyTorch <= 0.3 tar with ustar headers, payload in 'pickle'",
+         _TORCH_TAR, lambda c: N.old_tar(c, "pickle", magic=b"ustar\x0000"), runner="torch"),
+    Case("tar_named_like_legacy", "a tar whose first member is named with the legacy magic "
+         "pickle: first bytes say legacy stream, torch reads a tar", _TORCH_TAR,
+         N.tar_named_like_legacy, runner="torch"),
+    Case("safetensors_also_tar", "a valid safetensors file whose JSON header hides a V7 tar "
+         "header; named .bin torch.load reads it as a tar (no routing by content)", _TORCH_TAR
+         + "; safetensors format spec (8-byte header length, JSON header)",
+         N.safetensors_also_tar, runner="torch", filename="safetensors_also_tar.bin"),
+    # ---- issue 8 class 4: the legacy magic number is compared by value ----------------------
+    Case("legacy_magic_text_long", "legacy stream whose magic number is spelled as protocol-0 text L...L; payload in "
+         "sys_info", _TORCH_MAGIC, N.magic_text_long, runner="torch"),
+    Case("legacy_magic_text_int", "legacy stream whose magic number is spelled as protocol-0 INT; payload in "
+         "sys_info", _TORCH_MAGIC, N.magic_text_int, runner="torch"),
+    Case("legacy_magic_long1_no_proto", "legacy stream whose magic number is spelled as LONG1 without PROTO; payload in "
+         "sys_info", _TORCH_MAGIC, N.magic_long1_no_proto, runner="torch"),
+    Case("legacy_magic_long4", "legacy stream whose magic number is spelled as LONG4; payload in "
+         "sys_info", _TORCH_MAGIC, N.magic_long4, runner="torch"),
+    Case("legacy_magic_proto5_framed", "legacy stream whose magic number is spelled as protocol 5 with a FRAME; payload in "
+         "sys_info", _TORCH_MAGIC, N.magic_protocol_5_framed, runner="torch"),
+    Case("legacy_magic_decimal", "legacy stream whose magic number is decimal.Decimal(...) "
+         "(equal by value, built by a call); payload in sys_info", _TORCH_MAGIC,
+         N.magic_decimal, runner="torch"),
+    # ---- issue 8 class 9: a STOP before the end of a FRAME hides what follows ----------------
+    Case("legacy_frame_decoy_5000", "magic-number pickle STOPs inside a 5000-byte FRAME holding a "
+         "clean decoy stream; torch's next pickle.load starts at the frame's end", _FRAMES,
+         N.frame_decoy(5000), runner="torch"),
+    Case("legacy_frame_decoy_131072", "magic-number pickle STOPs inside a 131072-byte FRAME holding a "
+         "clean decoy stream; torch's next pickle.load starts at the frame's end", _FRAMES,
+         N.frame_decoy(131072), runner="torch"),
+    Case("legacy_frame_decoy_200000", "magic-number pickle STOPs inside a 200000-byte FRAME holding a "
+         "clean decoy stream; torch's next pickle.load starts at the frame's end", _FRAMES,
+         N.frame_decoy(200000), runner="torch"),
     Case("torchscript_constants_pkl", "TorchScript archive with a malicious constants.pkl",
          "pytorch/pytorch PR #169570 (crafted constants.pkl); PR #143403", B._torchscript_constants,
          runner=""),

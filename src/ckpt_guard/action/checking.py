@@ -7,8 +7,9 @@ the comment and git use), whatever the process's current directory is.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ckpt_guard.report.model import Report
 
@@ -61,15 +62,20 @@ def _normalise(report: Report, workspace: Path) -> Report:
     return report
 
 
-def run_check(paths: Sequence[str], policy, workspace: Path) -> Report:
+def run_check(paths: Sequence[str], policy, workspace: Path,
+              remote: Mapping[str, Any] | None = None) -> Report:
     """Check ``paths`` (relative to the workspace). An empty list checks nothing (the
-    engine would check the whole repository)."""
+    engine would check the whole repository). ``remote``: path → an object with ``url`` and
+    ``headers`` to read by range instead of the workspace file (LFS objects)."""
     from ckpt_guard.engine import check_paths
 
     if not paths:
         return Report(policy_source=str(getattr(policy, "source", "built-in")))
     absolute = [str(workspace / p) for p in paths]
-    return _normalise(check_paths(absolute, policy, root=workspace), workspace)
+    sources = {os.path.abspath(workspace / p): (o.url, o.headers)
+               for p, o in (remote or {}).items()}
+    return _normalise(check_paths(absolute, policy, root=workspace, sources=sources),
+                      workspace)
 
 
 def run_fix(paths: Sequence[str], policy, workspace: Path) -> Report:

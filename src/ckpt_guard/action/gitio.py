@@ -16,6 +16,7 @@ from pathlib import Path
 
 LFS_SPEC = b"version https://git-lfs.github.com/spec/v1"
 _POINTER_SIZE = re.compile(rb"^size (\d+)$", re.M)
+_POINTER_OID = re.compile(rb"^oid sha256:([0-9a-f]{64})$", re.M)
 NULL_SHA = "0" * 40
 
 
@@ -49,6 +50,17 @@ def parse_lfs_pointer(data: bytes) -> int | None:
         return None
     m = _POINTER_SIZE.search(data)
     return int(m.group(1)) if m else None
+
+
+def lfs_object(path: Path) -> tuple[str, int] | None:
+    """``(sha256 oid, size)`` of the object the LFS pointer file ``path`` stands for."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1025)
+    except OSError:
+        return None
+    size, oid = parse_lfs_pointer(data), _POINTER_OID.search(data)
+    return (oid.group(1).decode(), size) if size is not None and oid else None
 
 
 def is_lfs_pointer_file(path: Path) -> bool:
@@ -98,6 +110,13 @@ class Git:
             return self.run("rev-parse", "HEAD").strip()
         except GitError:
             return None
+
+    def origin_is(self, server_url: str, repository: str) -> bool:
+        """Is ``origin`` the repository ``repository`` on ``server_url`` (as actions/checkout
+        leaves it)? Only then is the event's LFS server the checkout's."""
+        url = self.run("remote", "get-url", "origin", check=False).strip()
+        want = f"{server_url.rstrip('/')}/{repository}".lower()
+        return bool(url) and url.lower().removesuffix("/").removesuffix(".git") == want
 
     def has_commit(self, rev: str) -> bool:
         return bool(rev) and rev != NULL_SHA and self.ok("cat-file", "-e", f"{rev}^{{commit}}")

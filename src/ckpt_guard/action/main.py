@@ -22,13 +22,16 @@ from ckpt_guard.action.commands import ANNOTATION_LIMIT, SUMMARY_LIMIT, Workflow
 from ckpt_guard.action.comment import comment_wanted, set_label, upsert_comment
 from ckpt_guard.action.event import EventError, RunContext, Scope, scope_for
 from ckpt_guard.action.github import GitHub, GitHubError
-from ckpt_guard.action.gitio import Git, GitError
+from ckpt_guard.action.gitio import Git, GitError, lfs_object
+from ckpt_guard.action.lfsremote import RemoteObject
+from ckpt_guard.action.lfsremote import resolve as resolve_lfs
 from ckpt_guard.action.policysource import GatePolicy, base_policy, policy_path
 from ckpt_guard.action.release import download_assets, find_release, replace_asset
 from ckpt_guard.action.select import Selection, expand_globs, file_size, pull_lfs, select
 from ckpt_guard.action.settings import (
     CommentMode,
     FailOn,
+    Lfs,
     Mode,
     PolicyFrom,
     Settings,
@@ -155,7 +158,8 @@ class Action:
             sel.files = assign(sel.files, lambda p: file_size(self.workspace / p), self.s.shard)
             self.wf.info(f"shard {self.s.shard}: {len(sel.files)} of {everything} file(s); "
                          "the merging job comments")
-        pointers = pull_lfs(sel, self.workspace, self.s.lfs)
+        remote = self.lfs_remote(sel) if self.s.mode is Mode.CHECK else {}
+        pointers = pull_lfs(sel, self.workspace, self.s.lfs, skip=set(remote))
         if pointers:  # one warning, not one per file: the UI shows only 10 per step
             shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more"
                                                if len(pointers) > 5 else "")
@@ -168,8 +172,10 @@ class Action:
         for n in sel.notes:
             self.wf.info(n)
         self.wf.info(f"checking {len(sel.files)} file(s)")
-        report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
-            sel.files, policy, self.workspace)
+        if self.s.mode is Mode.FIX:
+            report = checking.run_fix(sel.files, policy, self.workspace)
+        else:
+            report = checking.run_check(sel.files, policy, self.workspace, remote=remote)
         self._written = [f.path for f in report.files if f.status == "fixed"]
         context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
         self.publish(report, context)
@@ -179,6 +185,36 @@ class Action:
         if self.s.mode is Mode.FIX and self.s.commit_fixes:
             self.commit_fixes(report)
         return exit_code(report, self.s.fail_on)
+
+    def lfs_remote(self, sel: Selection) -> dict[str, RemoteObject]:
+        """``lfs: remote`` (and ``auto`` when the checkout is the event's repository on this
+        server): LFS pointer files are read by range through the batch API, not pulled."""
+        if self.s.lfs not in (Lfs.REMOTE, Lfs.AUTO):
+            return {}
+        pointers = {p: obj for p in sel.files if (obj := lfs_object(self.workspace / p))}
+        if not pointers:
+            return {}
+        server = self.ctx.server_url
+        if self.s.lfs is Lfs.AUTO and not Git(self.workspace).origin_is(
+                server, self.ctx.repository):
+            return {}
+        try:
+            got = resolve_lfs(pointers, server_url=server, repository=self.ctx.repository,
+                              token=self.s.github_token, ref=self.ctx.ref)
+        except RuntimeError as e:
+            msg = f"{e}: LFS objects not read by range"
+            if self.s.lfs is Lfs.REMOTE:
+                self.wf.warning(msg + "; the pointers are checked as pointers",
+                                title="ckpt-guard: LFS")
+            else:
+                sel.notes.append(msg + "; pulling them instead")
+            return {}
+        for path, why in got.errors.items():
+            self.wf.warning(f"{path}: {why}", title="ckpt-guard: LFS")
+        if got.objects:
+            sel.notes.append(f"reading {len(got.objects)} LFS object(s) by range through the "
+                             "batch API (not downloaded)")
+        return got.objects
 
     # -- merging the shards' reports -------------------------------------------------------
     def merge(self) -> int:

@@ -128,11 +128,14 @@ def select(scope: Scope, *, workspace: Path, matches: Callable[[str], bool],
     return sel
 
 
-def pull_lfs(sel: Selection, workspace: Path, mode: Lfs) -> list[str]:
-    """Fetch LFS objects for the selected pointer files (``auto``/``fetch``). Returns the
-    paths still pointers afterwards; problems go to ``sel.warnings``/``sel.notes``."""
-    pointers = [p for p in sel.files if is_lfs_pointer_file(workspace / p)]
-    if not pointers or mode is Lfs.OFF:
+def pull_lfs(sel: Selection, workspace: Path, mode: Lfs,
+             skip: set[str] | None = None) -> list[str]:
+    """Fetch LFS objects for the selected pointer files (``auto``/``fetch``), except those in
+    ``skip`` (read by range instead). Returns the paths still pointers afterwards, and not
+    read by range; problems go to ``sel.warnings``/``sel.notes``."""
+    pointers = [p for p in sel.files
+                if p not in (skip or ()) and is_lfs_pointer_file(workspace / p)]
+    if not pointers or mode in (Lfs.OFF, Lfs.REMOTE):
         return pointers
     git = Git(workspace)
     if not Git.lfs_available():

@@ -20,9 +20,10 @@ class Mode(str, Enum):
 
 
 class Lfs(str, Enum):
-    AUTO = "auto"
-    FETCH = "fetch"
-    OFF = "off"
+    AUTO = "auto"  # remote when the checkout is the event's repository, else pull
+    REMOTE = "remote"  # read LFS objects by range through the batch API, never pull
+    FETCH = "fetch"  # git lfs pull the checked files' objects
+    OFF = "off"  # check the pointers as pointers
 
 
 class PolicyFrom(str, Enum):

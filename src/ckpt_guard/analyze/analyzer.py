@@ -261,7 +261,12 @@ def _top_level(root: Any, entries: list[_Entry], subs: list[_Sub],
 
 
 def _verdicts(ckpt: Checkpoint) -> list[GlobalVerdict]:
-    return verdicts(ckpt.globals)
+    out = verdicts(ckpt.globals)
+    if ckpt.code:  # a TorchScript archive's code runs at load: judged like the pickles
+        from ckpt_guard.analyze.torchscript import code_verdicts
+
+        out.extend(code_verdicts(ckpt.code))
+    return out
 
 
 def verdicts(uses: Iterable[GlobalUse]) -> list[GlobalVerdict]:

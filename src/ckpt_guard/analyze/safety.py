@@ -277,6 +277,14 @@ def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
     denied = _deny_module(module)
     if denied:
         return UNSAFE, denied
+    if module == "__torch__.torch.classes" or module.startswith("__torch__.torch.classes."):
+        # A custom C++ class: torch.jit.load's unpickler runs its native __setstate__.
+        from ckpt_guard.analyze.torchscript import custom_class_reason
+
+        unknown = custom_class_reason(f"{module[len('__torch__.torch.classes.'):]}.{name}"
+                                      if module != "__torch__.torch.classes" else name)
+        if unknown:
+            return UNSAFE, unknown
     if module == "__torch__" or module.startswith("__torch__."):
         return NEEDS_CODE, ("TorchScript class compiled from the archive's code/ (runs as "
                             "TorchScript when the module is used)")
@@ -350,7 +358,9 @@ def _classify(module: str, name: str, level: str) -> tuple[str, str]:
                 "<mutate>": "BUILD/SETITEM/APPEND on a global object itself (monkeypatching "
                             "a class, function or module)",
                 "<ambiguous-archive>": "ambiguous zip archive: torch may unpickle other "
-                                       "bytes than those checked"}
+                                       "bytes than those checked",
+                "<container>": "torch.load could unpickle bytes ckpt-guard cannot pin down "
+                               "(fails closed)"}
         return UNSAFE, what.get(module, f"unresolvable global {module}")
     bad = _well_formed(module, name)
     if bad:

@@ -100,6 +100,24 @@ def _unsafe_from(judged: list[GlobalVerdict], rules: Rules, *,
     verdicts = [g for g in judged if g.safety == "unsafe"]
     if cfg is None or not cfg.enabled or not verdicts:
         return None, 0
+    parts = []
+    pickled = [v for v in verdicts if v.use.opcode != "TorchScript"]
+    code = [v for v in verdicts if v.use.opcode == "TorchScript"]
+    before = " before it stops parsing" if partial else ""
+    if pickled:
+        parts.append(f"references {_named(pickled, rules)}{before}: torch.load(weights_only="
+                     "False) on this file can run arbitrary code")
+    if code:  # a TorchScript archive is a program: torch.load hands it to torch.jit.load
+        parts.append(f"TorchScript code calls {_named(code, rules)}: torch.load/torch.jit.load "
+                     "compile and run this code")
+    msg = "; ".join(parts)
+    detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
+                           "member": v.use.member} for v in verdicts]}
+    return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
+
+
+def _named(verdicts: list, rules: Rules) -> str:
+    """``name (reason), … in member, …`` for unsafe verdicts."""
     listed: dict[str, str] = {}
     members: list[str] = []
     for v in verdicts:
@@ -112,12 +130,7 @@ def _unsafe_from(judged: list[GlobalVerdict], rules: Rules, *,
         listed[q] += "; trusted-globals does not apply: trust never covers an unsafe global"
     names = [f"{q} ({r})" if r else q for q, r in listed.items()]
     where = f" in {', '.join(members)}" if members else ""
-    before = " before it stops parsing" if partial else ""
-    msg = (f"references {_listing(names)}{where}{before}: torch.load(weights_only=False) on "
-           f"this file can run arbitrary code")
-    detail = {"globals": [{"global": v.use.qualname, "reason": v.reason, "opcode": v.use.opcode,
-                           "member": v.use.member} for v in verdicts]}
-    return _finding("unsafe-pickle", cfg, msg, 0, detail), 0
+    return f"{_listing(names)}{where}"
 
 
 def _needs_code(a: Analysis, rules: Rules) -> tuple[Finding | None, int]:

@@ -6,7 +6,8 @@
 content            reader
 =================  ===============================================================
 ``PK\\x03\\x04``      :func:`ckpt_guard.read.torch_zip.read_torch_zip` (zip or TorchScript)
-pickle + magic     :func:`ckpt_guard.read.torch_legacy.read_torch_legacy`
+tar (tarfile)      :func:`ckpt_guard.read.torch_tar.read_torch_tar` (torch tries it first)
+pickle == magic    :func:`ckpt_guard.read.torch_legacy.read_torch_legacy` (by value)
 u64 N + ``{``      :func:`ckpt_guard.read.safetensors.read_safetensors`
 LFS pointer text   :func:`ckpt_guard.read.lfs.read_lfs_pointer`
 a directory        :func:`ckpt_guard.read.directories.read_directory`
@@ -27,6 +28,8 @@ from typing import BinaryIO
 
 from ckpt_guard.read.checkpoint import (
     Checkpoint,
+    GlobalUse,
+    JudgedPickle,
     LimitExceeded,
     UnreadableError,
     collect_globals,
@@ -34,7 +37,7 @@ from ckpt_guard.read.checkpoint import (
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
 
-__all__ = ["read_path", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
+__all__ = ["read_path", "read_remote", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
            "Limits"]
 
 _DEFAULT_LIMITS = Limits()
@@ -95,6 +98,27 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
             raise
 
 
+def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS, *,
+                headers: dict[str, str] | None = None, name: str | None = None) -> Checkpoint:
+    """Read a remote weight file (``https://``, ``hf://``, object stores) by byte range, as
+    :func:`read_path` reads a local one; ``headers`` for the request (e.g. an LFS download
+    action's), ``name`` the path to show. Raises :class:`UnreadableError`."""
+    from ckpt_guard.read.remote import open_remote
+
+    fh = open_remote(url, **({"headers": headers} if headers else {}),
+                     **({"name": name} if name else {}))
+    size = getattr(fh, "size", None)
+    if not isinstance(size, int):
+        raise UnreadableError(f"{url}: the size of the remote file is unknown")
+    with fh, collect_globals():  # a failure carries the globals read before it
+        ckpt = _read_open_file(name or url, fh, size, limits)  # type: ignore[arg-type]
+    stats = getattr(fh, "stats", None)
+    if stats is not None:  # what the read cost, for the report
+        ckpt.metadata["remote_requests"] = stats.requests
+        ckpt.metadata["remote_bytes"] = stats.bytes
+    return ckpt
+
+
 def _check_within(path: str, root: str) -> None:
     real, base = os.path.realpath(path), os.path.realpath(root)
     if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
@@ -113,21 +137,11 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
             from ckpt_guard.read.torch_zip import read_torch_zip
 
             return read_torch_zip(path, fh, size, limits)
-        if kind in ("torch-legacy", "tar"):
-            from ckpt_guard.read.torch_legacy import read_torch_legacy
-
-            return read_torch_legacy(path, fh, size, limits)
-        if kind == "safetensors":
-            from ckpt_guard.read.safetensors import read_safetensors
-
-            return read_safetensors(path, fh, size, limits)
         if kind == "lfs-pointer":
             from ckpt_guard.read.lfs import read_lfs_pointer
 
             return read_lfs_pointer(path, head, size)
-        if kind in ("pickle", "unknown"):
-            return _read_bare_pickle(path, fh, size, limits, head)
-        raise NotAWeightFile(f"not a weight file: {describe(head)}")
+        return _read_not_zip(path, fh, size, limits, head, kind)
     except UnreadableError:
         raise
     except OSError as e:
@@ -149,6 +163,79 @@ def one_line(e: BaseException) -> str:
         text = ""
     first = text.splitlines()[0][:120] if text.strip() else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: bytes,
+                  kind: str) -> Checkpoint:
+    """What torch.load(path) does with a file that does not start with ``PK\\x03\\x04``
+    (torch routes by content, not by name, except for ``.safetensors``): try ``tarfile``
+    first (:mod:`ckpt_guard.read.torch_tar`), else unpickle from offset 0 and compare the
+    first pickle with the legacy magic number by value (:mod:`ckpt_guard.read.torch_legacy`),
+    else it was a bare pickle."""
+    from ckpt_guard.read import torch_tar
+
+    tar = torch_tar.open_like_torch(fh)
+    if tar is not None:
+        tar_ckpt = torch_tar.read_torch_tar(path, fh, size, limits, tar)
+        if kind == "safetensors":
+            # Named .safetensors it loads as safetensors; under any other name torch.load
+            # takes the tar path: both readings are judged.
+            from ckpt_guard.read.safetensors import read_safetensors
+
+            ckpt = read_safetensors(path, fh, size, limits)
+            ckpt.globals.extend(tar_ckpt.globals)
+            ckpt.pickles.extend(tar_ckpt.pickles)
+            ckpt.notes.extend(["also a tar archive: torch.load under a name other than "
+                               "*.safetensors reads it as a PyTorch <= 0.3 checkpoint"]
+                              + tar_ckpt.notes)
+            return ckpt
+        return tar_ckpt
+    if torch_tar.header_checksum_ok(head[:512]):
+        # Our tarfile refused a block that is a tar header by its checksum: another Python's
+        # tarfile could take it, so torch's path through it is not certain.
+        ckpt = Checkpoint(path=path, format="unknown", size_bytes=size)
+        torch_tar.fail_closed(ckpt, "tar", "", "the file starts with a valid tar header "
+                              "checksum that this Python's tarfile refuses")
+        return ckpt
+    if kind == "safetensors":
+        from ckpt_guard.read.safetensors import read_safetensors
+
+        ckpt = read_safetensors(path, fh, size, limits)
+        first, judged = _first_pickle(fh, size, limits, os.path.basename(path))
+        if first:  # torch.load under another name unpickles from offset 0
+            ckpt.globals.extend(first)
+            ckpt.pickles.extend(judged)
+            ckpt.notes.append("its first bytes also read as a pickle that torch.load (under "
+                              "a name other than *.safetensors) would unpickle")
+        return ckpt
+    from ckpt_guard.read.torch_legacy import NotLegacy, read_torch_legacy
+
+    try:
+        return read_torch_legacy(path, fh, size, limits)
+    except NotLegacy:
+        pass
+    if kind in ("pickle", "unknown", "torch-legacy", "tar"):
+        return _read_bare_pickle(path, fh, size, limits, head)
+    raise NotAWeightFile(f"not a weight file: {describe(head)}")
+
+
+def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str
+                  ) -> tuple[list[GlobalUse], list[JudgedPickle]]:
+    """The globals a pickle read from offset 0 references before it stops or fails (and the
+    pickle, when it reads to its STOP). Only names an import could resolve count, as for bare
+    pickles: bytes of another format that merely parse as GLOBAL lines import nothing."""
+    from ckpt_guard.read.pickle_vm import run
+
+    fh.seek(0)
+    data = fh.read(min(size, _PICKLE_PROBE_BYTES))
+    try:
+        res = run(data, persistent_load=_keep_pid, limits=limits, member=member)
+    except UnreadableError as e:
+        globals_, judged = list(getattr(e, "partial_globals", None) or []), []
+    else:
+        globals_, judged = list(res.globals), [res.judged] if res.judged else []
+    importable = [g for g in globals_ if _IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name)]
+    return importable, judged if importable else []
 
 
 _PICKLE_PROBE_BYTES = 64 * 1024

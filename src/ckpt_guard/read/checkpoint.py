@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.read.tree import Storage
+
+if TYPE_CHECKING:
+    from ckpt_guard.read.torchscript_code import CodeRecord
 
 # Format names of the JSON report contract.
 FORMATS = ("torch-zip", "torch-legacy", "torchscript", "safetensors", "lfs-pointer",
@@ -85,7 +88,7 @@ class GlobalUse:
 
     @property
     def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
+        return f"{self.module}.{self.name}" if self.module else self.name
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class Checkpoint:
     ``weights`` or ``""``). ``pickles`` lists every pickle read to its STOP, in reading order
     (a directory: its members' pickles, ``member`` prefixed with the file's relative path and
     ``:``); a pickle that failed to parse is not listed — it was not judged.
+    ``code`` holds a TorchScript archive's code records (judged by
+    :mod:`ckpt_guard.analyze.torchscript`).
     """
 
     path: str
@@ -136,3 +141,5 @@ class Checkpoint:
     archive_prefix: str = ""
     pickle_protocol: int | None = None
     byteorder: str = "little"
+    # TorchScript archives: the code records torch.jit.load compiles and runs.
+    code: list[CodeRecord] = field(default_factory=list)

@@ -25,3 +25,7 @@ class Limits:
     max_safetensors_header: int = 100_000_000  # per the safetensors spec
     max_storage_numel: int = 1 << 48  # a storage claiming more elements is a lie
     max_dir_files: int = 10_000  # files looked at in a checkpoint directory
+    # TorchScript code records of one archive, in all; one record at most a quarter of it
+    # (parsing builds ~200 bytes of syntax tree per source byte).
+    max_code_bytes: int = 4 * 1024 * 1024
+    max_code_nodes: int = 1_000_000  # Python syntax nodes of that code, in all

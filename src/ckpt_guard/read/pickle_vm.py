@@ -18,6 +18,7 @@ with thousands of tensors. Rare opcodes call out.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable
@@ -125,6 +126,10 @@ class PickleResult:
     end: int  # offset just past STOP
     protocol: int  # from PROTO (0 when absent)
     judged: JudgedPickle | None = None  # the bytes interpreted, start through STOP
+    # Where the furthest FRAME ends (0: no FRAME). CPython's unpickler may consume a whole
+    # frame from the file with one read(), so when this lies past ``end`` the next reader of
+    # the stream starts at an offset that depends on buffering (see torch_legacy).
+    frames_end: int = 0
 
 
 def load(data: bytes, *, persistent_load: Callable[[Any], Any] | None, limits: Limits,
@@ -156,8 +161,7 @@ def run(data: bytes | bytearray | memoryview, start: int = 0, *,
     # What was judged, byte for byte: a differential test matches it against what torch's
     # unpickler consumed (tests/differential).
     digest = hashlib.sha256(memoryview(data)[start:res.end]).hexdigest()
-    return PickleResult(res.root, res.globals, res.end, res.protocol,
-                        JudgedPickle(member, start, res.end - start, digest))
+    return dataclasses.replace(res, judged=JudgedPickle(member, start, res.end - start, digest))
 
 
 def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, limits: Limits,
@@ -176,6 +180,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
     objs = 0  # objects built (sets and frozensets count 4: they take ~4x the memory)
     where = f"pickle {member}" if member else "pickle"
     op = -1
+    frames_end = 0
     rebuilders: dict[GlobalRef, Any] = {}  # per GlobalRef object: its rebuild handler or None
     objects = ObjectBuilder(globals_, member, where, limits)
     call = objects.call
@@ -341,8 +346,8 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     stack.append(_d(data, pos)[0])
                     pos += 8
                 elif op == FRAME:
-                    _Q(data, pos)
-                    pos += 8  # frames only help streaming readers; we hold all the data
+                    frames_end = max(frames_end, pos + 8 + _Q(data, pos)[0])
+                    pos += 8  # the opcodes inside are read as any others
                 elif op == PROTO:
                     proto = objects.proto = data[pos]
                     pos += 1
@@ -360,7 +365,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     if objs > max_objects:
                         raise LimitExceeded(f"{where}: more than {max_objects} objects built")
                     check_depth(root, max_depth, where)
-                    return PickleResult(root, globals_, pos, objects.proto)
+                    return PickleResult(root, globals_, pos, objects.proto, frames_end=frames_end)
                 # ---- rare opcodes: protocol 0/1 text forms, sets, bytes, buffers, EXT …
                 elif op in COUNTED_OPCODES:
                     objs += 1

@@ -19,6 +19,9 @@ class PositionedReader:
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self.fh = fh
         self.size = size
+        # A remote file read by range (read/remote.py): every scattered read is a request,
+        # so readers skip reads a verdict does not need (e.g. storage records' local headers).
+        self.remote = bool(getattr(fh, "remote", False))
         try:
             self.fd: int | None = fh.fileno()
         except (AttributeError, OSError, ValueError):

@@ -27,7 +27,10 @@ def sniff(head: bytes, size: int) -> str:
 
     Returns one of ``zip``, ``torch-legacy``, ``tar``, ``safetensors``, ``lfs-pointer``,
     ``pickle`` (a bare pickle — ``torch.load`` would run it, so it is read to report its
-    globals) or ``unknown``.
+    globals) or ``unknown``. Only ``zip`` and ``lfs-pointer`` decide the reader: every other
+    file goes the way torch.load takes it (``tarfile`` first, then the pickle stream with the
+    magic number compared by value — see :func:`ckpt_guard.read._read_not_zip`); ``LEGACY_MAGIC_LONG``
+    is just the usual spelling.
     """
     if looks_like_lfs_pointer(head):
         return "lfs-pointer"

@@ -13,7 +13,8 @@ their size from the central directory.
 Layout facts (caffe2/serialize/inline_container.cc, torch/serialization.py): the archive's
 top folder is whatever precedes the first ``/`` of the FIRST entry; ``<top>/data.pkl`` is the
 object; storages live in ``<top>/data/<key>``; ``<top>/byteorder`` (absent ⇒ little). A
-TorchScript archive (``torch.jit.save``) also has ``<top>/constants.pkl`` and ``<top>/code/``;
+TorchScript archive (``torch.jit.save``) also has ``<top>/constants.pkl`` and ``<top>/code/``
+(read by :mod:`ckpt_guard.read.torchscript_code`: torch.jit.load runs that code);
 its :attr:`Checkpoint.root` is ``{"data": <data.pkl tree>, "constants": <constants.pkl
 tree>, …}`` with one entry per top-level ``<name>.pkl`` (``traced_inputs`` for traced
 modules), whose storages are keyed ``<name>/<key>`` (``data`` storages keep plain keys).
@@ -30,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any, BinaryIO
 
-from ckpt_guard.read import pickle_vm, rebuild
+from ckpt_guard.read import pickle_vm, rebuild, torchscript_code
 from ckpt_guard.read import zip_directory as zd
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, UnreadableError
 from ckpt_guard.read.limits import Limits
@@ -96,11 +97,21 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         ckpt.root = data_res.root
     records.update((k, f"{top}/data/{k}") for k in storages)
 
+    legacy = lookup("model.json")
+    if lookup("constants.pkl") is not None or legacy is not None:
+        # torch.jit.load (which finds names as miniz does) compiles and runs these records
+        # (torchscript_code explains which).
+        ckpt.code = torchscript_code.read_code(
+            [(e.filename, e, e.file_size) for e in directory.entries if not e.is_directory],
+            reader.member, limits, legacy=legacy.filename if legacy else None)
     if is_script:
         # torch.jit keeps one pickle archive per top-level <name>.pkl, its tensors in
         # <top>/<name>/<key>: data, constants, traced_inputs (torch writes traced inputs'
         # records empty: only noted).
-        ckpt.notes.append("TorchScript archive (torch.jit.save); its code/ is not checked")
+        n = sum(r.text is not None for r in ckpt.code)
+        ckpt.notes.append(f"TorchScript archive (torch.jit.save): a program, loading it runs "
+                          f"its code; {n} code record{'s' if n != 1 else ''} read and judged "
+                          "(file, process and network operations are unsafe)")
         ckpt.root = {"data": ckpt.root}
         for info in directory.entries:
             raw = info.raw_name
@@ -268,8 +279,10 @@ def _locate(reader: _Reader, st: Storage, info: zd.Entry | None, name: str,
             return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")
-    if info.compress_type != zd.STORED:
-        st.offset = None  # compressed: no byte range of the file holds the data as is
+    if info.compress_type != zd.STORED or reader.remote:
+        # compressed: no byte range of the file holds the data as is; remote: a check needs
+        # no data offsets (fix refuses remote files), and each would cost a request
+        st.offset = None
         return
     start = reader.data_offset(info)
     if start + info.compress_size > reader.size:

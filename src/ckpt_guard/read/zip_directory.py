@@ -357,6 +357,14 @@ def check_layout(reader: PositionedReader, directory: Directory) -> None:
     overlap each other or the central directory (one byte range read as two members)."""
     spans = []
     for entry in directory.entries:
+        if getattr(reader, "remote", False) and not entry.raw_name.lower().endswith(b".pkl"):
+            # Read by range, a local header is a request: only pickles' are read (the bytes
+            # judged); other records' spans use the shortest header they can have.
+            start = entry.header_offset + _LOCAL.size + len(entry.raw_name)
+            length = max(entry.compress_size, entry.file_size if entry.compress_type == STORED
+                         else 0)
+            spans.append((entry.header_offset, start + length, entry.filename))
+            continue
         try:
             start, name = _local(reader, entry)
         except UnreadableError:

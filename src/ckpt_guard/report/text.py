@@ -201,7 +201,10 @@ def _globals_table(color: bool, globals_: Iterable[dict]) -> list:
     groups: dict[tuple[str, str], list[str]] = {}
     for g in sorted((g for g in unique if g["safety"] != "safe"),
                     key=lambda g: order.get(g["safety"], 0)):
-        groups.setdefault((g["safety"], g["reason"]), []).append(g["name"])
+        reason = g["reason"]
+        if g.get("opcode") == "TorchScript":  # not a pickle global: code the archive runs
+            reason = f"TorchScript code ({g.get('member', '')}): {reason}"
+        groups.setdefault((g["safety"], reason), []).append(g["name"])
     if groups:
         t = _table(color, "Global", "Safety", "Why", title="Globals that need code or are unsafe")
         for (safety, reason), names in groups.items():
