@@ -297,3 +297,37 @@ def test_code_with_constants_pkl_is_read_even_without_a_code_folder(tmp_path: Pa
     reasons = " ".join(f"{v.use.qualname} {v.reason}" for v in verdicts)
     assert "torch.from_file" in reasons and "model.json" in reasons, reasons
     assert os.path.getsize(out) > 0
+
+
+def test_lite_interpreter_bytecode_operators_are_judged(tmp_path: Path) -> None:
+    """``_save_for_lite_interpreter`` adds ``bytecode.pkl``, whose operator tables the lite
+    interpreter runs (``__setstate__`` at load) without compiling ``code/``: a ``.ptl`` with
+    clean code and ``aten::from_file`` in its bytecode is unsafe; a clean ``.ptl`` is not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clean = tmp_path / "clean.ptl"
+        torch.jit.script(_Block().eval())._save_for_lite_interpreter(str(clean))
+        evil = tmp_path / "evil.ptl"
+        torch.jit.script(_Evil(str(tmp_path / "canary")))._save_for_lite_interpreter(str(evil))
+    assert not [v for v in analyze(read_path(str(clean))).globals if v.safety == "unsafe"]
+    code = ("import warnings, sys; warnings.simplefilter('ignore')\n"
+            "from torch.jit.mobile import _load_for_lite_interpreter as load\n"
+            "load(sys.argv[1])\n")
+    p = subprocess.run([sys.executable, "-c", code, str(evil)], capture_output=True,
+                       text=True, timeout=300)
+    assert (tmp_path / "canary").exists(), p.stderr[-2000:]  # the lite interpreter ran it
+    (tmp_path / "canary").unlink()
+    # Keep the evil bytecode, put the clean code beside it: only bytecode.pkl tells.
+    base = _script(_Stateful(str(tmp_path / "canary")), tmp_path / "base.pt")
+    mixed = tmp_path / "mixed.ptl"
+    with zipfile.ZipFile(evil) as zev, zipfile.ZipFile(base) as zb, \
+            zipfile.ZipFile(mixed, "w") as zout:
+        bytecode = next(i for i in zev.infolist() if i.filename.endswith("/bytecode.pkl"))
+        assert b"aten::from_file" in zev.read(bytecode)
+        for info in zb.infolist():
+            zout.writestr(info, zb.read(info))
+        zout.writestr("base/bytecode.pkl", zev.read(bytecode))
+    verdicts = [v for v in analyze(read_path(str(mixed))).globals if v.safety == "unsafe"]
+    assert [v.use.member.split(" line")[0] for v in verdicts
+            if v.use.qualname == "ops.aten.from_file"] == ["base/bytecode.pkl (operators)"], \
+        verdicts

@@ -328,3 +328,22 @@ def test_storage_type_table_round_trips() -> None:
         assert STORAGE_DTYPES[name] == dtype
     assert DTYPE_STORAGE_TYPES["float16"] == "HalfStorage"
     assert "uint8" in DTYPE_STORAGE_TYPES and DTYPE_STORAGE_TYPES["uint8"] == "ByteStorage"
+
+
+def test_appends_onto_a_bytearray_as_cpython_does():
+    """CPython's APPENDS/APPEND call bytearray.extend/append (class 13: constructs CPython
+    accepts must not stop the analysis — globals after them would be missed)."""
+    import pickle
+
+    from ckpt_guard.read.limits import Limits
+    from ckpt_guard.read.pickle_vm import run
+
+    data = b"\x80\x02c__builtin__\nbytearray\n)R(K\x01K\x02eK\x03a."  # bytearray([1, 2, 3])
+    assert pickle.loads(data) == bytearray(b"\x01\x02\x03")
+    res = run(data, persistent_load=None, limits=Limits())
+    assert res.root == bytearray(b"\x01\x02\x03")
+    # a global after the APPENDS is still seen
+    data2 = (b"\x80\x02(c__builtin__\nbytearray\n)R(K\x01e"
+             b"cposix\nsystem\ntq\x00.")
+    res2 = run(data2, persistent_load=None, limits=Limits())
+    assert [g.qualname for g in res2.globals] == ["builtins.bytearray", "posix.system"]

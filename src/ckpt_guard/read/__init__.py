@@ -189,6 +189,7 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
                                "*.safetensors reads it as a PyTorch <= 0.3 checkpoint"]
                               + tar_ckpt.notes)
             return ckpt
+        _also_as_stream(tar_ckpt, path, fh, size, limits)
         return tar_ckpt
     if torch_tar.header_checksum_ok(head[:512]):
         # Our tarfile refused a block that is a tar header by its checksum: another Python's
@@ -217,6 +218,29 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
     if kind in ("pickle", "unknown", "torch-legacy", "tar"):
         return _read_bare_pickle(path, fh, size, limits, head)
     raise NotAWeightFile(f"not a weight file: {describe(head)}")
+
+
+def _also_as_stream(ckpt: Checkpoint, path: str, fh: BinaryIO, size: int,
+                    limits: Limits) -> None:
+    """A tar is also judged as the pickle stream it may be: ``torch.load`` of a file object
+    without a descriptor (``io.BytesIO``, a download, a pipe) skips the tar step and unpickles
+    from offset 0 — a tar whose first header is also a pickle (its name field) would run that
+    pickle there while the tar reads clean."""
+    from ckpt_guard.read.torch_legacy import NotLegacy, read_torch_legacy
+
+    try:
+        stream = read_torch_legacy(path, fh, size, limits)
+        globals_, judged = list(stream.globals), list(stream.pickles)
+    except NotLegacy:
+        globals_, judged = _first_pickle(fh, size, limits, os.path.basename(path))
+    except UnreadableError as e:
+        globals_, judged = list(getattr(e, "partial_globals", None) or []), []
+    if globals_ or judged:
+        ckpt.globals.extend(globals_)
+        ckpt.pickles.extend(judged)
+        ckpt.notes.append("its first bytes also read as a pickle stream, which torch.load of "
+                          "a file object without a descriptor (e.g. io.BytesIO) unpickles "
+                          "instead of the tar: both are judged")
 
 
 def _first_pickle(fh: BinaryIO, size: int, limits: Limits, member: str

@@ -28,6 +28,7 @@ from ckpt_guard.read.checkpoint import (
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import IDENTITY_HASHED, key_cost
 from ckpt_guard.read.pickle_scalars import Malformed
+from ckpt_guard.read.pickle_values import UNMODELLED, CallValues, call_value, is_modelled
 from ckpt_guard.read.tree import GlobalRef, Opaque, TensorRef
 
 MAX_COLLISIONS = 1_000
@@ -41,7 +42,7 @@ class ObjectBuilder:
     """
 
     __slots__ = ("globals", "member", "where", "proto", "max_container", "max_depth",
-                 "key_work", "collisions", "key_hashes", "entries")
+                 "key_work", "collisions", "key_hashes", "entries", "values")
 
     def __init__(self, globals_: list[GlobalUse], member: str, where: str,
                  limits: Limits) -> None:
@@ -57,6 +58,7 @@ class ObjectBuilder:
         # id(GlobalRef) -> (the ref, its trace entry): where ``used`` records what the
         # unpickler does with a reference. The ref is kept so that its id stays unique.
         self.entries: dict[int, tuple[GlobalRef, GlobalUse]] = {}
+        self.values = CallValues(where, limits.max_container)
 
     def use(self, module: str, name: str, opcode: str, ref: GlobalRef | None = None) -> None:
         entry = GlobalUse(module, name, opcode, self.member)
@@ -128,7 +130,7 @@ class ObjectBuilder:
     def call(self, func: Any, args: Any, how: str, opname: str,
              kwargs: dict | None = None) -> Any:
         """What ``func(*args, **kwargs)`` stands for (``how``: reduce, newobj, newobj_ex,
-        inst, obj)."""
+        inst, obj), built from the arguments as they are now (see :mod:`pickle_values`)."""
         if type(args) is not tuple:
             raise Malformed(f"{opname} arguments are not a tuple")
         self.used_args(args)
@@ -140,12 +142,39 @@ class ObjectBuilder:
                 t = rebuild.reduce(func, args)
                 if t is not None:
                     return t
-            return Opaque(func, how, args, kwargs)
+            value = call_value(func, how, args, kwargs, self)
+            if value is not UNMODELLED:
+                return value
+            return self.opaque(func, how, args, kwargs)
         # Calling something that is not a named global: the result of another call, a value
         # from the memo... A real unpickler would execute it; leave a trace.
         name = describe(func)
         self.use("<call>", name, opname)
-        return Opaque(GlobalRef("<call>", name), how, args, kwargs)
+        return self.opaque(GlobalRef("<call>", name), how, args, kwargs)
+
+    def opaque(self, func: GlobalRef, how: str, args: tuple, kwargs: dict | None) -> Opaque:
+        """A call we do not evaluate; its container arguments are kept as they are now."""
+        o = Opaque(func, how, args, kwargs)
+        if args or kwargs:
+            self.values.watch_call(o)
+        return o
+
+    def reducer(self, func: GlobalRef) -> Any:
+        """The interpreter's cached ``REDUCE`` handler for a global that is not one of torch's
+        rebuild functions: ``handler(func, args)`` → the result, or ``None`` to go through
+        :meth:`call`."""
+        if not is_modelled(func):
+            return self._opaque_reduce
+
+        def modelled(f: GlobalRef, args: tuple) -> Any:
+            if not args and f.name == "OrderedDict":
+                return Opaque(f, "reduce", args)  # hot: a tensor's backward hooks
+            v = call_value(f, "reduce", args, None, self)
+            return None if v is UNMODELLED else v
+        return modelled
+
+    def _opaque_reduce(self, func: GlobalRef, args: tuple) -> Opaque:
+        return self.opaque(func, "reduce", args, None)
 
     def newobj_ex(self, cls: Any, args: Any, kwargs: Any) -> Any:
         if type(kwargs) is not dict:
@@ -166,11 +195,27 @@ class ObjectBuilder:
     def build(self, inst: Any, state: Any) -> None:
         """``BUILD``: ``inst.__setstate__(state)``, recorded as the object's state."""
         t = type(inst)
-        if t is Opaque or t is TensorRef:
+        values = self.values
+        if values.watched and id(inst) in values.watched:
+            values.before_change(inst)
+        if t is Opaque:
+            if inst.has_state and not inst.unmodelled:
+                # A second __setstate__ merges into (or replaces) the first: which one the
+                # class does is unknown, and one recorded state cannot say it.
+                inst.unmodelled = f"the pickle BUILDs {inst.qualname} twice"
             inst.state = state
             # ``__setstate__`` of the instance's class runs, with ``state`` as argument.
             self.used(inst.func, STATE)
             self.used_args((state,))
+            values.watch_state(inst, state)
+        elif t is TensorRef:
+            # torch runs Tensor.__setstate__ (set_(*state) for a 4-tuple: a new storage,
+            # size and stride) which the TensorRef does not model; torch.save never emits it.
+            inst.state = state
+            self.used(inst.func, STATE)
+            self.used_args((state,))
+            if not inst.unmodelled:
+                inst.unmodelled = "the pickle BUILDs a tensor (torch runs Tensor.__setstate__)"
         elif t is GlobalRef:
             # BUILD on a bare global sets attributes on a class/module object.
             self.use("<mutate>", f"{inst.qualname} via BUILD", "BUILD")
@@ -179,10 +224,20 @@ class ObjectBuilder:
 
     def add_items(self, target: Any, items: list[Any], opname: str) -> None:
         """APPENDS/APPEND/ADDITEMS: ``items`` onto ``target``."""
+        if items and self.values.watched and id(target) in self.values.watched:
+            self.values.before_change(target)
         t = type(target)
         if t is list:
             if len(target) + len(items) > self.max_container:
                 raise LimitExceeded(f"{self.where}: list longer than {self.max_container} items")
+            target.extend(items)
+        elif t is bytearray and opname in ("APPENDS", "APPEND"):
+            # CPython calls bytearray.extend/append: ints 0..255 only (else it raises there,
+            # and unpickling stops as it stops here)
+            if not all(type(it) is int and 0 <= it <= 255 for it in items):
+                raise Malformed(f"{opname} of a non-byte onto a bytearray")
+            if len(target) + len(items) > self.max_container:
+                raise LimitExceeded(f"{self.where}: bytearray longer than {self.max_container}")
             target.extend(items)
         elif t is set and opname == "ADDITEMS":
             for it in items:
@@ -204,6 +259,8 @@ class ObjectBuilder:
         """SETITEMS/SETITEM/DICT: key/value pairs onto ``target``."""
         if len(items) % 2:
             raise Malformed(f"{opname} with an odd number of items")
+        if items and self.values.watched and id(target) in self.values.watched:
+            self.values.before_change(target)
         t = type(target)
         if t is dict:
             d = target

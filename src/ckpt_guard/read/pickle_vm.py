@@ -106,7 +106,7 @@ from ckpt_guard.read.pickle_scalars import (
     read_line,
     read_text,
 )
-from ckpt_guard.read.tree import GlobalRef, Opaque
+from ckpt_guard.read.tree import GlobalRef
 
 __all__ = ["PickleResult", "PickleTruncated", "load", "run"]
 
@@ -232,11 +232,13 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     if type(func) is GlobalRef and type(args) is tuple:
                         handler = rebuilders.get(func, _MISSING)
                         if handler is _MISSING:
-                            handler = rebuilders[func] = rebuild.handler(func)
+                            handler = rebuilders[func] = (rebuild.handler(func)
+                                                          or objects.reducer(func))
                             objects.used(func, CALLED)  # once per reference object
                         used_args(args)
-                        result = handler(func, args) if handler is not None else None
-                        stack[-1] = result if result is not None else Opaque(func, "reduce", args)
+                        result = handler(func, args)
+                        stack[-1] = result if result is not None else call(func, args, "reduce",
+                                                                           "REDUCE")
                     else:
                         stack[-1] = call(func, args, "reduce", "REDUCE")
                 elif op == TUPLE:

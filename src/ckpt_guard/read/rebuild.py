@@ -176,8 +176,27 @@ def _strided(func: GlobalRef, args: tuple, storage: Any, offset: Any, size: Any,
         if (last + 1) * itemsize > storage.numel * DTYPE_SIZES.get(storage.dtype, 1):
             raise UnreadableError(f"tensor views {last + 1} elements of storage {storage.key}, "
                                   f"which holds {storage.nbytes // itemsize}")
+    if shape is not size or strides is not stride:
+        # A list (or torch.Size of a list) is read now: keep the call-time value, so a later
+        # change of the list by the pickle reaches neither the analysis nor a rewrite.
+        args = (*args[:2], shape, strides, *args[4:])
     return TensorRef(storage, dt, shape, strides, offset,
                      requires_grad is True or requires_grad == 1, kind, func, args)
+
+
+def _call_time(args: tuple, i: int) -> tuple:
+    """``args`` with ``args[i]`` (metadata or ``_set_obj_state`` state, which torch reads at
+    call time: a dict, or a ``(dict, slots)`` tuple) replaced by a shallow copy."""
+    if len(args) <= i:
+        return args
+    v = args[i]
+    if type(v) is dict:
+        v = dict(v)
+    elif type(v) is tuple and any(type(p) is dict for p in v):
+        v = tuple(dict(p) if type(p) is dict else p for p in v)
+    else:
+        return args
+    return (*args[:i], v, *args[i + 1:])
 
 
 def _tensor(func: GlobalRef, args: tuple) -> TensorRef:
@@ -187,11 +206,13 @@ def _tensor(func: GlobalRef, args: tuple) -> TensorRef:
 
 def _tensor_v2(func: GlobalRef, args: tuple) -> TensorRef:
     _arity(func, args, 6, 7)
+    args = _call_time(args, 6)  # metadata
     return _strided(func, args, args[0], args[1], args[2], args[3], None, args[4])
 
 
 def _tensor_v3(func: GlobalRef, args: tuple) -> TensorRef:
     _arity(func, args, 7, 8)
+    args = _call_time(args, 7)  # metadata
     return _strided(func, args, args[0], args[1], args[2], args[3], dtype_name(args[6]), args[4])
 
 
@@ -205,6 +226,8 @@ def _parameter(func: GlobalRef, args: tuple) -> TensorRef:
     data = args[0]
     if type(data) is not TensorRef:
         raise UnreadableError(f"malformed parameter: data is {_short(data)}")
+    # Parameter(data) aliases data's storage; the state is set (copied) at call time.
+    args = _call_time(args, 3)
     return TensorRef(data.storage, data.dtype, data.shape, data.stride, data.storage_offset,
                      _bool(args[1]), "parameter", func, args,
                      args[3] if len(args) == 4 else None, data.components)
@@ -243,15 +266,16 @@ def _sparse(func: GlobalRef, args: tuple) -> TensorRef:
 
 def _meta(func: GlobalRef, args: tuple) -> TensorRef:
     _arity(func, args, 4, 4)
-    return TensorRef(None, dtype_name(args[0]), _ints(args[1], "size"),
-                     _ints(args[2], "stride"), 0, _bool(args[3]), "meta", func, args)
+    size, stride = _ints(args[1], "size"), _ints(args[2], "stride")
+    return TensorRef(None, dtype_name(args[0]), size, stride, 0, _bool(args[3]), "meta", func,
+                     (args[0], size, stride, args[3]))
 
 
 def _wrapper_subclass(func: GlobalRef, args: tuple) -> TensorRef:
     _arity(func, args, 8, 8)
-    return TensorRef(None, dtype_name(args[1]), _ints(args[2], "size"),
-                     _ints(args[3], "stride"), _int(args[4], "storage offset"),
-                     _bool(args[7]), "other", func, args)
+    size, stride = _ints(args[2], "size"), _ints(args[3], "stride")
+    return TensorRef(None, dtype_name(args[1]), size, stride, _int(args[4], "storage offset"),
+                     _bool(args[7]), "other", func, (*args[:2], size, stride, *args[4:]))
 
 
 def _device_from_cpu(func: GlobalRef, args: tuple) -> TensorRef:
@@ -298,6 +322,8 @@ def _from_type(func: GlobalRef, args: tuple) -> TensorRef | None:
     inner = reduce(inner_func, inner_args)
     if type(inner) is not TensorRef:
         return None
+    # the inner call's arguments and the state, as read at call time
+    args = _call_time((args[0], args[1], inner.args, *args[3:]), 3)
     return TensorRef(inner.storage, inner.dtype, inner.shape, inner.stride,
                      inner.storage_offset, inner.requires_grad, inner.kind, func, args,
                      args[3], inner.components)

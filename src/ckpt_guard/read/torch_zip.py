@@ -97,13 +97,14 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         ckpt.root = data_res.root
     records.update((k, f"{top}/data/{k}") for k in storages)
 
-    legacy = lookup("model.json")
-    if lookup("constants.pkl") is not None or legacy is not None:
-        # torch.jit.load (which finds names as miniz does) compiles and runs these records
-        # (torchscript_code explains which).
+    legacy, bytecode = lookup("model.json"), lookup("bytecode.pkl")
+    if lookup("constants.pkl") is not None or legacy is not None or bytecode is not None:
+        # torch.jit.load (which finds names as miniz does) compiles and runs these records,
+        # the lite interpreter bytecode.pkl's operators (torchscript_code explains which).
         ckpt.code = torchscript_code.read_code(
             [(e.filename, e, e.file_size) for e in directory.entries if not e.is_directory],
-            reader.member, limits, legacy=legacy.filename if legacy else None)
+            reader.member, limits, legacy=legacy.filename if legacy else None,
+            bytecode=(bytecode.filename, bytecode) if bytecode else None)
     if is_script:
         # torch.jit keeps one pickle archive per top-level <name>.pkl, its tensors in
         # <top>/<name>/<key>: data, constants, traced_inputs (torch writes traced inputs'

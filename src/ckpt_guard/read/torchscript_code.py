@@ -6,7 +6,8 @@ import.cpp, import_source.cpp) compiles ``code/<qualifier as a path>.py`` for ev
 ``__torch__`` class or function the pickles name, found by miniz, which compares names
 case-insensitively; ``<file>.py.debug_pkl`` beside it holds source ranges, unpickled by the
 C++ unpickler only to word error messages (a pickle: the zip reader scans it as one). An
-archive with ``model.json`` is the legacy format, whose code may sit in any record.
+archive with ``model.json`` is the legacy format, whose code may sit in any record; one with
+``bytecode.pkl`` also runs, under the lite interpreter, the operators that pickle names.
 
 Every ``.py`` record of the archive is read (any folder, any letter case, each duplicate
 entry: more than torch could pick), decoded as UTF-8 and handed to
@@ -18,10 +19,12 @@ finding: code that is not judged is never a pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ckpt_guard.read import pickle_vm
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.limits import Limits
 
@@ -38,12 +41,16 @@ class CodeRecord:
 
 
 def read_code(entries: list[tuple[str, Any, int]], member: Callable[[Any, int], bytes],
-              limits: Limits, *, legacy: str | None = None) -> list[CodeRecord]:
+              limits: Limits, *, legacy: str | None = None,
+              bytecode: tuple[str, Any] | None = None) -> list[CodeRecord]:
     """The code records among ``entries`` (``(name, entry, uncompressed size)`` in archive
     order); ``member(entry, max_bytes)`` reads one record's bytes (the zip reader's record
-    access). ``legacy`` names the archive's ``model.json`` record, if torch would find one."""
+    access). ``legacy`` names the archive's ``model.json`` record, if torch would find one;
+    ``bytecode`` is ``(name, entry)`` of its ``bytecode.pkl`` (the lite interpreter's)."""
     out: list[CodeRecord] = []
     budget = limits.max_code_nodes
+    if bytecode is not None:
+        out.append(_bytecode_operators(*bytecode, member, limits))
     if legacy is not None:
         out.append(CodeRecord(legacy, None, "legacy TorchScript archive "
                               "(model.json): torch.jit.load runs code from whatever records "
@@ -74,3 +81,40 @@ def read_code(entries: list[tuple[str, Any, int]], member: Callable[[Any, int], 
             continue
         out.append(CodeRecord(name, text, "", budget))
     return out
+
+
+_OPERATOR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*::[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _bytecode_operators(name: str, entry: Any, member: Callable[[Any, int], bytes],
+                        limits: Limits) -> CodeRecord:
+    """``bytecode.pkl`` (``_save_for_lite_interpreter``): the lite interpreter runs the
+    operators its ``operators`` tables name (``("aten::add", "Tensor", 3)``), ``__setstate__``
+    included, without compiling ``code/``. Every ``ns::op`` string of the pickle is written
+    as the call ``ops.ns.op`` a code record would make, so the same allowlist judges it."""
+    try:
+        data = member(entry, limits.max_pickle_bytes)
+        res = pickle_vm.run(data, 0, persistent_load=lambda pid: pid, limits=limits,
+                            member=name)
+    except UnreadableError as e:
+        return CodeRecord(name, None, f"unreadable lite-interpreter bytecode: {e}",
+                          limits.max_code_nodes)
+    ops: dict[str, None] = {}
+    todo, seen = [res.root], 0
+    while todo:  # iterative: the tree is as deep as the pickle made it
+        node = todo.pop()
+        seen += 1
+        if seen > limits.max_code_nodes:
+            return CodeRecord(name, None, "lite-interpreter bytecode too large to judge",
+                              limits.max_code_nodes)
+        if isinstance(node, str):
+            if _OPERATOR.match(node):
+                ns, op = node.split("::")
+                ops[f"ops.{ns}.{op}"] = None
+        elif isinstance(node, (tuple, list)):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+    return CodeRecord(f"{name} (operators)", "".join(f"{o}\n" for o in ops), "",
+                      limits.max_code_nodes)

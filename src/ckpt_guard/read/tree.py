@@ -96,6 +96,8 @@ class TensorRef:
     args: tuple = ()
     state: Any = None  # _rebuild_parameter_with_state state, BUILD state on the tensor
     components: tuple[TensorRef, ...] = ()
+    # Why this tensor may not be what torch builds (a writer must not re-emit it), or "".
+    unmodelled: str = ""
 
     @property
     def numel(self) -> int:
@@ -121,6 +123,8 @@ class Opaque:
     (``cls.__new__(cls, *args)``), ``newobj_ex`` (with ``kwargs``), ``inst``/``obj`` (old-style
     instantiation). ``state`` is the argument of ``BUILD`` (``NO_STATE`` when none came);
     ``dictitems``/``listitems`` collect ``SETITEM(S)``/``APPEND(S)`` applied to the object.
+    ``args``/``state`` hold the values as they were at call time (see
+    :mod:`ckpt_guard.read.pickle_values`).
     """
 
     func: GlobalRef
@@ -130,6 +134,10 @@ class Opaque:
     state: Any = _NO_STATE
     dictitems: dict | None = None
     listitems: list | None = None
+    # Why this object may not be what the real class builds (see read.pickle_values): the
+    # pickle changed its arguments after the call, or BUILT it twice. A writer must not
+    # re-emit it. "" when faithful.
+    unmodelled: str = ""
 
     @property
     def module(self) -> str:

@@ -11,11 +11,12 @@ from typing import Any, BinaryIO
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.read.tree import DTYPE_SIZES, Storage
 from ckpt_guard.rewrite import atomic, storage_io
+from ckpt_guard.rewrite.call_time import CallTimeError, check_call_time
 from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.pickle_writer import OutStorage, PickleWriteError, dumps, storage_type_for
 from ckpt_guard.rewrite.plan import CastItem, Plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.verify import read_back, verify_storages, verify_tree
+from ckpt_guard.rewrite.verify import VerifyError, read_back, verify_storages, verify_tree
 from ckpt_guard.rewrite.zip_writer import TorchZipWriter
 
 ProgressFn = Callable[[int, int], None]
@@ -222,6 +223,12 @@ def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None
 
 def _verify(tmp: str, fh: BinaryIO, layout: _Layout, written: Mapping[str, tuple[int, int]],
             prog: ProgressCounter) -> None:
+    try:
+        # Independent of our reader's modelling of calls: the output must mean the same
+        # whatever its callees do with their arguments (CPython's unpickler, inert globals).
+        check_call_time(layout.pickle)
+    except CallTimeError as e:
+        raise VerifyError(f"verification failed: {e}") from e
     back = read_back(tmp, "torch-zip")
     outs = {id(st): out for st, out in layout.storages}
     verify_tree(layout.root, back, lambda st: outs[id(st)])

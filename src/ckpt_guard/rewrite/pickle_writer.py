@@ -276,6 +276,9 @@ class _Writer:
     def _tensor(self, t: TensorRef) -> None:
         if self._get(id(t)):
             return
+        if t.unmodelled:
+            raise PickleWriteError(f"{t.unmodelled}; re-emitting it could load different "
+                                   "values")
         func = t.func
         args = t.args
         if func is None:
@@ -303,6 +306,10 @@ class _Writer:
     def _opaque(self, o: Opaque) -> None:
         if self._get(id(o)):
             return
+        if o.unmodelled:
+            # The reader could not tell what the real class built (read.pickle_values).
+            raise PickleWriteError(f"{o.unmodelled}; re-emitting it could load different "
+                                   "values")
         how = o.how
         if how in ("reduce", "newobj", "newobj_ex"):
             self.save(o.func)
