@@ -7,6 +7,7 @@ here prints; every per-file problem becomes a finding, so one bad file never sto
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -117,6 +118,13 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
     if not paths:
         for rel in git_files(root) if git_root(root) else []:
             p = root / rel
+            if p.name == ".metadata" and _checkpoint_dir(p.parent):
+                # A torch.distributed.checkpoint directory: no file of it matches the
+                # weight globs, yet torch unpickles .metadata. Checked as one target.
+                t = target(p.parent)
+                if t and not policy.excludes(t.relpath):
+                    yield t
+                continue
             t = target(p)
             if t and policy.matches(t.relpath) and not p.is_dir():
                 yield t
@@ -195,13 +203,50 @@ def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
 
 def examine(t: Target, policy, *, details: bool = False):
     """:func:`check_target`, also handing back the analysis (``None`` for an unreadable
-    file) so a caller that goes on to rewrite the file need not read it again."""
+    file) so a caller that goes on to rewrite the file need not read it again.
+
+    Nothing about one file stops a run: an unexpected exception anywhere in examining it
+    (reading, analysis, policy, building its report) becomes that file's ``error`` with a
+    one-line reason; globals its pickles referenced before are still judged.
+    """
+    try:
+        return _examine(t, policy, details=details)
+    except Exception as e:
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        return _crashed(t, policy, e), None
+
+
+_DEBUG_ENV = "CKPT_GUARD_DEBUG"  # set to re-raise instead of reporting (developers)
+
+
+def _crashed(t: Target, policy, err: Exception) -> FileReport:
+    from ckpt_guard.policy import evaluate_failure
+    from ckpt_guard.read import one_line
+
+    fr = FileReport(path=t.path, status="error")
+    reason = f"internal error while examining the file ({one_line(err)})"
+    try:
+        fr.findings = [f for f in evaluate_failure(err, policy.rules_for(t.relpath))
+                       if f.rule != "unreadable"]
+    except Exception:  # noqa: BLE001 - the file's verdict below does not depend on it
+        fr.findings = []
+    # Always a failure, whatever the unreadable rule says: the file was not judged.
+    fr.findings.append(Finding("unreadable", "fail", reason, detail={
+        "error": type(err).__name__}))
+    with contextlib.suppress(OSError):
+        fr.size_bytes = os.stat(t.abspath).st_size
+    return fr
+
+
+def _examine(t: Target, policy, *, details: bool = False):
     from ckpt_guard.analyze import analyze
-    from ckpt_guard.policy import evaluate, evaluate_unreadable
+    from ckpt_guard.policy import evaluate, evaluate_failure
     from ckpt_guard.read import read_path, read_remote
 
     rules = policy.rules_for(t.relpath)
     fr = FileReport(path=t.path)
+    ckpt = None
     try:
         if t.outside:
             raise UnreadableError(t.outside)
@@ -213,34 +258,50 @@ def examine(t: Target, policy, *, details: bool = False):
             ckpt = read_path(t.abspath)
         analysis = analyze(ckpt)
     except UnreadableError as e:
-        finding = evaluate_unreadable(e, rules)
-        fr.findings = [finding] if finding else []
+        if ckpt is not None and not e.partial_globals:  # read, then analysis hit a limit
+            e.partial_globals = list(ckpt.globals)
+        fr.findings = evaluate_failure(e, rules)
         with contextlib.suppress(OSError):
             fr.size_bytes = os.stat(t.abspath).st_size
         fr.status = status_of(fr.findings)
         return fr, None
-    fr.format = ckpt.format
-    fr.framework = analysis.framework
-    fr.size_bytes = ckpt.size_bytes
-    if ckpt.format == "lfs-pointer" and isinstance(ckpt.metadata.get("size"), int):
-        fr.size_bytes = ckpt.metadata["size"]  # the weights' size, not the pointer's
-    fr.tensor_bytes_total = analysis.tensor_bytes_total
-    fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
-    fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
-    fr.tensor_count = analysis.tensor_count
-    fr.notes = list(ckpt.notes)
-    if "remote_bytes" in ckpt.metadata:
-        from ckpt_guard.report.units import format_bytes
+    except Exception as e:
+        if ckpt is not None and not getattr(e, "partial_globals", None):
+            e.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]
+        raise
+    try:
+        fr.format = ckpt.format
+        fr.framework = analysis.framework
+        fr.size_bytes = ckpt.size_bytes
+        if ckpt.format == "lfs-pointer" and isinstance(ckpt.metadata.get("size"), int):
+            fr.size_bytes = ckpt.metadata["size"]  # the weights' size, not the pointer's
+        fr.tensor_bytes_total = analysis.tensor_bytes_total
+        fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
+        fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
+        fr.tensor_count = analysis.tensor_count
+        fr.notes = list(ckpt.notes)
+        if "remote_bytes" in ckpt.metadata:
+            from ckpt_guard.report.units import format_bytes
 
-        n = ckpt.metadata["remote_requests"]
-        fr.notes.append(f"read remotely by range: {n} request{'s' if n != 1 else ''}, "
-                        f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
-                        f"{format_bytes(ckpt.size_bytes)} transferred")
-    fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath,
-                                               base_size=t.base_size)
-    fr.status = status_of(fr.findings)
-    if details:
-        fr.details = describe(analysis)
+            n = ckpt.metadata["remote_requests"]
+            fr.notes.append(f"read remotely by range: {n} request{'s' if n != 1 else ''}, "
+                            f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
+                            f"{format_bytes(ckpt.size_bytes)} transferred")
+        fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath,
+                                                   base_size=t.base_size)
+        fr.status = status_of(fr.findings)
+        if details:
+            fr.details = describe(analysis)
+        # Every surface renders from this data: a value that cannot be rendered (a huge int,
+        # a lone surrogate) must fail this file here, not the whole run later.
+        # (Its path is the user's own: a non-UTF-8 file name is each renderer's to escape.)
+        probe = fr.to_dict()
+        probe.pop("path")
+        json.dumps(probe, ensure_ascii=False).encode("utf-8", "strict")
+    except Exception as e:
+        if not getattr(e, "partial_globals", None):
+            e.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]
+        raise
     return fr, analysis
 
 
@@ -307,6 +368,28 @@ def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
     n = max(1, len(targets) // (jobs * 4))
     chunks = [targets[i:i + n] for i in range(0, len(targets), n)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for part in pool.map(_check_many, [(c, policy, details) for c in chunks]):
-            report.files.extend(part)
+        futures = [pool.submit(_check_many, (c, policy, details)) for c in chunks]
+        for chunk, future in zip(chunks, futures, strict=True):
+            try:
+                report.files.extend(future.result())
+            except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
+                report.files.extend(_isolated(chunk, policy, details))
     return report
+
+
+def _isolated(targets: list[Target], policy, details: bool) -> list[FileReport]:
+    """Re-check a chunk whose worker died, one file per fresh process, so the file that
+    kills its process becomes that file's error and the others are still checked."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = []
+    for t in targets:
+        try:
+            with ProcessPoolExecutor(max_workers=1) as pool:
+                out.append(pool.submit(check_target, t, policy, details=details).result())
+        except Exception as e:  # noqa: BLE001 - this file kills the process that reads it
+            fr = FileReport(path=t.path, status="error", findings=[Finding(
+                "unreadable", "fail", f"the process examining the file died ({type(e).__name__})",
+                detail={"error": type(e).__name__})])
+            out.append(fr)
+    return out

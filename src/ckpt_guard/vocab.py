@@ -32,11 +32,12 @@ class Format(StrEnum):
     LFS_POINTER = "lfs-pointer"
     HF_CHECKPOINT_DIR = "hf-checkpoint-dir"
     DEEPSPEED_DIR = "deepspeed-dir"
+    DCP_DIR = "dcp-dir"  # torch.distributed.checkpoint: .metadata + __R_N.distcp
     UNKNOWN = "unknown"
 
     @property
     def is_directory(self) -> bool:
-        return self in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR)
+        return self in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR, Format.DCP_DIR)
 
 
 class Role(StrEnum):

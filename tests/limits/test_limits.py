@@ -116,3 +116,36 @@ def test_peak_memory_and_wall_time_bounds(tmp_path: Path) -> None:
     assert not crashes, crashes
     assert result["peak_rss_mib"] < 400, result["rss_after_mib"]
     assert result["wall_s"] < 120, result
+
+
+# ---- issue 8, class 7: bounded cost for inputs that stay under every per-pickle limit --------
+@pytest.mark.parametrize("group", [
+    ("empty_sets_5m", "empty_sets", "empty_dicts", "opaque_objects"),
+    ("shared_dict_fan_out", "shared_tensor_fan_out", "deep_path_many_tensors",
+     "long_strings_repeated"),
+])
+def test_cost_bombs_stay_bounded(group: tuple[str, ...], tmp_path: Path) -> None:
+    """Small files asking for millions of objects, millions of references to one object,
+    tensor paths 990 levels deep under 64 kB keys, a 32 MiB (x4 in memory) string referenced
+    two million times: each is checked (pass, or a clean limit error) in a fresh process
+    whose peak RSS stays under 512 MiB. The issue's sample (~5 million empty sets in a
+    15 kB zip) took 70 s and 2.7 GB. No timing is asserted (shared CI machines)."""
+    from tests.limits import bombs
+
+    for name in group:
+        (tmp_path / f"{name}.pt").write_bytes(bombs.BOMBS[name]())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "tests.limits.bombs", str(tmp_path), *group],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, outcome in result["outcomes"].items():
+        assert outcome["status"] in ("pass", "error"), (name, outcome)
+        if outcome["status"] == "error":
+            assert "limit" in " ".join(outcome["findings"]) or "more than" in " ".join(
+                outcome["findings"]), (name, outcome)
+    if "empty_sets_5m" in group:  # over the object limit: refused early, cheaply
+        assert result["outcomes"]["empty_sets_5m"]["status"] == "error"
+    assert result["peak_rss_mib"] < 512, result

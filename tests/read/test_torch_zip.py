@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ckpt_guard.read import read_path
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.torch_zip import read_torch_zip
@@ -311,13 +312,26 @@ def test_extra_pickles_are_scanned_under_any_name(tmp_path: Path) -> None:
     evil = b"cos\nsystem\n(S'echo pwned'\ntR."
     dst = rewrite_zip(src, tmp_path / "evil.pt",
                       add={"a/extra.pkl": evil, "a/readme.txt": b"\x80\x02" + evil,
-                           "a/data/99": b"\x80\x02" + evil, "a/broken.pkl": evil[:-6]})
+                           "a/data/99": b"\x80\x02" + evil})
     ckpt = read_zip(dst)
     hits = [(g.member, g.qualname) for g in ckpt.globals if g.qualname == "os.system"]
-    assert sorted(m for m, _ in hits) == ["a/broken.pkl", "a/data/99", "a/extra.pkl",
-                                          "a/readme.txt"]
+    assert sorted(m for m, _ in hits) == ["a/data/99", "a/extra.pkl", "a/readme.txt"]
     assert ckpt.root["w"].shape == (3,)
-    assert any("broken.pkl" in n for n in ckpt.notes)
+
+
+def test_an_extra_pickle_that_does_not_parse_fails_and_keeps_its_globals(
+        tmp_path: Path) -> None:
+    """Issue 8 class 5: an extra pickle member that fails to parse used to be a note; now the
+    file fails, and every global seen (in it and in the members before) is carried."""
+    src = save({"w": torch.ones(3)}, tmp_path / "a.pt")
+    evil = b"cos\nsystem\n(S'echo pwned'\ntR."
+    dst = rewrite_zip(src, tmp_path / "evil.pt",
+                      add={"a/extra.pkl": evil, "a/broken.pkl": evil[:-6]})
+    with pytest.raises(UnreadableError) as info:
+        read_path(str(dst))
+    assert "broken.pkl" in str(info.value)
+    members = sorted(g.member for g in info.value.partial_globals if g.qualname == "os.system")
+    assert members == ["a/broken.pkl", "a/extra.pkl"]
 
 
 def test_any_top_folder_name_and_missing_byteorder(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ the subtrees that play a role, framework, byte accounting and the top-level tabl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +36,8 @@ from ckpt_guard.analyze.walk import (
     path_text,
     walk,
 )
-from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, LimitExceeded
+from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping
 
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
@@ -67,6 +69,17 @@ class _Collector:
         self.entries: list[_Entry] = []
         self.storages: list[tuple[tuple, Storage, str | None]] = []
         self.subs: list[_Sub] = []
+        self.budget = Limits().max_path_components
+
+    def _keys(self, where: Path | None) -> tuple:
+        """The keys down to ``where``, counted: deep nesting times many tensors must not
+        make the analysis quadratic (a LimitExceeded instead)."""
+        depth = where[2] if where is not None else 0
+        self.budget -= depth + 1
+        if self.budget < 0:
+            raise LimitExceeded("analysis: tensor paths too many or too deep (more than "
+                                f"{Limits().max_path_components} path components)")
+        return keys_of(where)
 
     def _open(self, path: tuple, role: str, what: str) -> tuple[str, int]:
         self.subs.append(_Sub(path, role, what))
@@ -75,7 +88,7 @@ class _Collector:
     def visit(self, where: Path | None, node: Any, inherited: Any) -> Any:
         role, sub = inherited if inherited else (None, None)
         if isinstance(node, TensorRef):
-            path = keys_of(where)
+            path = self._keys(where)
             if (role in (None, "other") and is_rng_tensor(node) and not self._in_weights(path)
                     and not (self.flat_root and len(path) == 1)):
                 role, sub = self._open(path, "rng", "torch RNG state (ByteTensor)")
@@ -84,7 +97,7 @@ class _Collector:
             self.entries.append(_Entry(path, node, role, sub))
             return SKIP
         if isinstance(node, Storage):
-            self.storages.append((keys_of(where), node, role))
+            self.storages.append((self._keys(where), node, role))
             return SKIP
         if node is None or isinstance(node, (str, bytes, int, float, complex, GlobalRef)):
             return SKIP
@@ -92,9 +105,9 @@ class _Collector:
             key = where[1] if where is not None else None
             found = structural_role(node) or (keyed_role(key, node) if where else None)
             if found:
-                return self._open(keys_of(where), *found)
+                return self._open(self._keys(where), *found)
             if role is None and where is not None and is_ema_candidate(key, node):
-                return self._open(keys_of(where), _EMA_PENDING, "")
+                return self._open(self._keys(where), _EMA_PENDING, "")
             if role is None and where is not None and where[2] == 1 and key in OTHER_KEYS:
                 return "other", None
         return role, sub
@@ -248,25 +261,32 @@ def _top_level(root: Any, entries: list[_Entry], subs: list[_Sub],
 
 
 def _verdicts(ckpt: Checkpoint) -> list[GlobalVerdict]:
+    out = verdicts(ckpt.globals)
+    if ckpt.code:  # a TorchScript archive's code runs at load: judged like the pickles
+        from ckpt_guard.analyze.torchscript import code_verdicts
+
+        out.extend(code_verdicts(ckpt.code))
+    return out
+
+
+def verdicts(uses: Iterable[GlobalUse]) -> list[GlobalVerdict]:
+    """The safety class of each distinct global in ``uses`` (also those an
+    :class:`~ckpt_guard.read.UnreadableError` carries: a failure never loses a verdict)."""
     from ckpt_guard.analyze.safety import classify
 
     # One verdict per global, judged by everything any pickle of the file does with it (a
     # name stored as a value in one place and called in another is called).
     first: dict[str, GlobalUse] = {}
-    uses: dict[str, set[str]] = {}
-    for use in ckpt.globals:
+    how: dict[str, set[str]] = {}
+    for use in uses:
         first.setdefault(use.qualname, use)
-        uses.setdefault(use.qualname, set()).update(use.uses)
+        how.setdefault(use.qualname, set()).update(use.uses)
     out = []
     for qual, use in first.items():
-        safety, reason = classify(use.module, use.name, uses[qual])
-        if uses[qual] != use.uses:
-            use = replace(use, uses=uses[qual])
+        safety, reason = classify(use.module, use.name, how[qual])
+        if how[qual] != use.uses:
+            use = replace(use, uses=how[qual])
         out.append(GlobalVerdict(use=use, safety=safety, reason=reason))
-    if ckpt.code:  # a TorchScript archive's code runs at load: judged like the pickles
-        from ckpt_guard.analyze.torchscript import code_verdicts
-
-        out.extend(code_verdicts(ckpt.code))
     return out
 
 

@@ -5,7 +5,7 @@ its bytes when it names one (``optimizer.pt`` is optimizer state however it is l
 from __future__ import annotations
 
 from ckpt_guard.analyze import accounting
-from ckpt_guard.analyze.analyzer import analyze_file
+from ckpt_guard.analyze.analyzer import analyze_file, verdicts
 from ckpt_guard.analyze.frameworks import detect_framework
 from ckpt_guard.analyze.model import Analysis, RoleSubtree, TensorEntry, TopKey
 from ckpt_guard.analyze.roles import RANK
@@ -26,6 +26,11 @@ def analyze_directory(ckpt: Checkpoint) -> Analysis:
             result.children.append((rel, child, hint))
             result.top_level.append(TopKey(key=rel, kind="unreadable", bytes=0,
                                            role=HINT_ROLES.get(hint) or "other"))
+            # What it referenced before failing is judged all the same.
+            for v in verdicts(getattr(child, "partial_globals", None) or []):
+                if v.use.qualname not in seen_globals:
+                    seen_globals.add(v.use.qualname)
+                    result.globals.append(v)
             continue
         sub = analyze_file(child, HINT_ROLES.get(hint))
         result.children.append((rel, sub, hint))

@@ -17,6 +17,7 @@ from ckpt_guard.vocab import Role
 PRECEDENCE: tuple[str, ...] = Role.values()  # defined once: ckpt_guard.vocab.Role
 RANK = {role: i for i, role in enumerate(PRECEDENCE)}
 
+_MAX_NAME = 256  # longer keys are no framework's names: never regex-searched (cost)
 TORCH_CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state(): the MT19937 generator state
 
 _EMA_KEY = re.compile(r"(^|[_.\-])ema($|[_.\-])|^(swa|averaged)_model$|^shadow(_params)?$",
@@ -109,7 +110,7 @@ def keyed_role(key: Any, value: Any) -> tuple[str, str] | None:
     """Roles only a key can reveal, for values that are really present."""
     if value is None or (isinstance(value, (list, tuple, dict)) and not value):
         return None
-    if isinstance(key, str) and _RNG_KEY.fullmatch(key):
+    if isinstance(key, str) and len(key) <= _MAX_NAME and _RNG_KEY.fullmatch(key):
         return "rng", f"RNG state ({key})"
     return None
 
@@ -119,7 +120,7 @@ def is_ema_candidate(key: Any, value: Any) -> bool:
     tensors while other weights exist (decided later)."""
     if value is None or isinstance(value, TensorRef):
         return False
-    if isinstance(key, str) and _EMA_KEY.search(key):
+    if isinstance(key, str) and len(key) <= _MAX_NAME and _EMA_KEY.search(key):
         return True
     if isinstance(value, Opaque) and _EMA_CLASS.search(value.qualname):
         return True
@@ -134,7 +135,8 @@ def is_ema_candidate(key: Any, value: Any) -> bool:
 
 
 def is_ema_key(key: Any) -> bool:
-    return isinstance(key, str) and bool(_EMA_KEY.search(key.split(".", 1)[0]))
+    return (isinstance(key, str) and len(key) <= _MAX_NAME
+            and bool(_EMA_KEY.search(key.split(".", 1)[0])))
 
 
 def is_rng_tensor(ref: TensorRef) -> bool:

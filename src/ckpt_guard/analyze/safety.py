@@ -254,6 +254,9 @@ def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
     qual = f"{module}.{name}"
     if qual in SAFE_GLOBALS:
         return SAFE, "allowed by torch's weights_only loader"
+    if qual in DCP_METADATA_CLASSES:
+        return SAFE, ("torch.distributed.checkpoint metadata dataclass (what torch writes in "
+                      "a DCP .metadata; building it runs no code beyond setting fields)")
     if level == LOOK:
         if qual in _LOOKUPS:
             return NEEDS_CODE, (f"{_LOOKUPS[qual]}; the result is only stored (calling it "
@@ -334,6 +337,16 @@ def _classify_one(module: str, name: str, level: str) -> tuple[str, str]:
     return NEEDS_CODE, (f"function {qual} stored as a value: only referenced, loading runs "
                         f"nothing, but needs package {top!r} importable (weights_only=True "
                         "rejects it)")
+
+
+# torch/distributed/checkpoint/metadata.py and filesystem.py (torch 2.13): the classes a DCP
+# ``.metadata`` pickle holds. Plain dataclasses and one Enum; TensorProperties.__setstate__
+# only unpacks a tuple. The rest of torch.distributed stays denied.
+DCP_METADATA_CLASSES = frozenset(
+    f"torch.distributed.checkpoint.metadata.{n}" for n in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
+        "ChunkStorageMetadata", "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")
+) | {"torch.distributed.checkpoint.filesystem._StorageInfo"}
 
 
 def classify(module: str, name: str, uses: Iterable[str] | None = None) -> tuple[str, str]:

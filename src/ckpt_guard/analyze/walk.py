@@ -7,10 +7,10 @@ Paths read like ``state_dict()`` keys: ``nn.Module`` internals (``_modules``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ckpt_guard.read.tree import GlobalRef, Opaque, as_mapping, attributes
+from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping, attributes
 
 MODULE_INTERNALS = ("_parameters", "_buffers", "_modules")
 
@@ -72,14 +72,23 @@ def children(node: Any) -> list[tuple[Any, Any]]:
     return out
 
 
+MAX_KEY_TEXT = 256  # a path component; longer keys are shortened (their length is shown)
+
+
+def _long_key(key: str) -> str:
+    return f"{key[:MAX_KEY_TEXT // 2]}…<{len(key)} characters>"
+
+
 def key_text(key: Any) -> str:
     """A path component for ``key``."""
     if isinstance(key, str):
-        return key
+        return key if len(key) <= MAX_KEY_TEXT else _long_key(key)
+    if isinstance(key, int) and not isinstance(key, bool) and key.bit_length() > 64:
+        return f"<int of {key.bit_length()} bits>"  # str() refuses ints over 4,300 digits
     if isinstance(key, (int, float, bool)) or key is None:
         return str(key)
     if isinstance(key, bytes):
-        return key.decode("utf-8", "replace")
+        return key[:MAX_KEY_TEXT].decode("utf-8", "replace")
     if isinstance(key, GlobalRef):
         return key.qualname
     if isinstance(key, tuple):
@@ -88,7 +97,8 @@ def key_text(key: Any) -> str:
 
 
 def path_text(path: tuple) -> str:
-    return ".".join([k if isinstance(k, str) else key_text(k) for k in path])
+    return ".".join([k if isinstance(k, str) and len(k) <= MAX_KEY_TEXT else key_text(k)
+                     for k in path])
 
 
 # A node's path as a parent link ``(parent, key, depth)``: cheap to extend, and deep trees do
@@ -106,24 +116,64 @@ def keys_of(path: Path | None) -> tuple:
     return tuple(out)
 
 
+MAX_PATHS_PER_LEAF = 64  # a tied parameter has a few names, not millions
+_COUNTED = frozenset({TensorRef, Storage, dict, list, tuple, set, frozenset, Opaque})
+
+
+def _child_iter(node: Any) -> Iterator[tuple[Any, Any]]:
+    """``(key, child)`` pairs, lazily for plain containers (a list of millions of memo
+    references must not be copied into millions of pairs)."""
+    t = type(node)
+    if t is dict:
+        return iter(node.items())
+    if t is list or t is tuple or t is set or t is frozenset:
+        return enumerate(node)
+    return iter(children(node))
+
+
+_PLAIN = frozenset({dict, list, tuple, set, frozenset})
+_SCALARS = frozenset({str, int, float, bool, bytes, bytearray, complex, type(None)})
+
+
 def walk(root: Any, visit: Visit, inherited: Any = None) -> None:
-    """Depth-first, pre-order, iterative: ``visit(path, node, inherited)`` for every node,
-    ``path`` being a :data:`Path` link (``None`` for the root).
+    """Depth-first, pre-order, iterative: ``visit(path, node, inherited)`` for every node
+    but plain scalars and empty plain containers below the root (str, int, ``{}``, … : no
+    visitor needs them), ``path`` being a :data:`Path` link (``None`` for the root).
 
     A container is expanded once, at the first path it is met (a pickle's memo can share one
-    object between places, and build cycles); leaves are visited at every path they occur,
-    so a tied parameter shows under each of its names.
+    object between places, and build cycles); other objects are visited at every path they
+    occur, so a tied parameter shows under each of its names. Any object is visited at up
+    to :data:`MAX_PATHS_PER_LEAF` paths (one memoised object referenced millions of times
+    must not cost millions of visits; a fix re-checks its output, so a role missed at the
+    65th path of one object still shows there). Memory is one iterator per level.
     """
-    expanded: set[int] = set()
-    stack: list[tuple[Path | None, Any, Any]] = [(None, root, inherited)]
+    result = visit(None, root, inherited)
+    if result is SKIP or not is_container(root):
+        return
+    expanded: set[int] = {id(root)}
+    paths_seen: dict[int, int] = {}
+    stack: list[tuple[Path | None, Iterator[tuple[Any, Any]], Any, int]] = [
+        (None, _child_iter(root), result, 1)]
+    scalars, counted, limit = _SCALARS, _COUNTED, MAX_PATHS_PER_LEAF
     while stack:
-        path, node, inh = stack.pop()
-        result = visit(path, node, inh)
-        if result is SKIP or not is_container(node):
-            continue
-        if id(node) in expanded:
-            continue
-        expanded.add(id(node))
-        depth = 1 if path is None else path[2] + 1
-        kids = children(node)
-        stack.extend([((path, key, depth), child, result) for key, child in reversed(kids)])
+        parent, kids, inh, depth = stack[-1]
+        for key, node in kids:
+            t = type(node)
+            if t in scalars:
+                continue
+            if t in counted:
+                n = paths_seen.get(id(node), 0)
+                if n >= limit:
+                    continue
+                paths_seen[id(node)] = n + 1
+            if t in _PLAIN and not node:
+                continue  # an empty container holds nothing any visitor looks for
+            path = (parent, key, depth)
+            res = visit(path, node, inh)
+            if res is SKIP or not is_container(node) or id(node) in expanded:
+                continue
+            expanded.add(id(node))
+            stack.append((path, _child_iter(node), res, depth + 1))
+            break
+        else:
+            stack.pop()

@@ -14,7 +14,7 @@ from ckpt_guard.policy.load import (
     load_text,
 )
 from ckpt_guard.policy.model import ACTIONS, FIXABLE_RULES, Override, Policy, RuleConfig
-from ckpt_guard.policy.rules import evaluate, evaluate_unreadable
+from ckpt_guard.policy.rules import evaluate, evaluate_failure, evaluate_unreadable
 from ckpt_guard.policy.sizes import SizeError, parse_size
 
 # The built-in include globs (weight-file extensions; `check` sniffs formats by content,
@@ -24,6 +24,6 @@ DEFAULT_INCLUDE: tuple[str, ...] = builtin_policy().include
 __all__ = [
     "ACTIONS", "DEFAULT_INCLUDE", "FIXABLE_RULES", "POLICY_NAMES", "Override", "Policy",
     "PolicyError", "Problem", "RuleConfig", "SizeError", "builtin_policy", "evaluate",
-    "evaluate_unreadable", "find_policy_file", "init_text", "load_policy", "load_text",
-    "parse_size",
+    "evaluate_failure", "evaluate_unreadable", "find_policy_file", "init_text", "load_policy",
+    "load_text", "parse_size",
 ]

@@ -124,7 +124,8 @@ class Policy:
 
     @cached_property
     def _include(self) -> pathspec.GitIgnoreSpec:
-        return compile_globs(self.include)
+        # Case-insensitive: torch.load("model.pt") opens model.PT on macOS and Windows.
+        return compile_globs(p.lower() for p in self.include)
 
     @cached_property
     def _exclude(self) -> pathspec.GitIgnoreSpec:
@@ -145,9 +146,10 @@ class Policy:
 
     def matches(self, relpath: str | PurePath) -> bool:
         """Is ``relpath`` picked by ``include`` and not dropped by ``exclude``? (Used when
-        walking a repository; explicit paths given to ``check`` are checked regardless.)"""
+        walking a repository; explicit paths given to ``check`` are checked regardless.)
+        ``include`` ignores case (``model.PT`` is a ``*.pt``); ``exclude`` does not."""
         rel = normalize_relpath(relpath)
-        return self._include.match_file(rel) and not self._exclude.match_file(rel)
+        return self._include.match_file(rel.lower()) and not self._exclude.match_file(rel)
 
     def excludes(self, relpath: str | PurePath) -> bool:
         """Does ``exclude`` drop ``relpath``? (Explicitly named files are checked unless

@@ -13,7 +13,9 @@ LFS pointer text   :func:`ckpt_guard.read.lfs.read_lfs_pointer`
 a directory        :func:`ckpt_guard.read.directories.read_directory`
 =================  ===============================================================
 
-Every failure is an :class:`UnreadableError` with a one-line message.
+Every failure is an :class:`UnreadableError` with a one-line message, carrying in
+``partial_globals`` the globals of every pickle read before it failed (never lost: the
+policy still judges them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ckpt_guard.read.checkpoint import (
     JudgedPickle,
     LimitExceeded,
     UnreadableError,
+    collect_globals,
 )
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
@@ -87,7 +90,12 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
         os.close(fd)
         raise UnreadableError(_os_message(e)) from e
     with fh:
-        return _read_open_file(path, fh, fst.st_size, limits)
+        try:
+            with collect_globals():
+                return _read_open_file(path, fh, fst.st_size, limits)
+        except NotAWeightFile as e:
+            e.partial_globals = []  # not a pickle: what a partial parse "named" means nothing
+            raise
 
 
 def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS, *,
@@ -102,7 +110,7 @@ def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS, *,
     size = getattr(fh, "size", None)
     if not isinstance(size, int):
         raise UnreadableError(f"{url}: the size of the remote file is unknown")
-    with fh:
+    with fh, collect_globals():  # a failure carries the globals read before it
         ckpt = _read_open_file(name or url, fh, size, limits)  # type: ignore[arg-type]
     stats = getattr(fh, "stats", None)
     if stats is not None:  # what the read cost, for the report
@@ -143,8 +151,18 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
     except Exception as e:  # a reader bug must not become a traceback for users
         if os.environ.get(_DEBUG_ENV):
             raise
-        first = str(e).splitlines()[0][:120] if str(e) else ""
-        raise UnreadableError(f"cannot read file ({type(e).__name__}: {first})") from e
+        raise UnreadableError(f"cannot read file ({one_line(e)})") from e
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (at most 120 characters of it), never raising —
+    even for messages that cannot be built (e.g. ``str`` of a huge int)."""
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - the message itself is hostile; the type still says
+        text = ""
+    first = text.splitlines()[0][:120] if text.strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: bytes,
@@ -274,9 +292,10 @@ def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
         partial = list(getattr(e, "partial_globals", None) or [])
         if partial and all(_IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name)
                            for g in partial):
-            return Checkpoint(path=path, format="unknown", size_bytes=size, globals=partial,
-                              notes=[f"a bare pickle that does not parse to the end ({e}); "
-                                     "torch.load would run it up to there"])
+            # torch.load would unpickle (run) it up to the failure, then raise: its globals
+            # are judged (they ride on the error), and the file fails.
+            raise UnreadableError(f"a bare pickle that does not parse to the end ({e}); "
+                                  "torch.load would run it up to there") from e
         if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # starts as a pickle
             raise UnreadableError(f"broken pickle: {e}") from e
         raise NotAWeightFile(f"not a weight file: {describe(head)}") from e

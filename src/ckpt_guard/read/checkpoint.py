@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +19,14 @@ FORMATS: tuple[str, ...] = Format.values()
 
 
 class UnreadableError(Exception):
-    """The path cannot be read as a weight file. The message is one line for users."""
+    """The path cannot be read as a weight file. The message is one line for users.
+
+    ``partial_globals``: every global the file's pickles referenced before the failure (a
+    real unpickler would already have imported and maybe called them). A failure never
+    loses them: the policy judges them as it judges a readable file's globals.
+    """
+
+    partial_globals: list[GlobalUse] = []  # noqa: RUF012 - instances get their own list
 
 
 class LimitExceeded(UnreadableError):
@@ -34,6 +44,34 @@ PASSED = "passed"  # a direct argument of a call: the callee receives it and may
 # ``Optional[int]``); the result is a value, and calling it is traced as ``<call>``.
 LOOKUP = "lookup"
 USES = (CALLED, CONSTRUCTED, STATE, PASSED, LOOKUP)
+
+
+# Every global any pickle read for the current path referenced, in order (see
+# :func:`collect_globals`): the pickle interpreter appends to it, whichever reader runs it.
+_SEEN: ContextVar[list[GlobalUse] | None] = ContextVar("ckpt_guard_globals_seen", default=None)
+
+
+def note_globals(uses: list[GlobalUse]) -> None:
+    """Called by the pickle interpreter with one pickle's globals (complete or partial)."""
+    seen = _SEEN.get()
+    if seen is not None:
+        seen.extend(uses)
+
+
+@contextmanager
+def collect_globals() -> Iterator[list[GlobalUse]]:
+    """Collect the globals of every pickle read inside the block (nested blocks collect
+    their own). Any exception leaving the block carries them as ``partial_globals``, so a
+    limit or parse error after an ``os.system`` still reports the ``os.system``."""
+    seen: list[GlobalUse] = []
+    token = _SEEN.set(seen)
+    try:
+        yield seen
+    except Exception as e:
+        e.partial_globals = list(seen)  # type: ignore[attr-defined]
+        raise
+    finally:
+        _SEEN.reset(token)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Checkpoint directories: Hugging Face Trainer ``checkpoint-N/`` and DeepSpeed checkpoints.
+"""Checkpoint directories: Hugging Face Trainer ``checkpoint-N/``, DeepSpeed checkpoints and
+torch.distributed.checkpoint (DCP) directories (:mod:`ckpt_guard.read.dcp`).
 
 The directory becomes one :class:`Checkpoint` whose ``children`` are its weight files, each
 read on its own, with a hint from the file's name saying what role the whole file plays
@@ -34,7 +35,10 @@ _HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _HF_MARKERS = re.compile(r"trainer_state\.json|training_args\.bin")
 _HF_CKPT_NAME = re.compile(r"checkpoint-\d+")
 _DS_FILES = re.compile(r".*mp_rank_\d+_model_states\.pt|.*optim_states\.pt")
-_WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf)")
+# Members with these names are never skipped as "not a weight file" (any case: torch.load
+# opens model.PT as model.pt on macOS and Windows).
+_WEIGHT_EXT = re.compile(r".*\.(pt|pth|bin|ckpt|safetensors|pkl|pickle|tar|h5|onnx|gguf|"
+                         r"torchscript|ptl)", re.IGNORECASE)
 
 
 def hint_for(name: str) -> str:
@@ -66,9 +70,14 @@ def _names(path: str, cap: int = Limits().max_dir_files) -> tuple[list[str], lis
 
 
 def directory_format(path: str, limits: Limits | None = None) -> str | None:
-    """``hf-checkpoint-dir``, ``deepspeed-dir`` or ``None`` for a directory that is neither."""
+    """``hf-checkpoint-dir``, ``deepspeed-dir``, ``dcp-dir`` or ``None`` for a directory that
+    is none of them."""
+    from ckpt_guard.read.dcp import is_dcp
+
     cap = (limits or Limits()).max_dir_files
     files, dirs = _names(path, cap)
+    if is_dcp(files):
+        return "dcp-dir"
     has_weights = any(hint_for(f) == "weights" for f in files)
     if any(_HF_MARKERS.fullmatch(f) for f in files) or (
             _HF_CKPT_NAME.fullmatch(os.path.basename(os.path.normpath(path))) and has_weights):
@@ -114,6 +123,10 @@ def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Che
     from ckpt_guard.read.sniff import NotAWeightFile
 
     fmt = directory_format(path, limits)
+    if fmt == "dcp-dir":
+        from ckpt_guard.read.dcp import read_dcp_directory
+
+        return read_dcp_directory(path, limits, root=root)
     if fmt is None:
         raise UnreadableError("directory is not a checkpoint directory "
                               "(neither a Hugging Face Trainer nor a DeepSpeed checkpoint)")

@@ -13,6 +13,12 @@ class Limits:
     max_depth: int = 1_000  # nesting of containers/MARKs/objects while building
     max_stack: int = 1_000_000  # stack length
     max_container: int = 10_000_000  # items in one list/dict/tuple/set
+    # Objects one pickle builds (containers, strings, calls; a set counts 4): bounds the
+    # reader's memory and the analysis' work. ~8 per tensor in torch.save's pickles.
+    max_objects: int = 1_000_000
+    # Analysis: tensor paths materialised (components summed over every path a tensor is
+    # found at): deep nesting times many tensors must not turn quadratic.
+    max_path_components: int = 8_000_000
     max_string: int = 64 * 1024 * 1024  # one str/bytes value in a pickle
     max_pickle_bytes: int = 512 * 1024 * 1024  # one pickle member (data.pkl, legacy headers)
     max_zip_entries: int = 1_000_000

@@ -115,13 +115,15 @@ def check_depth(root: Any, limit: int, where: str) -> None:
             tc = type(child)
             if tc not in node_types or not child:
                 continue  # leaves and empty containers
-            if tc is Opaque and _empty_opaque(child):
-                continue  # e.g. a tensor's empty backward-hooks OrderedDict()
-            if tc is TensorRef and _flat_tensor(child):
-                continue  # the common case: nothing nested in it beyond ints
             cid = id(child)
-            h = heights.get(cid)
+            h = heights.get(cid)  # first: one object met a million times is checked once
+            if h is None and ((tc is Opaque and _empty_opaque(child))  # e.g. empty hooks
+                              or (tc is TensorRef and _flat_tensor(child))):  # the usual
+                heights[cid] = -1  # a leaf for nesting: adds nothing to its parents
+                continue
             if h is not None:
+                if h < 0:
+                    continue
                 if h + 1 > frame[2]:
                     frame[2] = h + 1
                 if len(path) + h > limit:

@@ -377,6 +377,8 @@ def describe(value: Any) -> str:
         return repr(value[:60])
     if t in (bytes, bytearray):
         return f"{t.__name__}[{len(value)}]"
+    if t is int and value.bit_length() > 64:
+        return f"<int of {value.bit_length()} bits>"  # repr() refuses over 4,300 digits
     if t in (int, float, bool) or value is None:
         return repr(value)[:60]
     return t.__name__

@@ -32,6 +32,7 @@ from ckpt_guard.read.checkpoint import (
     JudgedPickle,
     LimitExceeded,
     UnreadableError,
+    note_globals,
 )
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.pickle_guards import check_depth
@@ -152,9 +153,11 @@ def run(data: bytes | bytearray | memoryview, start: int = 0, *,
     globals_: list[GlobalUse] = []
     try:
         res = _run(data, start, persistent_load, limits, member, globals_)
-    except UnreadableError as e:
+    except Exception as e:
         e.partial_globals = globals_  # type: ignore[attr-defined]
         raise
+    finally:
+        note_globals(globals_)  # the read as a whole keeps them, whatever happens next
     # What was judged, byte for byte: a differential test matches it against what torch's
     # unpickler consumed (tests/differential).
     digest = hashlib.sha256(memoryview(data)[start:res.end]).hexdigest()
@@ -173,6 +176,8 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
     max_depth = limits.max_depth
     max_string = limits.max_string
     max_stack = limits.max_stack
+    max_objects = limits.max_objects
+    objs = 0  # objects built (sets and frozensets count 4: they take ~4x the memory)
     where = f"pickle {member}" if member else "pickle"
     op = -1
     frames_end = 0
@@ -199,6 +204,8 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                 raise LimitExceeded(f"{where}: stack deeper than {max_stack}")
             if len(memo) > max_memo:
                 raise LimitExceeded(f"{where}: memo larger than {max_memo} entries")
+            if objs > max_objects:
+                raise LimitExceeded(f"{where}: more than {max_objects} objects built")
             ops += _CHUNK
             for in_chunk in _CHUNK_RANGE:
                 op = data[pos]  # IndexError past the end: reported as truncated below
@@ -219,6 +226,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     if len(marks) > max_depth:
                         raise LimitExceeded(f"{where}: MARK nesting deeper than {max_depth}")
                 elif op == REDUCE:
+                    objs += 1
                     args = stack.pop()
                     func = stack[-1]
                     if type(func) is GlobalRef and type(args) is tuple:
@@ -236,11 +244,13 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     else:
                         stack[-1] = call(func, args, "reduce", "REDUCE")
                 elif op == TUPLE:
+                    objs += 1
                     k = marks.pop()
                     t = tuple(stack[k:])
                     del stack[k:]
                     stack.append(t)
                 elif op == BINUNICODE:
+                    objs += 1
                     ln = _I(data, pos)[0]
                     pos += 4
                     end = pos + ln
@@ -251,6 +261,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                 elif op == EMPTY_TUPLE:
                     stack.append(())
                 elif op == TUPLE1:
+                    objs += 1
                     stack[-1] = (stack[-1],)
                 elif op == NEWFALSE:
                     stack.append(False)
@@ -266,12 +277,14 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     memo[data[pos]] = stack[-1]
                     pos += 1
                 elif op == TUPLE2:
+                    objs += 1
                     b = stack.pop()
                     stack[-1] = (stack[-1], b)
                 elif op == BININT2:
                     stack.append(_H(data, pos)[0])
                     pos += 2
                 elif op == EMPTY_DICT:
+                    objs += 1
                     stack.append({})
                 elif op == SETITEMS:
                     items = pop_mark()
@@ -283,6 +296,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                 elif op == NEWTRUE:
                     stack.append(True)
                 elif op == SHORT_BINUNICODE:
+                    objs += 1
                     ln = data[pos]
                     pos += 1
                     end = pos + ln
@@ -294,6 +308,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     stack.append(_i(data, pos)[0])
                     pos += 4
                 elif op == TUPLE3:
+                    objs += 1
                     c = stack.pop()
                     b = stack.pop()
                     stack[-1] = (stack[-1], b, c)
@@ -306,6 +321,7 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     v = stack.pop()
                     add_items(stack[-1], [v], "APPEND")
                 elif op == EMPTY_LIST:
+                    objs += 1
                     stack.append([])
                 elif op == NONE:
                     stack.append(None)
@@ -321,13 +337,16 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                     state = stack.pop()
                     objects.build(stack[-1], state)
                 elif op == NEWOBJ:
+                    objs += 1
                     args = stack.pop()
                     stack[-1] = call(stack[-1], args, "newobj", "NEWOBJ")
                 elif op == NEWOBJ_EX:
+                    objs += 1
                     kwargs = stack.pop()
                     args = stack.pop()
                     stack[-1] = objects.newobj_ex(stack[-1], args, kwargs)
                 elif op == BINFLOAT:
+                    objs += 1
                     stack.append(_d(data, pos)[0])
                     pos += 8
                 elif op == FRAME:
@@ -347,25 +366,33 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                         raise LimitExceeded(f"{where}: stack deeper than {max_stack}")
                     if len(memo) > max_memo:
                         raise LimitExceeded(f"{where}: memo larger than {max_memo} entries")
+                    if objs > max_objects:
+                        raise LimitExceeded(f"{where}: more than {max_objects} objects built")
                     check_depth(root, max_depth, where)
                     return PickleResult(root, globals_, pos, objects.proto, frames_end=frames_end)
                 # ---- rare opcodes: protocol 0/1 text forms, sets, bytes, buffers, EXT …
                 elif op in COUNTED_OPCODES:
+                    objs += 1
                     value, pos = read_counted(op, data, pos, max_string, where)
                     stack.append(value)
                 elif op in TEXT_OPCODES:
+                    objs += 1
                     value, pos = read_text(op, data, pos, max_string, where)
                     stack.append(value)
                 elif op == EMPTY_SET:
+                    objs += 4
                     stack.append(set())
                 elif op == ADDITEMS:
                     items = pop_mark()
                     add_items(stack[-1], items, "ADDITEMS")
                 elif op == FROZENSET:
+                    objs += 4
                     stack.append(objects.make_frozenset(pop_mark()))
                 elif op == LIST:
+                    objs += 1
                     stack.append(pop_mark())
                 elif op == DICT:
+                    objs += 1
                     items = pop_mark()
                     d: dict = {}
                     stack.append(d)
@@ -396,11 +423,13 @@ def _run(data: bytes, pos: int, persistent_load: Callable[[Any], Any] | None, li
                         raise Malformed("persistent id without a persistent_load")
                     stack.append(persistent_load(line.decode("ascii")))
                 elif op == INST:
+                    objs += 1
                     module, pos = read_line(data, pos, max_string, where)
                     name, pos = read_line(data, pos, max_string, where)
                     cls = objects.find_class(module.decode("utf-8"), name.decode("utf-8"), "INST")
                     stack.append(call(cls, tuple(pop_mark()), "inst", "INST"))
                 elif op == OBJ:
+                    objs += 1
                     stack.append(objects.obj(pop_mark()))
                 elif op == EXT1:
                     stack.append(objects.extension(data[pos], "EXT1"))

@@ -21,7 +21,9 @@ modules), whose storages are keyed ``<name>/<key>`` (``data`` storages keep plai
 
 Every other member that ends in ``.pkl`` or starts like a pickle (``\\x80`` + protocol) is
 parsed too, so that globals hidden in a second pickle are reported (attributed to that
-member); a member that fails to parse adds a note and its partial globals, never an error.
+member) and judged as strictly as ``data.pkl``'s: one that fails to parse fails the file
+(its globals up to the failure are still judged). Only a storage record whose raw bytes merely
+start like a pickle may fail to parse quietly (its partial globals are kept).
 """
 
 from __future__ import annotations
@@ -231,22 +233,32 @@ def _parse(reader: _Reader, info: zd.Entry, storages: dict[str, Storage],
 
 def _parse_extra(reader: _Reader, info: zd.Entry, ckpt: Checkpoint, limits: Limits, *,
                  quiet: bool = False) -> int | None:
-    """A pickle torch would not load: record its globals; never fail the file for it.
-    Returns how many globals it references, or ``None`` when it did not parse.
+    """A pickle torch would not load by its name, but could (a duplicate entry, a reader that
+    disagrees): its globals are judged. Returns how many globals it references, or ``None``
+    when a ``quiet`` member (a storage record whose bytes merely start like a pickle) does not
+    parse; any other member that does not parse fails the file."""
+    own: dict[str, Storage] = {}
 
-    ``quiet``: a storage record whose bytes merely start like a pickle gets no note when it
-    does not parse and references no global.
-    """
+    def persistent_load(pid: Any) -> Any:
+        # As torch would read it if it took this member for data.pkl (a duplicate entry).
+        try:
+            return rebuild.storage_from_pid(pid, own, limits)
+        except UnreadableError:
+            return pid
+
     try:
         data = reader.member(info, limits.max_pickle_bytes)
-        res = pickle_vm.run(data, 0, persistent_load=lambda pid: pid, limits=limits,
+        res = pickle_vm.run(data, 0, persistent_load=persistent_load, limits=limits,
                             member=info.filename)
     except UnreadableError as e:
+        if not quiet:
+            raise UnreadableError(f"extra member {info.filename} looks like a pickle but "
+                                  f"cannot be read to the end: {e}") from e
         partial = getattr(e, "partial_globals", [])
         ckpt.globals.extend(partial)
-        if partial or not quiet:
-            ckpt.notes.append(f"extra member {info.filename} looks like a pickle but is "
-                              f"unreadable: {e}")
+        if partial:
+            ckpt.notes.append(f"storage record {info.filename} starts like a pickle and "
+                              f"names globals before it stops parsing: {e}")
         return None
     ckpt.globals.extend(res.globals)
     ckpt.pickles.append(res.judged)

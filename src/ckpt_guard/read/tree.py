@@ -19,6 +19,7 @@ named in the file. What it builds:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 # Element sizes in bytes, by torch dtype name (without "torch.").
@@ -65,8 +66,8 @@ class GlobalRef:
     module: str
     name: str
 
-    @property
-    def qualname(self) -> str:
+    @cached_property
+    def qualname(self) -> str:  # cached: analysis asks for it at every object
         return f"{self.module}.{self.name}"
 
     def __repr__(self) -> str:

@@ -48,15 +48,18 @@ def _rule(rule_id: str) -> dict[str, Any]:
 
 def _uri(path: str) -> dict[str, str]:
     posix = path.replace("\\", "/")
+    # A file name that is not UTF-8 (held as surrogate escapes) is percent-encoded byte for
+    # byte: it must not stop the report of every other file.
+    quoted = quote(posix.encode("utf-8", "surrogateescape"))
     if PurePosixPath(posix).is_absolute():
-        return {"uri": "file://" + quote(posix)}
-    return {"uri": quote(posix), "uriBaseId": "%SRCROOT%"}
+        return {"uri": "file://" + quoted}
+    return {"uri": quoted, "uriBaseId": "%SRCROOT%"}
 
 
 def _fingerprint(path: str, finding: Finding) -> str:
     member = str(finding.detail.get("member", "")) if finding.detail else ""
     key = "\0".join((finding.rule, path.replace("\\", "/"), member))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _message(finding: Finding) -> str:

@@ -42,7 +42,8 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
     ``path`` is the checked path as reported (used in advice such as ``git lfs pull``);
     ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file)."""
     if analysis.children or analysis.checkpoint.format in (Format.HF_CHECKPOINT_DIR,
-                                                           Format.DEEPSPEED_DIR):
+                                                           Format.DEEPSPEED_DIR,
+                                                           Format.DCP_DIR):
         return _directory(analysis, rules, path)
     ctx = Context(rules=rules, path=path, base_size=base_size)
     findings: list[Finding] = []
@@ -64,6 +65,26 @@ def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -
     return evaluate_error(err, rules, member=member)
 
 
+def evaluate_failure(err: BaseException, rules: Rules, *, member: str = "") -> list[Finding]:
+    """Findings for a path that could not be read (or examined) to the end: ``unreadable``,
+    and ``unsafe-pickle`` for what its pickles referenced before the failure (an
+    ``os.system`` followed by a parse error or a limit is still an ``os.system``)."""
+    from ckpt_guard.analyze.analyzer import verdicts
+    from ckpt_guard.policy.rules.unsafe_pickle import from_verdicts
+
+    findings: list[Finding] = []
+    cfg = rules.get(UNSAFE.id)
+    partial = getattr(err, "partial_globals", None) or []
+    if cfg is not None and cfg.enabled and partial:
+        unsafe = from_verdicts(verdicts(partial), cfg, Context(rules, member), partial=True)
+        if unsafe is not None:
+            findings.append(in_member(unsafe, member) if member else unsafe)
+    finding = evaluate_unreadable(err, rules, member=member)
+    if finding is not None:
+        findings.append(finding)
+    return by_severity(findings)
+
+
 def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
     findings: list[Finding] = []
     removable = 0
@@ -71,6 +92,10 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
     unsafe_cfg = rules.get(UNSAFE.id)
     for member, child, hint in a.children:
         rule_id = _HINT_RULE.get(hint)
+        if isinstance(child, BaseException):
+            # Whatever its name says: a member that cannot be read fails, and what it
+            # referenced before failing is judged (the Trainer torch.loads training files).
+            findings.extend(evaluate_failure(child, rules, member=member))
         if rule_id is not None:
             is_analysis = not isinstance(child, BaseException)
             size = (child.checkpoint.size_bytes if is_analysis
@@ -83,9 +108,6 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
                     findings.append(in_member(unsafe, member))
             continue
         if isinstance(child, BaseException):
-            finding = evaluate_unreadable(child, rules, member=member)
-            if finding is not None:
-                findings.append(finding)
             continue
         child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
         findings.extend(in_member(f, member) for f in child_findings)

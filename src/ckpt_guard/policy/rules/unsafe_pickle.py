@@ -25,15 +25,23 @@ def trusted(qualnames: list[str], patterns: tuple[str, ...]) -> set[str]:
 
 
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
-    verdicts = [g for g in a.globals if g.safety == "unsafe"]
+    return from_verdicts(a.globals, cfg, ctx)
+
+
+def from_verdicts(judged: list, cfg: RuleConfig, ctx: Context, *,
+                  partial: bool = False) -> Finding | None:
+    """The finding for ``judged`` global verdicts; ``partial``: the globals of a file read
+    only up to a failure (what its pickles referenced before it stops parsing)."""
+    verdicts = [g for g in judged if g.safety == "unsafe"]
     if not verdicts:
         return None
     parts = []
     pickled = [v for v in verdicts if v.use.opcode != "TorchScript"]
     code = [v for v in verdicts if v.use.opcode == "TorchScript"]
+    before = " before it stops parsing" if partial else ""
     if pickled:
-        parts.append(f"references {_named(pickled, ctx)}: torch.load(weights_only=False) on this "
-                     "file can run arbitrary code")
+        parts.append(f"references {_named(pickled, ctx)}{before}: torch.load(weights_only="
+                     "False) on this file can run arbitrary code")
     if code:  # a TorchScript archive is a program: torch.load hands it to torch.jit.load
         parts.append(f"TorchScript code calls {_named(code, ctx)}: torch.load/torch.jit.load "
                      "compile and run this code")
