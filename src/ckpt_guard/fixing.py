@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ckpt_guard.engine import Target, check_target, discover, examine, status_of
+from ckpt_guard.policy.plan_types import summarize
 from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.report.units import format_bytes
 
@@ -76,32 +77,8 @@ def _mirror(t: Target, out_dir: str, root: Path) -> str:
     return os.path.join(out_dir, rel)
 
 
-def _summarize_changes(changes: tuple[str, ...], dry_run: bool) -> list[str]:
-    """The rewrite's change list (``key → None``, ``key removed``, ``ema → model``) as a few
-    grouped lines, in the tense of what happened (or would)."""
-    to_none, removed, moved, other = [], [], [], []
-    for c in changes:
-        if c.endswith(" → None"):
-            to_none.append(c[: -len(" → None")])
-        elif c.endswith(" removed"):
-            removed.append(c[: -len(" removed")])
-        elif " → " in c:
-            src, dst = c.split(" → ", 1)
-            moved.append((src, dst))
-        else:
-            other.append(c)
-    lines = [f"model {'would hold' if dry_run else 'now holds'} the weights from {src}"
-             if dst == "model" else f"{src} {'would be set' if dry_run else 'set'} to {dst}"
-             for src, dst in moved]
-    if to_none:
-        lines.append(f"{'would set' if dry_run else 'set'} to None: {', '.join(to_none)}")
-    if removed:
-        lines.append(f"{'would remove' if dry_run else 'removed'}: {', '.join(removed)}")
-    return lines + other
-
-
 def _describe(result) -> list[str]:
-    lines = _summarize_changes(tuple(result.changes), result.dry_run)
+    lines = summarize(result.changes, result.dry_run)
     if result.cast_bytes:
         verb = "would cast" if result.dry_run else "cast"
         line = f"{verb} {format_bytes(result.cast_bytes)} of FP32 to {result.cast_to}"

@@ -13,6 +13,7 @@ from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.policy.keep_fp32 import KeepFP32, fp32_payload
+from ckpt_guard.policy.plan_types import Change
 from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
 from ckpt_guard.rewrite.strip import Rule, Stripper, rule
 from ckpt_guard.rewrite.tree_ops import copy_tree, path_text, storages_of, tensor_storages, walk
@@ -37,7 +38,7 @@ class Plan:
     removed: dict[str, int] = field(default_factory=dict)  # role → bytes no longer stored
     cast: list[CastItem] = field(default_factory=list)
     kept_fp32: list[tuple[str, str]] = field(default_factory=list)
-    changes: list[str] = field(default_factory=list)  # "optimizer → None", …
+    changes: list[Change] = field(default_factory=list)  # typed; each reads "optimizer → None"
     notes: list[str] = field(default_factory=list)
     on_overflow: str = "keep"
 

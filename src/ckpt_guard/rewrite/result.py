@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ckpt_guard.policy.plan_types import Change
+
 
 @dataclass(frozen=True)
 class FixResult:
@@ -30,7 +32,7 @@ class FixResult:
     max_rel_err: float = 0.0  # over every non-zero value: a value flushed to zero counts 1.0
     flushed_to_zero: int = 0  # non-zero values the cast made zero
     subnormal: int = 0  # values the cast left in the target's subnormal range
-    changes: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()
     error: str | None = None
     out_path: str | None = None

@@ -3,29 +3,25 @@ convention (shared/notes/frameworks.md), then generically by the roles analysis 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.analyze.walk import children
+from ckpt_guard.policy.conventions import (
+    CONVENTIONS,
+    LIGHTNING_SCALER,
+    NAMESPACE_GLOBALS,
+    ROLE_RULE,
+    ULTRALYTICS_CFG_KEYS,
+)
+from ckpt_guard.policy.plan_types import Change
 from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
 from ckpt_guard.rewrite.tree_ops import assign, path_text
 
 if TYPE_CHECKING:
     from ckpt_guard.rewrite.plan import Plan
-
-# Roles a strip removes, and the rule that governs each.
-ROLE_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
-             "scaler": "training-state", "rng": "training-state"}
-_LIGHTNING_SCALER = re.compile(r"(Precision(Plugin)?|amp_scaling_state)$")
-# ultralytics 8.4 `strip_optimizer` keeps only these `train_args` keys (the keys of its
-# cfg/default.yaml, DEFAULT_CFG_KEYS); anything else (`save_dir`, local paths) goes.
-ULTRALYTICS_CFG_KEYS = frozenset(["agnostic_nms", "amp", "angle", "augment", "auto_augment", "batch", "bgr", "box", "cache", "cfg", "channels_last", "classes", "close_mosaic", "cls", "cls_pw", "cls_remap", "compile", "conf", "copy_paste", "copy_paste_mode", "cos_lr", "cutmix", "data", "degrees", "deterministic", "device", "dfl", "dgrad", "dis", "distill_model", "dlam", "dlog", "dnn", "dropout", "dynamic", "embed", "epochs", "erasing", "exist_ok", "fliplr", "flipud", "format", "fraction", "freeze", "hsv_h", "hsv_s", "hsv_v", "imgsz", "iou", "kobj", "line_width", "lr0", "lrf", "mask_ratio", "max_det", "mixup", "mode", "model", "momentum", "mosaic", "multi_scale", "name", "nbs", "nms", "opset", "optimize", "optimizer", "overlap_mask", "patience", "perspective", "plots", "pose", "pretrained", "profile", "project", "quantize", "rect", "resume", "retina_masks", "rle", "save", "save_conf", "save_crop", "save_frames", "save_json", "save_period", "save_txt", "scale", "seed", "shear", "show", "show_boxes", "show_conf", "show_labels", "simplify", "single_cls", "source", "split", "stream_buffer", "task", "time", "tracker", "translate", "val", "verbose", "vid_stride", "visualize", "warmup_bias_lr", "warmup_epochs", "warmup_momentum", "weight_decay", "workers", "workspace"])
-_NAMESPACE_GLOBALS = frozenset({"ultralytics.utils.IterableSimpleNamespace",
-                                "types.SimpleNamespace"})
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -66,12 +62,13 @@ class Stripper:
         if only_present and (cur is None or cur == value):
             return
         m[key] = value
-        self.plan.changes.append(f"{key} → {what}")
+        self.plan.changes.append(Change.to_none(key) if what == "None"
+                                 else Change.set(key, what))
 
     def _del(self, m: dict, key: str) -> None:
         if key in m:
             del m[key]
-            self.plan.changes.append(f"{key} removed")
+            self.plan.changes.append(Change.removed(key))
 
     def _drop(self, m: dict, *, optimizer: tuple[str, ...] = (),
               training: tuple[str, ...] = ()) -> None:
@@ -97,7 +94,7 @@ class Stripper:
                     f"{ema_key}, the former {weights_key} weights are dropped "
                     f"(ema-duplicate keep: ema; keep: weights keeps them instead)")
             m[weights_key] = m[ema_key]
-            self.plan.changes.append(f"{ema_key} → {weights_key}")
+            self.plan.changes.append(Change.moved(ema_key, weights_key))
         return True
 
     def framework(self, fw: str, m: dict) -> None:
@@ -107,7 +104,7 @@ class Stripper:
 
     def _fw_ultralytics(self, m: dict) -> None:
         # ultralytics/yolov5 strip_optimizer(): EMA becomes the model, the rest set to None.
-        self._fw_yolov5(m)
+        self._fw_yolov5(m, "ultralytics")
         if not self.train.fixes:
             return
         # ultralytics 8.4 also trims train_args to its default-config keys and turns the
@@ -117,55 +114,58 @@ class Stripper:
             extra = [k for k in args if isinstance(k, str) and k not in ULTRALYTICS_CFG_KEYS]
             for k in extra:
                 del args[k]
-            if extra:
-                self.plan.changes.append(f"train_args.{', train_args.'.join(extra)} removed")
+            self.plan.changes.extend(Change.removed(f"train_args.{k}") for k in extra)
         model = m.get("model")
         attrs = attributes(model) if isinstance(model, Opaque) else None
         ns = attrs.get("args") if attrs is not None else None
-        if isinstance(ns, Opaque) and ns.qualname in _NAMESPACE_GLOBALS:
+        if isinstance(ns, Opaque) and ns.qualname in NAMESPACE_GLOBALS:
             fields = attributes(ns)
             if fields is not None:
                 attrs["args"] = dict(fields)
-                self.plan.changes.append("model.args → a dict")
+                self.plan.changes.append(Change.set("model.args", "a dict"))
         if attrs is not None and attrs.get("criterion") is not None:
             attrs["criterion"] = None  # the loss object: training only
-            self.plan.changes.append("model.criterion → None")
+            self.plan.changes.append(Change.to_none("model.criterion"))
 
-    def _fw_yolov5(self, m: dict) -> None:
-        if self._ema_moves(m, "ema", "model"):
-            self._set(m, "ema", None, "None")
+    def _fw_yolov5(self, m: dict, fw: str = "yolov5") -> None:
+        c = CONVENTIONS[fw]
+        ema_key, weights_key = c.ema or ("", "")
+        if self._ema_moves(m, ema_key, weights_key):
+            self._set(m, ema_key, None, "None")
             self._set(m, "updates", None, "None")
-        if self.opt.fixes:
-            self._set(m, "optimizer", None, "None")
+        for key in c.none_optimizer if self.opt.fixes else ():
+            self._set(m, key, None, "None")
         if self.train.fixes:
-            for key in ("best_fitness", "stopper", "scaler"):
+            for key in c.none_training:
                 self._set(m, key, None, "None")
-            self._set(m, "epoch", -1, "-1")
+            for key in c.training_minus_one:
+                self._set(m, key, -1, "-1")
 
     def _fw_lightning(self, m: dict) -> None:
-        # What Lightning's own save_weights_only omits.
-        if self.opt.fixes:
-            self._del(m, "optimizer_states")
+        # What Lightning's own save_weights_only omits (callbacks: ModelCheckpoint/
+        # EarlyStopping state, scores, paths).
+        c = CONVENTIONS["lightning"]
+        self._drop(m, optimizer=c.drop_optimizer, training=c.drop_training)
         if self.train.fixes:
-            self._del(m, "lr_schedulers")
-            self._del(m, "callbacks")  # ModelCheckpoint/EarlyStopping state: scores, paths
-            for key in [k for k in m if isinstance(k, str) and _LIGHTNING_SCALER.search(k)]:
+            for key in [k for k in m if isinstance(k, str) and LIGHTNING_SCALER.search(k)]:
                 self._del(m, key)
 
     def _fw_rfdetr(self, m: dict) -> None:
         if "pytorch-lightning_version" in m or "loops" in m:
             self._fw_lightning(m)
         # Pre-Lightning: checkpoint_best_total.pth keeps {model, args}.
-        if self._ema_moves(m, "ema_model", "model"):
-            self._del(m, "ema_model")
-        self._drop(m, optimizer=("optimizer",),
-                   training=("lr_scheduler", "epoch") if "state_dict" not in m else ())
+        c = CONVENTIONS["rfdetr"]
+        if c.ema and self._ema_moves(m, *c.ema):
+            self._del(m, c.ema[0])
+        self._drop(m, optimizer=c.drop_optimizer,
+                   training=c.drop_training if "state_dict" not in m else ())
 
     def _fw_timm(self, m: dict) -> None:
         # clean_checkpoint.py: state_dict_ema (or state_dict) is the weights.
-        if self._ema_moves(m, "state_dict_ema", "state_dict"):
-            self._del(m, "state_dict_ema")
-        self._drop(m, optimizer=("optimizer",), training=("amp_scaler", "amp"))
+        c = CONVENTIONS["timm"]
+        if c.ema and self._ema_moves(m, *c.ema):
+            self._del(m, c.ema[0])
+        self._drop(m, optimizer=c.drop_optimizer, training=c.drop_training)
 
     def _fw_mmengine(self, m: dict) -> None:
         # publish_model.py keeps meta + state_dict. EMAHook already swapped EMA into state_dict.
@@ -177,20 +177,21 @@ class Stripper:
                     for k in list(sd):
                         if f"module.{k}" in ema_sd:
                             sd[k] = ema_sd[f"module.{k}"]
-                    self.plan.changes.append("state_dict ← raw weights from ema_state_dict")
+                    self.plan.changes.append(
+                        Change.other("state_dict ← raw weights from ema_state_dict"))
             self._del(m, "ema_state_dict")
-        self._drop(m, optimizer=("optimizer",), training=("param_schedulers", "message_hub"))
+        c = CONVENTIONS["mmengine"]
+        self._drop(m, optimizer=c.drop_optimizer, training=c.drop_training)
 
     def _fw_detectron2(self, m: dict) -> None:
+        c = CONVENTIONS["detectron2"]
+        self._drop(m, optimizer=c.drop_optimizer)
         if self.opt.fixes:
-            self._del(m, "optimizer")
             inner = as_mapping((as_mapping(m.get("trainer")) or {}).get("_trainer"))
             if inner is not None and "optimizer" in inner:
                 del inner["optimizer"]
-                self.plan.changes.append("trainer._trainer.optimizer removed")
-        if self.train.fixes:
-            self._del(m, "scheduler")
-            self._del(m, "trainer")
+                self.plan.changes.append(Change.removed("trainer._trainer.optimizer"))
+        self._drop(m, training=c.drop_training)
 
     def roles(self, root: Any, analysis: Analysis) -> None:
         """Generic: every remaining subtree whose role a fixing rule covers becomes None."""
@@ -228,7 +229,7 @@ class Stripper:
                     stack.append((cpath, child))
         for parent, key, child, text in found:
             if assign(parent, key, child, None):
-                self.plan.changes.append(f"{text} ({targets[text]}) → None")
+                self.plan.changes.append(Change.to_none(text, role=targets[text]))
             else:
                 self.plan.notes.append(f"{text}: {targets[text]} state inside an immutable"
                                        " value; left as is")
