@@ -110,7 +110,7 @@ def _load_policy(args: argparse.Namespace):
 
 
 def _root() -> Path:
-    from ckpt_guard.engine import git_root
+    from ckpt_guard.app.check import git_root
 
     return git_root(Path.cwd()) or Path.cwd()
 
@@ -184,7 +184,7 @@ def _to_terminal(args: argparse.Namespace) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ckpt_guard.engine import check_paths
+    from ckpt_guard.app.check import check_paths
 
     root, policy = _start(args, "check")
     base_size = None
@@ -210,7 +210,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ckpt_guard.engine import check_paths
+    from ckpt_guard.app.check import check_paths
 
     root, policy = _start(args, "inspect")
     report = check_paths(args.paths, policy, root=root, details=True)
@@ -227,7 +227,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from ckpt_guard.fixing import run_fix
+    from ckpt_guard.app.fix import run_fix
 
     root, policy = _start(args, "fix")
     # The fixer convention (pre-commit, ruff): one `Fixing <path>` line per rewritten file —

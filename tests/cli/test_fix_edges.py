@@ -100,7 +100,7 @@ def test_paths_with_spaces_and_unicode(tmp_path):
 
 
 def test_progress_is_plain_lines_off_a_terminal(capsys, monkeypatch):
-    from ckpt_guard import fixing
+    from ckpt_guard.app import fix as fixing
 
     monkeypatch.setattr(fixing, "PROGRESS_MIN_BYTES", 0)
     bar = fixing._Progress("fixing big.pt", terminal=False)

@@ -91,7 +91,7 @@ class View:
 
 
 def ckpt_view(path: str | os.PathLike[str]) -> View:
-    from ckpt_guard.engine import Target, examine
+    from ckpt_guard.app.check import Target, examine
     from ckpt_guard.policy.load import builtin_policy
 
     p = os.fspath(path)

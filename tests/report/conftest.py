@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_guard.engine import check_paths
+from ckpt_guard.app.check import check_paths
 from ckpt_guard.policy import builtin_policy, load_text
 from ckpt_guard.report.model import Report
 

@@ -70,7 +70,7 @@ def run_check(paths: Sequence[str], policy, workspace: Path,
     ``headers`` to read by range instead of the workspace file (LFS objects).
     ``base_sizes``: path → its size at the base commit (``None``: added since), for
     ``size-growth``; ``None`` when the event has no base."""
-    from ckpt_guard.engine import check_paths
+    from ckpt_guard.app.check import check_paths
 
     if not paths:
         return Report(policy_source=str(getattr(policy, "source", "built-in")))
@@ -92,7 +92,7 @@ def run_check(paths: Sequence[str], policy, workspace: Path,
 
 def run_fix(paths: Sequence[str], policy, workspace: Path) -> Report:
     """Apply the policy's ``fix`` rules to ``paths`` in place (verified, atomic)."""
-    from ckpt_guard.fixing import run_fix as _run_fix
+    from ckpt_guard.app.fix import run_fix as _run_fix
 
     if not paths:
         return Report(policy_source=str(getattr(policy, "source", "built-in")))

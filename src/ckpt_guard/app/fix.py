@@ -1,6 +1,6 @@
 """The fix pipeline for a set of paths: discover → read → analyze → rewrite → re-check.
 
-Like :mod:`ckpt_guard.engine`, nothing here raises for a bad file: each path ends as a
+Like :mod:`ckpt_guard.app.check`, nothing here raises for a bad file: each path ends as a
 :class:`FileReport` whose status is ``fixed``, ``pass``/``warn`` (nothing to do), ``fail``
 (violations a fix cannot remove) or ``error`` (the original is untouched, with the reason).
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ckpt_guard.engine import Target, check_target, discover, examine, status_of
+from ckpt_guard.app.check import Target, check_target, discover, examine, status_of
 from ckpt_guard.policy.plan_types import summarize
 from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.report.units import format_bytes
