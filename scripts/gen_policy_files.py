@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the policy files shipped in src/ckpt_guard/policy/ from the rule registry:
 schema.json (rule options), defaults.yml + defaults.json (built-in policy) and
-init_template.yml (`ckpt-guard init`). Run after changing a rule module; the tests in
+init_template.yml (`ckpt-guard init`), and docs/rules.md. Run after changing a rule module; the tests in
 tests/policy/test_registry.py fail until the files match."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> int:
     template = POLICY / "init_template.yml"
     template.write_text(generate.splice(template.read_text("utf-8"),
                                         generate.init_rules_yaml()), "utf-8")
+    (ROOT / "docs" / "rules.md").write_text(generate.rules_markdown(), "utf-8")
     return 0
 
 

@@ -77,3 +77,10 @@ def test_every_rule_is_documented_in_the_readme() -> None:
     table = readme[readme.index("## What it finds"):readme.index("## Command line")]
     assert [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")] \
         == list(RULE_IDS)
+
+
+def test_rules_reference_is_generated_from_the_registry() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+    assert doc.read_text("utf-8") == generate.rules_markdown(), f"docs/rules.md drifted: {REGENERATE}"

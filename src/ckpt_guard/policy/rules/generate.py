@@ -88,3 +88,23 @@ def splice(text: str, section: str) -> str:
     while blank > start + 1 and not lines[blank - 1].strip():
         blank -= 1
     return "".join(lines[:start]) + section + "".join(lines[blank:end]) + "".join(lines[end:])
+
+
+def rules_markdown() -> str:
+    """``docs/rules.md``: every rule's id, built-in action, fixability, options with their
+    defaults and help — generated, never edited by hand."""
+    out = ["# Rules", "",
+           "<!-- generated from the rule registry by scripts/gen_policy_files.py; "
+           "do not edit -->", "",
+           "| rule | built-in action | `fix` can remove it | options (built-in value) |",
+           "|---|---|---|---|"]
+    for r in ALL:
+        opts = ", ".join(f"`{o.name}` ({_scalar(o.default) if not isinstance(o.default, list) else json.dumps(o.default)})"  # noqa: E501
+                         for o in r.options) or "—"
+        out.append(f"| [`{r.id}`](#{r.id}) | {r.default_action} | "
+                   f"{'yes' if r.fixable else 'no'} | {opts} |")
+    for r in ALL:
+        out += ["", f"## {r.id}", "", f"**{r.summary}.** {r.help}", "",
+                "As `ckpt-guard init` writes it:", "", "```yaml", r.template.rstrip("\n"),
+                "```"]
+    return "\n".join(out) + "\n"
