@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ckpt_guard import __version__
 from ckpt_guard.exitcodes import Exit
+from ckpt_guard.vocab import Status
 
 FORMATS = ("text", "json", "markdown", "sarif")
 INSPECT_FORMATS = ("text", "json")
@@ -223,7 +224,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
         text = render_inspect(report, color=_to_terminal(args))
     _emit(text, args.output)
-    return Exit.OK if all(f.status != "error" for f in report.files) else Exit.VIOLATIONS
+    return Exit.OK if all(f.status != Status.ERROR for f in report.files) else Exit.VIOLATIONS
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
@@ -243,7 +244,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
     _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
     if report.failed:
         return Exit.VIOLATIONS
-    if args.exit_non_zero_on_fix and any(f.status == "fixed" for f in report.files):
+    if args.exit_non_zero_on_fix and any(f.status == Status.FIXED for f in report.files):
         return Exit.VIOLATIONS
     return Exit.OK
 

@@ -17,6 +17,7 @@ from ckpt_guard.app.check import Target, check_target, discover, examine, status
 from ckpt_guard.policy.plan_types import summarize
 from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.report.units import format_bytes
+from ckpt_guard.vocab import Action, Status
 
 # Files smaller than this get no progress display: they take milliseconds.
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -121,11 +122,11 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     except OSError:
         stat_before = None  # the check below reports why the file cannot be read
     before, analysis = examine(t, policy)
-    if before.status == "error" or t.outside or analysis is None or stat_before is None:
+    if before.status == Status.ERROR or t.outside or analysis is None or stat_before is None:
         return before
     rules = policy.rules_for(t.relpath)
     convert = policy.convert_for(t.relpath)
-    if not convert and not any(f.action == "fix" for f in before.findings):
+    if not convert and not any(f.action == Action.FIX for f in before.findings):
         return before
     if any(g.safety == "unsafe" for g in analysis.globals):
         # Whatever the policy's action for unsafe-pickle: a rewrite re-emits every object as
@@ -146,8 +147,8 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         bar.close()
     if result.error:
         before.findings.append(Finding(
-            "fix", "fail", f"could not fix, the original is untouched: {result.error}"))
-        before.status = "error"
+            "fix", Action.FAIL, f"could not fix, the original is untouched: {result.error}"))
+        before.status = Status.ERROR
         return before
     fix_info = {"changes": _describe(result), "dry_run": dry_run,
                 "removed": result.removed, "cast_bytes": result.cast_bytes,
@@ -161,7 +162,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         before.notes.extend(result.notes)
         return before
     if dry_run:
-        remaining = [f for f in before.findings if f.action != "fix"]
+        remaining = [f for f in before.findings if f.action != Action.FIX]
     else:
         # Judge the rewritten file as check would: what is left after the fix.
         written = result.out_path or out_path or t.abspath
@@ -169,7 +170,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         remaining = after.findings
     status = status_of(remaining)
     report = replace(before, findings=remaining, size_after=result.size_after,
-                     status="fixed" if status in ("pass", "warn") else status,
+                     status=Status.FIXED if status in (Status.PASS, Status.WARN) else status,
                      notes=before.notes + _describe(result),
                      details={**before.details, "fix": fix_info})
     return report
@@ -193,14 +194,14 @@ def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
                 fr = check_target(t, policy)
                 fr.notes.append(f"the same file as {first}")
             else:
-                fr = FileReport(path=t.path, status="error", findings=[Finding(
-                    "fix", "fail", f"not written: the fixed copy of {first} goes to the "
+                fr = FileReport(path=t.path, status=Status.ERROR, findings=[Finding(
+                    "fix", Action.FAIL, f"not written: the fixed copy of {first} goes to the "
                                    f"same place ({dest})")])
             report.files.append(fr)
             continue
         fr = fix_target(t, policy, root=root, dry_run=dry_run, out_dir=out_dir,
                         progress=progress)
-        if on_fixed and fr.size_after is not None and fr.status == "fixed" and not dry_run:
+        if on_fixed and fr.size_after is not None and fr.status == Status.FIXED and not dry_run:
             on_fixed(fr)
         report.files.append(fr)
     return report
