@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_guard import cli, fixing
+from ckpt_guard import cli
+from ckpt_guard.app import fix as fixing
 from ckpt_guard.policy import load_text
 
 ROOT = Path(__file__).resolve().parents[2]
