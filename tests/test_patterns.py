@@ -70,7 +70,7 @@ def test_exclude_stays_case_sensitive() -> None:
 
 def test_repository_walk_directory_walk_and_action_pick_upper_case(tmp_path: Path) -> None:
     from ckpt_guard.action.checking import matches
-    from ckpt_guard.engine import discover
+    from ckpt_guard.app.check import discover
 
     (tmp_path / "models").mkdir()
     for name in ("model.PT", "Other.SAFETENSORS", "readme.md"):

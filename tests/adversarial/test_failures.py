@@ -171,7 +171,7 @@ def test_a_file_that_cannot_be_rendered_is_that_files_error(tmp_path: Path) -> N
 
 def test_the_process_pool_path_isolates_a_bad_file(tmp_path: Path) -> None:
     """Above PARALLEL_THRESHOLD files the engine fans out to worker processes."""
-    from ckpt_guard.engine import PARALLEL_THRESHOLD
+    from ckpt_guard.app.check import PARALLEL_THRESHOLD
 
     d = _models(tmp_path, {"m050-bad.pt": _surrogate_key_zip()}, n_good=PARALLEL_THRESHOLD)
     proc = run_cli("inspect", "--format", "json", str(d))

@@ -160,7 +160,7 @@ def _peak_rss_mib() -> float:
 def main(directory: str, names: list[str]) -> None:
     """Check each already written ``DIR/NAME.pt`` with the engine, in this process; print
     one JSON line: outcomes, total wall time and this process' peak RSS."""
-    from ckpt_guard.engine import check_target, discover
+    from ckpt_guard.app.check import check_target, discover
     from ckpt_guard.policy import builtin_policy
 
     policy = builtin_policy()
