@@ -138,6 +138,12 @@ def _render(report, fmt: str, *, to_terminal: bool) -> str:
         from ckpt_guard.report.markdown import render_markdown
 
         return render_markdown(report)
+    if not to_terminal:  # without importing rich, as a rule (~25 ms of a cold check)
+        from ckpt_guard.report.plain import render_check_plain
+
+        text = render_check_plain(report)
+        if text is not None:
+            return text
     from ckpt_guard.report.text import render_check
 
     return render_check(report, color=to_terminal)

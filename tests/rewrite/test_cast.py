@@ -90,3 +90,53 @@ def test_fp16_bits_match_numpy_and_torch_on_random_bit_patterns():
     finite = np.isfinite(x)
     theirs = torch.from_numpy(x[finite]).half().view(torch.int16).numpy().view("<u2")
     assert np.array_equal(ours[finite], theirs)
+
+
+def test_numpy_fast_path_is_the_integer_cast_bit_for_bit() -> None:
+    """f32_to_f16 takes numpy's cast for chunks without overflow/inf/NaN: same bits and same
+    error stats as the integer arithmetic, over every exponent's rounding edge and a sweep
+    of bit patterns (the integer cast is compared with torch elsewhere in this file)."""
+    import numpy as np
+
+    from ckpt_guard.rewrite.cast import _F16_OVERFLOW, f32_to_f16, f32_to_f16_int
+
+    rng = np.random.default_rng(3)
+    exps = np.arange(0, 0x8F, dtype=np.uint32) << np.uint32(23)
+    mants = np.array([0, 1, 0xFFF, 0x1000, 0x1001, 0x2000, 0x3000, 0x6000, 0x7FF000,
+                      0x7FFFFF], dtype=np.uint32)
+    edges = (exps[:, None] | mants[None, :]).ravel()
+    sweeps = [edges, rng.integers(0, _F16_OVERFLOW, 1 << 16, dtype=np.uint32),
+              np.arange(0x387F0000, 0x38810000, dtype=np.uint32),  # around FP16 min normal
+              np.arange(0x33000000 - 4096, 0x33000000 + 4096, dtype=np.uint32)]  # 2**-25
+    for u in sweeps:
+        u = u[u < _F16_OVERFLOW]
+        for signed in (u, u | np.uint32(0x80000000)):
+            x = signed.view("<f4")
+            fast, fs = f32_to_f16(x)
+            ref, rs = f32_to_f16_int(x)
+            assert np.array_equal(fast, ref)
+            assert fs == rs
+
+
+def test_crc32_implementations_agree() -> None:
+    import zlib
+
+    from ckpt_guard.rewrite import crc
+
+    data = bytes(range(256)) * 1000
+    assert crc.crc32(data) == zlib.crc32(data)
+    assert crc.crc32(memoryview(data)[3:], 12345) == zlib.crc32(memoryview(data)[3:], 12345)
+    assert crc.crc32(b"") == 0
+    pytest.importorskip("isal")
+    assert crc.IMPLEMENTATION == "isal"
+
+
+def test_crc32_falls_back_to_zlib_without_isal(monkeypatch) -> None:
+    import sys
+    import zlib
+
+    from ckpt_guard.rewrite import crc
+
+    monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)  # import fails
+    fn, name = crc._pick()
+    assert (fn, name) == (zlib.crc32, "zlib")

@@ -18,22 +18,29 @@ from rich.table import Table
 from rich.text import Text
 
 from ckpt_guard.report.model import FileReport, Finding, Report
+from ckpt_guard.report.plain import (
+    ACTION_MARK,
+    DRY_RUN_FIXED,  # noqa: F401 - re-exported
+    STATUS_STYLE,  # noqa: F401 - re-exported
+    check_rows,
+    plain_width,
+    render_check_plain,
+    status_label,
+    summary_text,
+)
+from ckpt_guard.report.plain import NUMERIC as _NUMERIC
+from ckpt_guard.report.plain import dry_run as _dry_run  # noqa: F401 - re-exported
+from ckpt_guard.report.plain import fitting as _fitting
+from ckpt_guard.report.plain import plural as _plural
 from ckpt_guard.report.units import format_bytes
 
-STATUS_STYLE = {"pass": ("PASS", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),
-                "error": ("ERROR", "red"), "fixed": ("FIXED", "cyan")}
-DRY_RUN_FIXED = "WOULD FIX"  # status label of a `fixed` file in a dry run: nothing was written
-ACTION_MARK = {"fail": ("✗", "red"), "fix": ("✗", "red"), "warn": ("!", "yellow")}
-_NUMERIC = ("Size", "Bytes", "Tensor bytes", "Share", "Removable", "After", "Saved", "Tensors")
 # Free text and identifiers that may be long: wrap (folding long names) instead of "…".
 _WRAPPING = ("File", "Key", "Kind", "Member", "Global", "Why")
-# Dropped, in this order, when the check table would not fit the terminal: the path, sizes
-# and status matter most (`inspect` shows the format and framework).
-_OPTIONAL = ("Format", "Framework")
 
 
 def _console(color: bool, width: int | None = None) -> Console:
-    width = width or int(os.environ.get("COLUMNS", "0") or 0) or (None if color else 110)
+    width = width or int(os.environ.get("COLUMNS", "0") or 0) or (None if color else
+                                                                  plain_width())
     return Console(file=io.StringIO(), force_terminal=color, no_color=not color,
                    color_system="auto" if color else None, width=width, highlight=False,
                    emoji=False, soft_wrap=not color)
@@ -61,14 +68,8 @@ def _render(renderables: list, color: bool, console: Console | None = None) -> s
     return "".join(line.rstrip() + "\n" for line in text.splitlines())
 
 
-def _dry_run(f: FileReport) -> bool:
-    return bool((f.details.get("fix") or {}).get("dry_run"))
-
-
 def _status(f: FileReport) -> Text:
-    label, style = STATUS_STYLE.get(f.status, (f.status.upper(), ""))
-    if f.status == "fixed" and _dry_run(f):
-        label = DRY_RUN_FIXED
+    label, style = status_label(f)
     return Text(label, style=f"bold {style}")
 
 
@@ -99,59 +100,26 @@ def _findings(f: FileReport, color: bool) -> list:
     return [grid]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
-
-
 def _summary_line(report: Report) -> Text:
-    s = report.summary()
-    parts = [f"{_plural(s['files'], 'file')} checked", f"{s['failed']} failed",
-             f"{s['warned']} warned", f"{format_bytes(s['bytes_total'])} in all"]
-    text = Text(", ".join(parts) + ".", style="bold")
-    if "bytes_saved" in s:
-        if any(_dry_run(f) for f in report.files):
-            text.append(f" Dry run: {s.get('fixed', 0)} would be fixed, saving "
-                        f"{format_bytes(s['bytes_saved'])}; nothing was written.")
-        else:
-            text.append(f" {s.get('fixed', 0)} fixed, {format_bytes(s['bytes_saved'])} saved.")
-        return text
-    removable = s["bytes_removable"]
-    if not removable:
-        return text
-    # What `fix` removes under this policy: the findings of rules set to `fix` (the rest of
-    # bytes_removable needs the policy changed first — saying "fix could remove" would lie).
-    fixable = min(removable, sum(x.bytes for f in report.files for x in f.findings
-                                 if x.fixable))
-    if fixable >= removable:
-        text.append(f" `ckpt-guard fix` would remove {format_bytes(removable)}.")
-    elif fixable:
-        text.append(f" `ckpt-guard fix` would remove {format_bytes(fixable)} of the "
-                    f"{format_bytes(removable)} removable (the rest needs its rules set to "
-                    f"`fix`).")
-    else:
-        text.append(f" {format_bytes(removable)} is removable: set its rules to `fix` in the "
-                    f"policy, then run `ckpt-guard fix`.")
-    return text
+    return Text(summary_text(report), style="bold")
 
 
 def render_check(report: Report, *, color: bool = False) -> str:
     """One row per file, then each file's findings, then a summary line."""
+    if not color:
+        text = render_check_plain(report)
+        if text is not None:
+            return text
+    return render_check_rich(report, color=color)
+
+
+def render_check_rich(report: Report, *, color: bool = False) -> str:
+    """:func:`render_check` through rich, plain text included (what plain.py reproduces)."""
     if not report.files:
         return "No weight files to check.\n"
-    fixing = any(f.size_after is not None for f in report.files)
     rows: list[dict[str, str | Text]] = []
-    for f in report.files:
-        row: dict[str, str | Text] = {"File": f.path, "Format": f.format,
-                                      "Framework": f.framework,
-                                      "Size": format_bytes(f.size_bytes)}
-        if fixing:
-            saved = f.size_bytes - f.size_after if f.size_after is not None else 0
-            row["After"] = format_bytes(f.size_after) if f.size_after is not None else "-"
-            row["Saved"] = format_bytes(saved) if saved else "-"
-        else:
-            row["Removable"] = format_bytes(f.bytes_removable) if f.bytes_removable else "-"
-        row["Status"] = _status(f)
-        rows.append(row)
+    for f, row in zip(report.files, check_rows(report), strict=True):
+        rows.append({**row, "Status": _status(f)})
     console = _console(color)
     cols, needed = _fitting(list(rows[0]), rows, console.width)
     t = _table(color, *cols)
@@ -166,20 +134,6 @@ def render_check(report: Report, *, color: bool = False) -> str:
     # Plain text is for logs and grep: a long path widens the table rather than wrapping.
     return _render(out, color, console if color else _console(color, max(needed,
                                                                           console.width)))
-
-
-def _fitting(cols: list[str], rows: list[dict[str, str | Text]],
-             width: int) -> tuple[list[str], int]:
-    """``cols`` without the optional columns there is no room for in ``width``, and the
-    width the table needs without wrapping (three characters per column plus one)."""
-    def needed(cs: list[str]) -> int:
-        cells = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cs]
-        return sum(cells) + 3 * len(cs) + 1
-    for optional in _OPTIONAL:
-        if needed(cols) <= width:
-            break
-        cols = [c for c in cols if c != optional]
-    return cols, needed(cols)
 
 
 def _share(part: int, whole: int) -> str:

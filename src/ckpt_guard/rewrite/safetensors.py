@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from ckpt_guard.read.safetensors import CODES
 from ckpt_guard.read.tree import DTYPE_SIZES, TensorRef, as_mapping, contiguous_stride
 from ckpt_guard.rewrite import atomic, storage_io
 from ckpt_guard.rewrite.cast import CastStats, within_rounding
+from ckpt_guard.rewrite.crc import crc32
 from ckpt_guard.rewrite.plan import Plan
 from ckpt_guard.rewrite.result import FixResult
 from ckpt_guard.rewrite.verify import VerifyError, read_back, verify_storages
@@ -164,7 +164,7 @@ def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan:
                 else:
                     chunks = storage_io.copied(src, it.offset, it.nbytes, buf, prog)
                 for chunk in chunks:
-                    crc = zlib.crc32(chunk, crc)
+                    crc = crc32(chunk, crc)
                     n += len(chunk)
                     fh.write(chunk)
                 written[name] = (n, crc)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import sys
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from ckpt_guard.read.checkpoint import Checkpoint
 from ckpt_guard.read.tree import NO_STATE, GlobalRef, Opaque, Storage, TensorRef
+from ckpt_guard.rewrite.crc import crc32
 from ckpt_guard.rewrite.pickle_writer import OutStorage, subst_dtype
 
 CHUNK = 8 << 20
@@ -201,7 +201,7 @@ def verify_storages(fh: BinaryIO, ckpt: Checkpoint, expected: Mapping[str, tuple
             n = fh.readinto(view[:min(CHUNK, left)])
             if not n:
                 raise VerifyError(f"verification failed: storage {key} is truncated")
-            got = zlib.crc32(view[:n], got)
+            got = crc32(view[:n], got)
             left -= n
             if progress is not None:
                 progress(n)

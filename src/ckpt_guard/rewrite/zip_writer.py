@@ -10,10 +10,11 @@ streamed: the CRC-32 is computed while writing and patched into the local header
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from ckpt_guard.rewrite.crc import crc32
 
 ALIGNMENT = 64
 _U32 = 0xFFFFFFFF
@@ -71,7 +72,7 @@ class TorchZipWriter:
         crc = 0
         written = 0
         for chunk in chunks:
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             written += len(chunk)
             self.fh.write(chunk)
         if written != size:
