@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -119,10 +118,15 @@ def _write_zip(fh: Any, src: BinaryIO | None, layout: _Layout, prefix: str, byte
         crc = w.write_record(name, chunks, out_bytes)
         written[out.key] = (out_bytes, crc)
     w.write_bytes("version", b"3\n")
-    w.write_bytes(".data/serialization_id", "".join(
-        str(secrets.randbelow(10)) for _ in range(40)).encode())
+    w.write_bytes(".data/serialization_id", serialization_id())
     w.close()
     return written
+
+
+def serialization_id() -> bytes:
+    """40 random decimal digits, as torch.save writes (from os.urandom: `secrets` would
+    import hashlib's OpenSSL binding, ~10 ms of a fix, for this alone)."""
+    return f"{int.from_bytes(os.urandom(20), 'big') % 10**40:040d}".encode()
 
 
 def decide_overflow(plan: Plan, src: BinaryIO, progress: ProgressCounter | None) -> None:
