@@ -122,7 +122,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    exe = shutil.which("ckpt-guard") or "ckpt-guard"
+    # The console script beside this interpreter: a version manager's shim on PATH (pyenv's
+    # is a shell script running `pyenv exec`) would add its own start-up to every row.
+    beside = Path(sys.executable).with_name("ckpt-guard")
+    exe = str(beside) if beside.exists() else shutil.which("ckpt-guard") or "ckpt-guard"
 
     big = args.out / f"big-{args.size_gb:g}gb.pt"
     if not big.exists():
