@@ -335,6 +335,10 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
 
 def analyze(ckpt: Checkpoint) -> Analysis:
     """Roles, framework, byte accounting, top-level table and global safety of ``ckpt``."""
+    if ckpt.format == "dcp-dir":
+        from ckpt_guard.analyze.dcp import analyze_dcp
+
+        return analyze_dcp(ckpt)
     if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir") or (ckpt.children
                                                                  and ckpt.root is None):
         from ckpt_guard.analyze.directory import analyze_directory

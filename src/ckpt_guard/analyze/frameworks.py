@@ -13,7 +13,7 @@ from ckpt_guard.read.checkpoint import Checkpoint
 from ckpt_guard.read.tree import Opaque, as_mapping, attributes
 
 FRAMEWORKS = ("ultralytics", "yolov5", "lightning", "rfdetr", "timm", "detectron2", "mmengine",
-              "deepspeed", "hf-trainer", "generic")
+              "deepspeed", "hf-trainer", "dcp", "generic")
 
 # Attributes of RF-DETR's (LW-DETR-derived) argparse options that DETR/Deformable-DETR lack.
 _RFDETR_ARGS = frozenset({"projector_scale", "num_windows", "out_feature_indexes",
@@ -105,6 +105,8 @@ def detect_framework(ckpt: Checkpoint, root: Any = None) -> str:
         return "hf-trainer"
     if ckpt.format == "deepspeed-dir":
         return "deepspeed"
+    if ckpt.format == "dcp-dir":
+        return "dcp"
     m = as_mapping(ckpt.root if root is None else root)
     mods = _modules(ckpt)
     if m is None:

@@ -58,6 +58,34 @@ def _is_optimizer_state_dict(m: dict) -> bool:
     return True
 
 
+def is_flat_optimizer_state_dict(m: dict) -> bool:
+    """torch.distributed.checkpoint.state_dict's ``flatten_optimizer_state_dict=True`` form:
+    ``{'state.<fqn>.<key>': …, 'param_groups.<fqn>.<key>': …}`` — every key one of the two
+    and at least one param group (state is empty before the first step)."""
+    groups = False
+    for k in m:
+        if not isinstance(k, str) or len(k) > 4 * _MAX_NAME:
+            return False
+        if k.startswith("param_groups."):
+            groups = True
+        elif not k.startswith("state."):
+            return False
+    return groups
+
+
+def flat_state_slots(m: dict) -> tuple[set[str], set[str]]:
+    """``(parameter FQNs, slot names)`` of a flattened optimizer state dict's tensors."""
+    params: set[str] = set()
+    slots: set[str] = set()
+    for k, v in m.items():
+        if isinstance(k, str) and k.startswith("state.") and isinstance(v, TensorRef):
+            fqn, _, slot = k[len("state."):].rpartition(".")
+            if fqn:
+                params.add(fqn)
+                slots.add(slot)
+    return params, slots
+
+
 def _optimizer_what(m: dict) -> str:
     state = as_mapping(m.get("state")) or {}
     keys: set[str] = set()
@@ -89,6 +117,10 @@ def structural_role(node: Any) -> tuple[str, str] | None:
         return None
     if _is_optimizer_state_dict(m):
         return "optimizer", _optimizer_what(m)
+    if is_flat_optimizer_state_dict(m):
+        slots = flat_state_slots(m)[1]
+        return "optimizer", ("flattened torch optimizer state_dict"
+                             + (f" ({', '.join(sorted(slots))})" if slots else ""))
     if "base_optimizer_state" in m or "single_partition_of_fp32_groups" in m \
             or "fp32_flat_groups" in m:
         return "optimizer", "DeepSpeed ZeRO optimizer state"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckpt_guard.analyze.roles import flat_state_slots, is_flat_optimizer_state_dict
 from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
 
 # Per-parameter state keys → the family of torch.optim (2.x) optimizers that write them.
@@ -96,6 +97,14 @@ def optimizer_summary(value: Any) -> str | None:
         if m is None:
             continue
         state = as_mapping(m.get("state"))
+        if state is None and is_flat_optimizer_state_dict(m):
+            # flatten_optimizer_state_dict=True (DCP): 'state.<fqn>.<slot>' keys
+            fqns, slots = flat_state_slots(m)
+            found = {s for s in slots if s != "step"}
+            params += len(fqns)
+            kinds.append(_kind(found))
+            keys.extend(k for k in sorted(found) if k not in keys)
+            continue
         if state is None:
             continue
         seen: set[str] = set()

@@ -22,9 +22,11 @@ import io
 import os
 from typing import Any
 
-from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
+from dataclasses import replace
+
+from ckpt_guard.read import dcp_layout
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, JudgedPickle, UnreadableError
 from ckpt_guard.read.limits import Limits
-from ckpt_guard.read.tree import Opaque, as_mapping, attributes
 
 METADATA = ".metadata"
 MAX_ITEMS = 100_000  # storage items judged in one directory
@@ -68,77 +70,118 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def _items(meta_root: Any) -> list[tuple[str, str, int, int]]:
-    """``(fqn, relative_path, offset, length)`` of every storage item ``.metadata`` names."""
-    attrs = attributes(meta_root) if isinstance(meta_root, Opaque) else None
-    storage = as_mapping((attrs or {}).get("storage_data"))
-    if storage is None:
-        raise UnreadableError("DCP .metadata has no storage_data mapping")
-    out = []
-    for index, info in storage.items():
-        ia = (attributes(index) if isinstance(index, Opaque) else None) or {}
-        sa = (attributes(info) if isinstance(info, Opaque) else None) or {}
-        rel, off, ln = sa.get("relative_path"), sa.get("offset"), sa.get("length")
-        if not (isinstance(rel, str) and type(off) is int and type(ln) is int):
-            raise UnreadableError("DCP .metadata: a storage item without relative_path, offset "
-                                  "and length")
-        out.append((str(ia.get("fqn", "?")), rel, off, ln))
-    return out
-
-
 def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
-    """A DCP checkpoint directory (format ``dcp-dir``): ``.metadata`` and every slice it names
-    are children (``Checkpoint`` or the ``UnreadableError`` that reading them raised)."""
+    """A DCP checkpoint directory (format ``dcp-dir``). ``root`` is the state dict torch's
+    consolidation builds (tensors described from ``.metadata``, bytes items as read);
+    ``children`` are ``.metadata`` and every item's slice (a ``Checkpoint`` or the
+    ``UnreadableError`` reading it raised), whose globals all count for the directory;
+    ``metadata["dcp_entries"]`` is the layout a consolidation reads."""
     from ckpt_guard.read import read_path
     from ckpt_guard.read.torch_zip import read_torch_zip
 
     children: list[tuple[str, Checkpoint | UnreadableError, str]] = []
+    entries: list[dcp_layout.Entry] = []
+    items: dict[tuple, dcp_layout.Item] = {}
     meta: Checkpoint | None = None
     try:
         meta = read_path(os.path.join(path, METADATA), limits, root=root)
     except UnreadableError as e:
         children.append((METADATA, e, ""))
-    sizes: dict[str, int] = {}
     if meta is not None:
         children.append((METADATA, meta, ""))
         try:
-            items = _items(meta.root)
+            entries, items = dcp_layout.parse(meta.root)
         except UnreadableError as e:
             e.partial_globals = list(meta.globals)  # judged all the same
             children[-1] = (METADATA, e, "")
-            items = []
         if len(items) > MAX_ITEMS:
             children.append((METADATA, UnreadableError(
                 f"DCP .metadata names {len(items)} storage items (limit {MAX_ITEMS})"), ""))
-            items = []
-        for fqn, rel, off, ln in sorted(items, key=lambda i: (i[1], i[2])):
-            name = f"{rel}@{off}"
-            full = os.path.normpath(os.path.join(path, rel))
+            items, entries = {}, []
+    read: dict[tuple, Checkpoint] = {}
+    sizes: dict[str, int] = {}
+    for key, it in sorted(items.items(), key=lambda kv: (kv[1].rel, kv[1].offset)):
+        fqn, rel, off, ln = str(key[0]), it.rel, it.offset, it.length
+        name = f"{rel}@{off}"
+        full = os.path.normpath(os.path.join(path, rel))
+        try:
+            if os.path.dirname(full) != os.path.normpath(path):
+                raise UnreadableError(f"storage item {fqn!r} points outside the directory "
+                                      f"({rel!r})")
+            if it.transformed:
+                raise UnreadableError(f"storage item {fqn!r} is stored transformed "
+                                      "(transform_descriptors): its bytes are not read as is")
+            size = sizes.setdefault(rel, os.path.getsize(full))
+            if off < 0 or ln < 0 or off + ln > size:
+                raise UnreadableError(f"storage item {fqn!r}: bytes {off}+{ln} are not in "
+                                      f"{rel} ({size} bytes)")
+            with open(full, "rb") as fh:
+                child = read_torch_zip(f"{full}@{off}", _Slice(fh, off, ln), ln, limits)
+            child.metadata["dcp_fqn"] = fqn
+            read[key] = child
+            children.append((name, child, ""))
+        except UnreadableError as e:
+            children.append((name, e, ""))
+        except OSError as e:
+            children.append((name, UnreadableError(f"cannot read {rel}: "
+                                                   f"{e.strerror or e}"), ""))
+    values: dict[str, Any] = {}
+    for e in entries:
+        if e.kind == "bytes":
+            got = read.get((e.fqn, None))
+            values[e.fqn] = got.root if got is not None else None
+            if e.item is None:
+                children.append((METADATA, UnreadableError(
+                    f"DCP .metadata: no storage item for {e.fqn!r}"), ""))
+            continue
+        for c in e.chunks:
+            got = read.get((e.fqn, c.offsets))
+            if got is None:
+                if c.item is None:
+                    children.append((METADATA, UnreadableError(
+                        f"DCP .metadata: no storage item for a chunk of {e.fqn!r}"), ""))
+                continue
             try:
-                if os.path.dirname(full) != os.path.normpath(path):
-                    raise UnreadableError(f"storage item {fqn!r} points outside the directory "
-                                          f"({rel!r})")
-                size = sizes.setdefault(rel, os.path.getsize(full))
-                if off < 0 or ln < 0 or off + ln > size:
-                    raise UnreadableError(f"storage item {fqn!r}: bytes {off}+{ln} are not in "
-                                          f"{rel} ({size} bytes)")
-                with open(full, "rb") as fh:
-                    child = read_torch_zip(f"{full}@{off}", _Slice(fh, off, ln), ln, limits)
-                child.metadata["dcp_fqn"] = fqn
-                children.append((name, child, ""))
-            except UnreadableError as e:
-                children.append((name, e, ""))
-            except OSError as e:
-                children.append((name, UnreadableError(f"cannot read {rel}: "
-                                                       f"{e.strerror or e}"), ""))
+                dcp_layout.check_chunk(e, c, got.root, c.item.rel, c.item.offset)
+            except UnreadableError as err:
+                children.append((f"{c.item.rel}@{c.item.offset}", err, ""))
+    tree = None
+    if entries:
+        try:
+            tree = dcp_layout.build_tree(entries, values)
+        except UnreadableError as e:
+            children.append((METADATA, e, ""))
     total = 0
     for f in os.listdir(path):
         try:
             total += os.path.getsize(os.path.join(path, f))
         except OSError:
             continue
+    uses: list[GlobalUse] = []
+    pickles: list[JudgedPickle] = []
+    for rel, child, _h in children:
+        got = child.globals if isinstance(child, Checkpoint) else \
+            (getattr(child, "partial_globals", None) or [])
+        uses.extend(replace(g, member=f"{rel}:{g.member}" if g.member not in ("", rel)
+                            else rel, uses=g.uses) for g in got)
+        if isinstance(child, Checkpoint):
+            pickles.extend(replace(p, member=f"{rel}:{p.member}") for p in child.pickles)
+    storages = {e.fqn: ref.storage for e in entries if e.kind == "tensor"
+                for ref in [_find_ref(tree, e)] if ref is not None and ref.storage}
     return Checkpoint(path=path, format="dcp-dir", size_bytes=total, children=children,
+                      root=tree if tree is not None else {}, storages=storages, globals=uses,
+                      pickles=pickles,
                       notes=["torch.distributed.checkpoint directory: .metadata is unpickled "
                              "by pickle.load, non-tensor items by torch.load(weights_only="
                              "False)"],
-                      metadata={"items": len(children) - 1})
+                      metadata={"items": len(items), "dcp_entries": entries})
+
+
+def _find_ref(tree: Any, e: dcp_layout.Entry) -> Any:
+    node = tree
+    for k in e.path:
+        try:
+            node = node[k]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node

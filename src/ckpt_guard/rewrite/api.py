@@ -63,6 +63,15 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
             f"the pickle is unsafe ({unsafe[0]}): not rewritten; remove its payload first"))
     if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir"):
         return fix_directory(path, analysis, rules, dry_run=dry_run)
+    if ckpt.format == "dcp-dir":
+        if (convert or _option(rules, "convert")) != "safetensors":
+            return FixResult(path=path, size_before=size, size_after=size, notes=(
+                "a DCP directory is not rewritten; `convert: safetensors` in the policy writes "
+                "its model weights as one safetensors file beside it",))
+        from ckpt_guard.rewrite.dcp_convert import convert_dcp
+
+        return convert_dcp(path, analysis, rules, out_path=out_path, dry_run=dry_run,
+                           progress=progress)
     if ckpt.format not in _REWRITABLE:
         return FixResult(path=path, size_before=size, size_after=size,
                          notes=(f"{ckpt.format} files are not rewritten",))

@@ -41,13 +41,20 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
     """Findings for ``analysis`` under ``rules`` and the bytes a fix would remove.
     ``path`` is the checked path as reported (used in advice such as ``git lfs pull``);
     ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file)."""
-    if analysis.children or analysis.checkpoint.format in (Format.HF_CHECKPOINT_DIR,
-                                                           Format.DEEPSPEED_DIR,
-                                                           Format.DCP_DIR):
+    fmt = analysis.checkpoint.format
+    if (analysis.children and fmt != Format.DCP_DIR) or fmt in (Format.HF_CHECKPOINT_DIR,
+                                                                  Format.DEEPSPEED_DIR):
         return _directory(analysis, rules, path)
     ctx = Context(rules=rules, path=path, base_size=base_size)
     findings: list[Finding] = []
     removable = 0
+    # A DCP directory is judged as the state dict it consolidates to (analyze.dcp); its
+    # unreadable items stay failures (their globals are among the directory's own).
+    for member, err, _hint in analysis.children:
+        if isinstance(err, BaseException):
+            unreadable = evaluate_unreadable(err, rules, member=member)
+            if unreadable is not None:
+                findings.append(unreadable)
     for rule in EVALUATION_ORDER:
         cfg = rules.get(rule.id)
         if cfg is None or not cfg.enabled or rule.evaluate is None:
