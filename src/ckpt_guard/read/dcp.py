@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
-
 from dataclasses import replace
+from typing import Any
 
 from ckpt_guard.read import dcp_layout
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, JudgedPickle, UnreadableError
