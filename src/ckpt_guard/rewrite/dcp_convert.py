@@ -28,6 +28,7 @@ from ckpt_guard.rewrite.cast import CastStats, ScanStats, cast_chunk, within_rou
 from ckpt_guard.rewrite.fix import FixError, ProgressCounter, _apply_overflow
 from ckpt_guard.rewrite.plan import Plan, make_plan
 from ckpt_guard.rewrite.result import FixResult
+from ckpt_guard.rewrite.storage_io import CAST_CHUNK
 from ckpt_guard.rewrite.safetensors import _verify, header_bytes
 from ckpt_guard.rewrite.verify import VerifyError
 
@@ -182,15 +183,12 @@ def convert_dcp(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                 crc = n = 0
                 for block in blocks(path, e):
                     prog(block.nbytes)
-                    if cast:
-                        out, s = cast_chunk(block.view("<f4"), cast)
-                        stats.setdefault(e.fqn, CastStats()).merge(s)
-                        data = out.tobytes()
-                    else:
-                        data = block.tobytes()
-                    crc = zlib.crc32(data, crc)
-                    n += len(data)
-                    fh.write(data)
+                    pieces = _cast(block, cast, stats.setdefault(e.fqn, CastStats())) \
+                        if cast else [memoryview(block.view("u1"))]
+                    for data in pieces:
+                        crc = zlib.crc32(data, crc)
+                        n += len(data)
+                        fh.write(data)
                 written[name] = (n, crc)
             merged = CastStats()
             for item in plan.cast:
@@ -212,6 +210,15 @@ def convert_dcp(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         return FixResult(path=path, size_before=size, size_after=size,
                          error=str(err).splitlines()[0] if str(err) else type(err).__name__)
     return _result(path, plan, size, size_after, merged, target, False, notes)
+
+
+def _cast(block: np.ndarray, target: str, stats: CastStats) -> Iterator[memoryview]:
+    """FP32 values cast in cache-sized pieces (temporaries stay small)."""
+    values = block.view("<f4")
+    for i in range(0, values.size, CAST_CHUNK):
+        out, s = cast_chunk(values[i:i + CAST_CHUNK], target)
+        stats.merge(s)
+        yield memoryview(out).cast("B")
 
 
 def _stamps(path: str) -> dict[str, tuple[int, int, int]]:
