@@ -28,8 +28,8 @@ from ckpt_guard.rewrite.cast import CastStats, ScanStats, cast_chunk, within_rou
 from ckpt_guard.rewrite.fix import FixError, ProgressCounter, _apply_overflow
 from ckpt_guard.rewrite.plan import Plan, make_plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.storage_io import CAST_CHUNK
 from ckpt_guard.rewrite.safetensors import _verify, header_bytes
+from ckpt_guard.rewrite.storage_io import CAST_CHUNK
 from ckpt_guard.rewrite.verify import VerifyError
 
 CHUNK = 8 << 20  # bytes of output gathered at a time
