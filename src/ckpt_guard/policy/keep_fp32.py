@@ -188,7 +188,11 @@ def fp32_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
     action, options = _action_options(rules.get("fp32-payload"))
     if action == "off":
         return None
-    kept_roles = {"weights", "ema"} - {ema_dropped_role(a, rules)}
+    # The duplicate copy is out of the cast only when a fix drops it: with ema-duplicate at
+    # warn the file keeps both, and fix casts both (issue 9, defect 3).
+    dropped = (ema_dropped_role(a, rules)
+               if _action_options(rules.get("ema-duplicate"))[0] == "fix" else None)
+    kept_roles = {"weights", "ema"} - {dropped}
     storages: dict[str, tuple[int, str | None]] = {}
     tensors_by_storage: dict[str, list[str]] = {}
     keep = KeepFP32(options, ((t.path, t.ref) for t in a.tensors), a.checkpoint.root)
