@@ -35,8 +35,12 @@ def dry_run_equals_fix(run: Run) -> dict[str, str]:
         for key in ("status", "size_after", "bytes_removable"):
             if d[key] != f[key]:
                 diffs.append(f"{key}: dry {d[key]!r}, fix {f[key]!r}")
-        rules_d = sorted((x["rule"], x["action"]) for x in d["findings"])
-        rules_f = sorted((x["rule"], x["action"]) for x in f["findings"])
+        # Findings that decide the status. (A warn-level needs-code can vanish with a
+        # stripped subtree's classes; the projection reads the pickle's globals as read.)
+        rules_d = sorted((x["rule"], x["action"]) for x in d["findings"]
+                         if x["action"] != "warn")
+        rules_f = sorted((x["rule"], x["action"]) for x in f["findings"]
+                         if x["action"] != "warn")
         if rules_d != rules_f:
             diffs.append(f"findings: dry {rules_d}, fix {rules_f}")
         if diffs:
@@ -66,7 +70,9 @@ def rewritten_iff_fixed(run: Run) -> dict[str, str]:
     bad = {}
     announced = run.fixing_lines()
     for fam in run.families:
-        status = run.file("fix", fam)["status"]
+        # rewritten: size_after set (a partial fix keeps a failing status, still rewritten)
+        report = run.file("fix", fam)
+        status = "fixed" if report["size_after"] is not None else report["status"]
         if run.out_dir is None:
             changed = run.snaps["fix"].changed(run.snaps["after"], f"{fam}/")
         else:
@@ -80,7 +86,7 @@ def rewritten_iff_fixed(run: Run) -> dict[str, str]:
             bad[fam] = f"status {status} but files written: {changed}"
         elif lines != (1 if status == "fixed" else 0):
             bad[fam] = f"status {status}, {lines} 'Fixing {run.paths[fam]}' lines"
-    fixed = sum(1 for fam in run.families if run.file("fix", fam)["status"] == "fixed")
+    fixed = sum(1 for fam in run.families if run.file("fix", fam)["size_after"] is not None)
     if run.reports["fix"]["summary"].get("fixed", 0) != fixed:
         bad["<summary>"] = f"summary fixed {run.reports['fix']['summary']} vs {fixed}"
     if len(announced) != fixed:
@@ -131,15 +137,32 @@ def removable_agrees(run: Run) -> dict[str, str]:
     bad = {}
     for fam in run.families:
         c, f = run.file("check", fam), run.file("fix", fam)
-        if f["status"] != "fixed":
+        if f["status"] != "fixed":  # partial fixes leave fixable findings
             continue
         after = run.judged(fam)
         removed = c["tensor_bytes"]["total"] - after["tensor_bytes"]["total"]
         promised = sum(x["bytes"] for x in c["findings"] if x.get("fixable"))
+        # Tensors of no role a rule owns (Lightning's callbacks) go with the framework's
+        # convention; check does not count them.
+        other = c["tensor_bytes"]["by_role"].get("other", 0) - \
+            after["tensor_bytes"]["by_role"].get("other", 0)
+        removed -= other
+        # check reads no values: what fix keeps FP32 for its values (recorded in the output,
+        # honoured by check after) was counted as castable.
+        if removed < promised and _kept_for_values(f):
+            continue
         if removed != promised:
             bad[fam] = f"check promised {promised} B removable (fixable findings), fix removed " \
                        f"{removed} B of tensor data"
     return bad
+
+
+_STRUCTURAL = ("normalization layer", "keep-fp32", "shares its storage")
+
+
+def _kept_for_values(fix_report: dict) -> bool:
+    kept = ((fix_report.get("details") or {}).get("fix") or {}).get("kept_fp32") or []
+    return any(not str(why).startswith(_STRUCTURAL) for _, why in kept)
 
 
 INVARIANTS = {

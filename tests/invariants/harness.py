@@ -65,10 +65,9 @@ class Run:
     def judged(self, family: str) -> dict:
         """The report of what ``fix`` produced for ``family``: its ``--out`` copy, else the
         file ``convert`` wrote beside it, else the file itself (rewritten in place or not)."""
-        want = [str(Path("out") / self.paths[family])] if self.out_dir else []
-        want += self.added.get(family, [])
+        want = list(self.added.get(family, []))
         for f in self.reports.get("after-out", {}).get("files", []):
-            if f["path"] in want:
+            if f["path"].startswith(f"out/files/{family}/"):
                 return f
         for f in self.reports["after"]["files"]:
             if f["path"] in want:
@@ -126,8 +125,10 @@ def run_policy(factory: FixtureFactory, name: str, policy: dict, root: Path, *,
         run.reports[step] = json.loads(report.read_text(encoding="utf-8"))
         if step == "after" and out:
             # After `--out`, judge the copies: the originals are not the fix's output.
-            outs = [str(Path("out") / run.paths[f]) for f in families
-                    if (root / "out" / run.paths[f]).exists()]
+            outs = sorted({str(Path("out") / (run.paths[f] if (root / "out" / run.paths[f])
+                                               .is_dir() else Path(n).parent / Path(n).name))
+                           for f in families for n in Snapshot.take(root / "out").files
+                           if n.startswith(f"files/{f}/")})
             if outs:
                 p = cli(["check", *base, "--output", "after-out.json", *outs], cwd=root)
                 assert "Traceback" not in p.stderr, p.stderr

@@ -190,7 +190,10 @@ class Stripper:
                 self.plan.changes.append("trainer._trainer.optimizer removed")
         if self.train.fixes:
             self._del(m, "scheduler")
-            self._del(m, "trainer")
+            if self.opt.fixes:
+                self._del(m, "trainer")
+            # else the trainer holds the optimizer state the policy keeps: only its
+            # schedulers and scalers go (the generic pass), not the optimizer with them.
 
     def roles(self, root: Any, analysis: Analysis) -> None:
         """Generic: every remaining subtree whose role a fixing rule covers becomes None."""
