@@ -92,9 +92,33 @@ def convertible(root: Any) -> tuple[list[tuple[str, TensorRef]] | None, str]:
             return None, f"{k}: non-contiguous view"
         if id(v.storage) in seen:
             return None, f"{k}: shares its storage (tied weights would be untied)"
+        extra = _beyond_data(v)
+        if extra:
+            # safetensors holds bytes, dtype and shape only: converting would drop this
+            # (a conj/neg bit even changes the values torch sees).
+            return None, f"{k}: {extra} has no safetensors form"
         seen.add(id(v.storage))
         out.append((k, v))
     return out, ""
+
+
+def _beyond_data(ref: TensorRef) -> str | None:
+    """What a tensor carries beyond its data: attributes (``__dict__`` state) or rebuild
+    metadata such as the conj/neg bits, found in the rebuild call's arguments."""
+    if ref.state:
+        return "tensor attributes"
+
+    def meta(args: Any, depth: int = 0) -> str | None:
+        for a in args if isinstance(args, tuple) else ():
+            if isinstance(a, dict) and a and depth <= 2:
+                return "rebuild metadata (" + ", ".join(sorted(map(str, a))) + ")"
+            if isinstance(a, tuple) and depth < 2:
+                found = meta(a, depth + 1)
+                if found:
+                    return found
+        return None
+
+    return meta(ref.args)
 
 
 def convert_to_safetensors(path: str, analysis: Analysis, plan: Plan, target: str, *,
