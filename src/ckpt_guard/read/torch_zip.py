@@ -293,14 +293,12 @@ def _locate(reader: _Reader, st: Storage, info: zd.Entry | None, name: str,
     if info is None:
         if lenient:
             notes.append(f"storage {st.key} has no record {name}")
-            st.held = 0
             return
         raise UnreadableError(f"storage {st.key} has no record {name}")
     if info.file_size < st.nbytes:
         if lenient:
             notes.append(f"storage {st.key} claims {st.nbytes} bytes but its record holds "
                          f"{info.file_size}")
-            st.held = info.file_size
             return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")

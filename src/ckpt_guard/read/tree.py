@@ -53,15 +53,10 @@ class Storage:
     location: str = "cpu"
     offset: int | None = None
     storage_type: str = ""  # the global that named it, e.g. "torch.FloatStorage"
-    # Bytes the record really holds when it holds less than claimed (a TorchScript archive's
-    # traced inputs, read leniently): accounting never counts bytes the file does not hold
-    # (issue 9, defect 8).
-    held: int | None = None
 
     @property
     def nbytes(self) -> int:
-        claimed = self.numel * DTYPE_SIZES.get(self.dtype, 1)
-        return claimed if self.held is None else min(claimed, self.held)
+        return self.numel * DTYPE_SIZES.get(self.dtype, 1)
 
 
 @dataclass(eq=False)
