@@ -88,10 +88,12 @@ def test_whole_file_optimizer_and_fix_action() -> None:
     a = analysis([tensor("state.0.exp_avg", "optimizer", shape=(250,))],
                  subtrees=[RoleSubtree("", "optimizer", 1000)], root=_adam_state(1))
     [f] = evaluate(a, rules(optimizer_state="fix"), path="optimizer.pt")[0]
-    # fixable is a field (renderers say it); the message does not repeat it
+    # fix never strips a file to nothing (a per-file optimizer.pt): not fixable, else the
+    # fix hook loops on it (issue 9, defect 2); the message says what to do instead
     assert f.message == ("1.0 kB (100% of tensor bytes) at the top level: "
-                         "Adam-style state (exp_avg, exp_avg_sq) for 1 param")
-    assert (f.action, f.fixable) == ("fix", True)
+                         "Adam-style state (exp_avg, exp_avg_sq) for 1 param; the whole file "
+                         "is this state: remove the file instead")
+    assert (f.action, f.fixable) == ("fix", False)
 
 
 def test_off_rules_produce_nothing_and_free_nothing() -> None:
@@ -118,10 +120,10 @@ def test_bytes_removable_sums_the_size_rules() -> None:
                            RoleSubtree("epoch_rng", "rng", 5056),
                            RoleSubtree("model", "weights", 12_004_000),
                            RoleSubtree("ema", "ema", 12_004_000)])
-    r = rules(fp32_payload={"max-bytes": 1_000_000})
+    r = rules(fp32_payload={"max-bytes": 1_000_000}, ema_duplicate="fix")
     findings, removable = evaluate(a, r, path="last.pt")
     by_rule = {f.rule: f for f in findings}
-    assert list(by_rule) == ["optimizer-state", "training-state", "ema-duplicate",
+    assert list(by_rule) == ["optimizer-state", "ema-duplicate", "training-state",
                              "fp32-payload"]
     assert by_rule["optimizer-state"].bytes == 24_000_000
     assert by_rule["training-state"].bytes == 5060
@@ -142,8 +144,13 @@ def test_bytes_removable_sums_the_size_rules() -> None:
 
     # keep: weights drops the EMA; with ema-duplicate off both copies stay and both are cast
     _, removable = evaluate(a, rules(fp32_payload={"max-bytes": 0},
-                                     ema_duplicate={"keep": "weights"}), path="last.pt")
+                                     ema_duplicate={"action": "fix", "keep": "weights"}),
+                            path="last.pt")
     assert removable == 24_000_000 + 5060 + 12_004_000 + 6_000_000
+    # at warn, the duplicate stays in the file, and a fix casts both copies: so does check
+    # (issue 9, defect 3)
+    findings, _ = evaluate(a, rules(fp32_payload={"max-bytes": 0}), path="last.pt")
+    assert {f.rule: f.bytes for f in findings}["fp32-payload"] == 12_000_000
     findings, removable = evaluate(a, rules(fp32_payload={"max-bytes": 0}, ema_duplicate="off"),
                                    path="last.pt")
     assert {f.rule: f.bytes for f in findings}["fp32-payload"] == 12_000_000

@@ -177,7 +177,7 @@ class Action:
         else:
             report = checking.run_check(sel.files, policy, self.workspace, remote=remote,
                                         base_sizes=sel.base_sizes)
-        self._written = [f.path for f in report.files if f.status == "fixed"]
+        self._written = [f.path for f in report.files if f.rewritten]
         context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
         self.publish(report, context)
         if self.ctx.is_pull_request and self.s.shard is None:
@@ -364,7 +364,7 @@ class Action:
 
     # -- fix mode: commit ---------------------------------------------------------------
     def commit_fixes(self, report: Report) -> None:
-        fixed = [f.path for f in report.files if f.status == "fixed"]
+        fixed = [f.path for f in report.files if f.rewritten]
         if not fixed:
             return
         if not self.ctx.is_pull_request:
@@ -424,7 +424,7 @@ class Action:
                          for name, why in gate.failed.items()]
         if self.s.mode is Mode.FIX:
             for fr in report.files:
-                if fr.status == "fixed":
+                if fr.rewritten:
                     why = replace_asset(self.gh, self.ctx.repository, gate, by_name[fr.path])
                     if why:
                         self.wf.warning(f"release gate: {fr.path} not replaced: {why}",

@@ -111,6 +111,26 @@ def _describe(result) -> list[str]:
     return lines
 
 
+def _projected(analysis, rules, result, findings: list[Finding], relpath: str) -> list[Finding]:
+    """What check would say of the file a dry run only projects (issue 9, defect 3): the
+    findings of the planned (stripped) tree, judged as check judges the written file. Casts
+    are not in the tree: fp32-payload is gone when the fix casts, since what it leaves FP32
+    for its values is recorded in the output and honoured by check."""
+    from ckpt_guard.analyze import analyze
+    from ckpt_guard.policy import evaluate
+    from ckpt_guard.rewrite import plan_fix
+
+    ckpt = analysis.checkpoint
+    if ckpt.children or ckpt.root is None or ckpt.format not in (
+            "torch-zip", "torch-legacy", "safetensors") or result.out_path:
+        return [f for f in findings if not f.fixable]  # what fix removes is what is fixable
+    plan = plan_fix(analysis, rules)
+    stripped = analyze(replace(ckpt, root=plan.root, size_bytes=result.size_after))
+    projected, _ = evaluate(stripped, rules, path=relpath)
+    # A rewrite casts every castable storage, or records why it kept one FP32.
+    return [f for f in projected if not (f.rule == "fp32-payload" and f.fixable)]
+
+
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
                progress: bool) -> FileReport:
     from ckpt_guard.rewrite import fix_file
@@ -162,7 +182,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         before.notes.extend(result.notes)
         return before
     if dry_run:
-        remaining = [f for f in before.findings if f.action != Action.FIX]
+        remaining = _projected(analysis, rules, result, before.findings, t.relpath)
     else:
         # Judge the rewritten file as check would: what is left after the fix.
         written = result.out_path or out_path or t.abspath
@@ -201,7 +221,7 @@ def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
             continue
         fr = fix_target(t, policy, root=root, dry_run=dry_run, out_dir=out_dir,
                         progress=progress)
-        if on_fixed and fr.size_after is not None and fr.status == Status.FIXED and not dry_run:
+        if on_fixed and fr.rewritten and not dry_run:  # partial fixes too (defect 5)
             on_fixed(fr)
         report.files.append(fr)
     return report

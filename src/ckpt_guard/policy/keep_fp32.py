@@ -162,6 +162,10 @@ def ema_dropped_role(a: Analysis, rules: Mapping[str, Any]) -> str | None:
         return None
     if not (a.bytes_by_role.get("ema", 0) and a.bytes_by_role.get("weights", 0)):
         return None
+    if a.framework == "mmengine":
+        # mmengine's EMAHook already swapped the EMA into state_dict; the fix (either keep)
+        # deletes ema_state_dict, as publish_model.py does: that is the copy removed.
+        return "ema"
     return "weights" if str(options.get("keep", "ema")) == "ema" else "ema"
 
 
@@ -181,6 +185,31 @@ class FP32Payload:
         return self.castable > 0 and self.castable > self.limit
 
 
+# safetensors: the __metadata__ key where fix records the tensors it kept FP32 for their values.
+KEPT_FP32_METADATA = "ckpt_guard.kept_fp32"
+VALUES = "values: "  # prefix of a recorded reason
+
+
+def recorded_kept(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Tensor path → why, for the tensors a previous ``fix`` kept FP32 because of their
+    values (out of FP16's range, or flushing to zero in bulk): check reads metadata only and
+    cannot see values, so fix records them in the file it writes (a torch zip record, a
+    safetensors ``__metadata__`` key) and both check and the next fix honour the record.
+    The record only ever keeps tensors FP32; it never makes anything pass a safety rule."""
+    kept = metadata.get("kept_fp32")
+    if kept is None:
+        import json
+
+        text = (metadata.get("__metadata__") or {}).get(KEPT_FP32_METADATA)
+        try:
+            kept = json.loads(text) if isinstance(text, str) else None
+        except ValueError:
+            kept = None
+    if not isinstance(kept, dict):
+        return {}
+    return {k: v for k, v in kept.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def fp32_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
     """The castable FP32 bytes of ``a`` under ``rules`` (``None`` when the rule is off).
     Storages, not tensors, are what a cast rewrites; a storage that any kept-FP32 view uses
@@ -188,15 +217,21 @@ def fp32_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
     action, options = _action_options(rules.get("fp32-payload"))
     if action == "off":
         return None
-    kept_roles = {"weights", "ema"} - {ema_dropped_role(a, rules)}
+    # The duplicate copy is out of the cast only when a fix drops it: with ema-duplicate at
+    # warn the file keeps both, and fix casts both (issue 9, defect 3).
+    dropped = (ema_dropped_role(a, rules)
+               if _action_options(rules.get("ema-duplicate"))[0] == "fix" else None)
+    kept_roles = {"weights", "ema"} - {dropped}
     storages: dict[str, tuple[int, str | None]] = {}
     tensors_by_storage: dict[str, list[str]] = {}
     keep = KeepFP32(options, ((t.path, t.ref) for t in a.tensors), a.checkpoint.root)
+    recorded = recorded_kept(a.checkpoint.metadata)
     for t in a.tensors:
         if t.role not in kept_roles or t.dtype != "float32" or t.ref.storage is None:
             continue
         key = t.storage_key or ""
-        why = keep.reason(t.path)
+        why = keep.reason(t.path) or (VALUES + recorded[t.path] if t.path in recorded
+                                      else None)
         nbytes, prev = storages.get(key, (t.ref.storage.nbytes, None))
         storages[key] = (nbytes, prev or why)
         tensors_by_storage.setdefault(key, []).append(t.path)

@@ -28,6 +28,7 @@ start like a pickle may fail to parse quietly (its partial globals are kept).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, BinaryIO
 
@@ -84,6 +85,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             except UnreadableError:
                 continue  # metadata only; torch's own reading of it is not our verdict
             ckpt.metadata[key] = text
+    _read_fix_record(reader, lookup(KEPT_FP32_RECORD), ckpt)
 
     storages: dict[str, Storage] = {}
     records: dict[str, str] = {}  # storage key -> record name
@@ -196,6 +198,26 @@ class _Reader(PositionedReader):
         """First bytes are PROTO 0..5 (peeks 2 bytes; inflates a little when compressed)."""
         head = zd.peek(self, info, 2)
         return len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+
+
+# What ckpt-guard fix records in the archive it wrote (torch.load ignores the record): the
+# tensors it kept FP32 because of their values, which check cannot see (it reads metadata
+# only). Without it, check would call them fixable forever (issue 9, defect 2).
+KEPT_FP32_RECORD = ".data/ckpt_guard.json"
+_KEPT_FP32_MAX = 1 << 20
+
+
+def _read_fix_record(reader: _Reader, info: zd.Entry | None, ckpt: Checkpoint) -> None:
+    if info is None or info.file_size > _KEPT_FP32_MAX:
+        return
+    try:
+        data = json.loads(reader.member(info, _KEPT_FP32_MAX).decode("utf-8"))
+    except (UnreadableError, ValueError):
+        return  # advisory only: a bad record means nothing is honoured
+    kept = data.get("kept_fp32") if isinstance(data, dict) else None
+    if isinstance(kept, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                      for k, v in kept.items()):
+        ckpt.metadata["kept_fp32"] = kept
 
 
 def _byteorder(reader: _Reader, info: zd.Entry | None) -> str:

@@ -39,6 +39,12 @@ class FileReport:
     # Inspect-level detail: top-level keys table, globals with safety class, etc.
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def rewritten(self) -> bool:
+        """``fix`` rewrote this path (in a dry run: would), whether or not findings remain —
+        a partial fix is still a rewrite (issue 9, defect 5). ``size_after`` says it."""
+        return self.size_after is not None
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "path": self.path,
@@ -85,7 +91,7 @@ class Report:
         }
         fixed = [f for f in self.files if f.size_after is not None]
         if fixed:
-            s["fixed"] = sum(1 for f in fixed if f.status == Status.FIXED)
+            s["fixed"] = sum(1 for f in fixed if f.rewritten)  # partial fixes count
             s["bytes_saved"] = sum(f.size_bytes - f.size_after for f in fixed)
         return s
 

@@ -17,7 +17,11 @@ from ckpt_guard.rewrite.fix import FixError, ProgressCounter, decide_overflow, f
 from ckpt_guard.rewrite.pickle_writer import PickleWriteError
 from ckpt_guard.rewrite.plan import Plan, make_plan, rule
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.safetensors import convert_to_safetensors, fix_safetensors
+from ckpt_guard.rewrite.safetensors import (
+    convert_to_safetensors,
+    convertible,
+    fix_safetensors,
+)
 from ckpt_guard.rewrite.storage_io import InputChanged
 from ckpt_guard.rewrite.verify import VerifyError
 
@@ -77,14 +81,22 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                          notes=(f"{ckpt.format} files are not rewritten",))
     try:
         plan = make_plan(analysis, rules)
-        if not plan.changed and not (convert or _option(rules, "convert")):
+        convert = convert or _option(rules, "convert")
+        if convert == "safetensors" and ckpt.format != "safetensors":
+            _pairs, why = convertible(plan.root)
+            if _pairs is None:
+                # Not a flat state dict (Lightning, YOLO, resume dicts): still fixed, as a
+                # torch zip under its own name (issue 9, defect 1), and said why.
+                plan.notes.append(f"not converted to safetensors ({why}): kept a torch zip")
+                convert = None
+        if not plan.changed and not convert:
             return FixResult(path=path, size_before=size, size_after=size,
                              kept_fp32=tuple(plan.kept_fp32), notes=tuple(plan.notes))
         if out_path is not None:
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        convert = convert or _option(rules, "convert")
         if convert == "safetensors" and ckpt.format != "safetensors":
-            target = out_path or str(Path(path).with_suffix(".safetensors"))
+            # Never safetensors bytes under a torch name, with --out too.
+            target = str(Path(out_path or path).with_suffix(".safetensors"))
             beside = out_path is None and os.path.realpath(target) != os.path.realpath(path)
             if beside and os.path.lexists(target) and not dry_run:
                 return FixResult(path=path, size_before=size, size_after=size, notes=(

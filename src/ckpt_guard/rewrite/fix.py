@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.read.torch_zip import KEPT_FP32_RECORD
 from ckpt_guard.read.tree import DTYPE_SIZES, Storage
 from ckpt_guard.rewrite import atomic, storage_io
 from ckpt_guard.rewrite.call_time import CallTimeError, check_call_time
@@ -64,6 +66,7 @@ class _Layout:
     pickle: bytes
     storages: list[tuple[Storage, OutStorage]]
     targets: dict[int, str]  # id(storage) → cast target
+    value_kept: dict[str, str]  # recorded in the archive (read.torch_zip.KEPT_FP32_RECORD)
 
 
 def _layout(plan: Plan, targets: dict[int, str]) -> _Layout:
@@ -83,7 +86,7 @@ def _layout(plan: Plan, targets: dict[int, str]) -> _Layout:
         return out
 
     data, storages = dumps(plan.root, storage_out)
-    return _Layout(plan.root, data, storages, targets)
+    return _Layout(plan.root, data, storages, targets, dict(plan.value_kept))
 
 
 _META_RECORDS = ((".format_version", b"1"), (".storage_alignment", b"64"))
@@ -119,6 +122,9 @@ def _write_zip(fh: Any, src: BinaryIO | None, layout: _Layout, prefix: str, byte
         written[out.key] = (out_bytes, crc)
     w.write_bytes("version", b"3\n")
     w.write_bytes(".data/serialization_id", serialization_id())
+    if layout.value_kept:
+        w.write_bytes(KEPT_FP32_RECORD, json.dumps(
+            {"kept_fp32": layout.value_kept}, sort_keys=True).encode())
     w.close()
     return written
 
@@ -156,6 +162,7 @@ def _apply_overflow(plan: Plan, item: CastItem, problem: str) -> None:
     else:
         plan.cast.remove(item)
         plan.kept_fp32.extend((p, problem) for p in item.paths)
+        plan.value_kept.update((p, problem) for p in item.paths)
 
 
 def _projected_size(plan: Plan, prefix: str, byteorder: str) -> tuple[_Layout, int]:
@@ -186,6 +193,10 @@ def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None
             prog = ProgressCounter(progress, sum(i.storage.nbytes for i in plan.cast))
             decide_overflow(plan, src, prog)
             _, size_after = _projected_size(plan, prefix, ckpt.byteorder)
+            if size_after > size_before and out_path is None:  # as the real run decides
+                return _result(path, plan, size_before, size_before, changed=False,
+                               dry_run=True, note=f"not rewritten: the output ({size_after} "
+                               f"bytes) would be larger than the input ({size_before} bytes)")
             return _result(path, plan, size_before, size_after, changed=True, dry_run=True,
                            out_path=out_path)
         with atomic.temporary_beside(target) as (fh, tmp):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
-from ckpt_guard.policy.keep_fp32 import KeepFP32, fp32_payload
+from ckpt_guard.policy.keep_fp32 import VALUES, KeepFP32, fp32_payload, recorded_kept
 from ckpt_guard.policy.plan_types import Change
 from ckpt_guard.read.tree import Storage, TensorRef, as_mapping
 from ckpt_guard.rewrite.strip import Rule, Stripper, rule
@@ -41,6 +41,9 @@ class Plan:
     changes: list[Change] = field(default_factory=list)  # typed; each reads "optimizer → None"
     notes: list[str] = field(default_factory=list)
     on_overflow: str = "keep"
+    # Tensors kept FP32 because of their values (on-overflow: keep), path → why: the writer
+    # records them in the output so check and later fixes honour it (keep_fp32.recorded_kept).
+    value_kept: dict[str, str] = field(default_factory=dict)
 
     @property
     def strips(self) -> bool:
@@ -88,6 +91,7 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule,
         return None
 
     walk(plan.root, visit)
+    recorded = recorded_kept(analysis.checkpoint.metadata)
     keep = KeepFP32(dict(fp32.options), (pr for _, refs in by_storage.values() for pr in refs),
                     plan.root)
     for st, refs in by_storage.values():
@@ -102,6 +106,10 @@ def _plan_casts(plan: Plan, analysis: Analysis, fp32: Rule,
                                   if p not in odd)
             continue
         reason = next((r for r in map(keep.reason, paths) if r is not None), None)
+        if reason is None and any(p in recorded for p in paths):
+            why = next(recorded[p] for p in paths if p in recorded)
+            plan.value_kept.update((p, why) for p in paths)
+            reason = VALUES + why
         if reason is not None:
             plan.kept_fp32.extend((p, reason) for p in paths)
             continue

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.keep_fp32 import KEPT_FP32_METADATA
 from ckpt_guard.read.safetensors import CODES
 from ckpt_guard.read.tree import DTYPE_SIZES, TensorRef, as_mapping, contiguous_stride
 from ckpt_guard.rewrite import atomic, storage_io
@@ -91,9 +92,33 @@ def convertible(root: Any) -> tuple[list[tuple[str, TensorRef]] | None, str]:
             return None, f"{k}: non-contiguous view"
         if id(v.storage) in seen:
             return None, f"{k}: shares its storage (tied weights would be untied)"
+        extra = _beyond_data(v)
+        if extra:
+            # safetensors holds bytes, dtype and shape only: converting would drop this
+            # (a conj/neg bit even changes the values torch sees).
+            return None, f"{k}: {extra} has no safetensors form"
         seen.add(id(v.storage))
         out.append((k, v))
     return out, ""
+
+
+def _beyond_data(ref: TensorRef) -> str | None:
+    """What a tensor carries beyond its data: attributes (``__dict__`` state) or rebuild
+    metadata such as the conj/neg bits, found in the rebuild call's arguments."""
+    if ref.state:
+        return "tensor attributes"
+
+    def meta(args: Any, depth: int = 0) -> str | None:
+        for a in args if isinstance(args, tuple) else ():
+            if isinstance(a, dict) and a and depth <= 2:
+                return "rebuild metadata (" + ", ".join(sorted(map(str, a))) + ")"
+            if isinstance(a, tuple) and depth < 2:
+                found = meta(a, depth + 1)
+                if found:
+                    return found
+        return None
+
+    return meta(ref.args)
 
 
 def convert_to_safetensors(path: str, analysis: Analysis, plan: Plan, target: str, *,
@@ -140,13 +165,18 @@ def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan:
             code = CODES[cast] if cast else _code(it.ref)
             nbytes = it.ref.numel * DTYPE_SIZES[cast] if cast else it.nbytes
             entries.append((it.name, code, list(it.ref.shape), nbytes))
+        names = {it.name for it in items}
+        kept = {p: why for p, why in plan.value_kept.items() if p in names}
+        if kept:  # what check cannot see: see policy.keep_fp32.recorded_kept
+            metadata = {**(metadata or {}),
+                        KEPT_FP32_METADATA: json.dumps(kept, sort_keys=True)}
         head, spans = header_bytes(entries, metadata)
         size_after = len(head) + (spans[-1][2] if spans else 0)
+        if size_after > size_before and in_place:  # a dry run decides as the real run
+            return _res(path, plan, size_before, size_before, False, None, out_path,
+                        dry_run, "not rewritten: the output would be larger than the input")
         if dry_run:
             return _res(path, plan, size_before, size_after, True, None, out_path, True)
-        if size_after > size_before and in_place:
-            return _res(path, plan, size_before, size_before, False, None, out_path,
-                        False, "not rewritten: the output would be larger than the input")
         by_name = {it.name: it for it in items}
         buf = bytearray(storage_io.CHUNK)
         stats: dict[int, CastStats] = {}

@@ -191,10 +191,31 @@ class Stripper:
             if inner is not None and "optimizer" in inner:
                 del inner["optimizer"]
                 self.plan.changes.append(Change.removed("trainer._trainer.optimizer"))
-        self._drop(m, training=c.drop_training)
+        # The trainer holds the optimizer state: it goes only when optimizer-state is fixed
+        # too; else only its schedulers and scalers go (the generic pass), not the optimizer.
+        keep = () if self.opt.fixes else ("trainer",)
+        self._drop(m, training=tuple(k for k in c.drop_training if k not in keep))
+
+    def _generic_ema(self, root: Any, analysis: Analysis) -> None:
+        """A generic ``{"model": …, "ema": …}`` dict with ``keep: ema``: the EMA becomes the
+        weights and its own key None — else check would call it fixable and fix would never
+        fix it (issue 9, defect 2). Only for one weights and one EMA key at the top level."""
+        if not self.ema.fixes or self.ema.options.get("keep", "ema") != "ema":
+            return
+        m = as_mapping(root)
+        ema = [s.path for s in analysis.subtrees if s.role == "ema"]
+        weights = [s.path for s in analysis.subtrees if s.role == "weights"]
+        if m is None or len(ema) != 1 or len(weights) != 1 or ema[0] not in m \
+                or weights[0] not in m:
+            return
+        if self._ema_moves(m, ema[0], weights[0]):
+            m[ema[0]] = None
+            self.plan.changes.append(Change.to_none(ema[0], role="ema"))
 
     def roles(self, root: Any, analysis: Analysis) -> None:
         """Generic: every remaining subtree whose role a fixing rule covers becomes None."""
+        if analysis.framework == "generic":
+            self._generic_ema(root, analysis)
         targets: dict[str, str] = {}
         for sub in analysis.subtrees:
             rid = ROLE_RULE.get(sub.role)

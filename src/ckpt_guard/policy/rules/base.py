@@ -184,9 +184,24 @@ def stat_size(directory: str, member: str) -> int | None:
         return None
 
 
-def in_member(f: Finding, member: str) -> Finding:
-    return Finding(rule=f.rule, action=f.action, message=f"{member}: {f.message}",
-                   bytes=f.bytes, fixable=f.fixable, detail={**f.detail, "member": member})
+def in_member(f: Finding, member: str, *, fixable: bool | None = None) -> Finding:
+    """``f`` of a checkpoint directory's ``member``; ``fixable=False`` when fixing the
+    directory does not remove it (it only deletes training files)."""
+    message = f"{member}: {f.message}"
+    if f.fixable and fixable is False:
+        message += (" (name the file to fix it: fixing a directory only deletes training "
+                    "files)")
+    return Finding(rule=f.rule, action=f.action, message=message, bytes=f.bytes,
+                   fixable=f.fixable if fixable is None else fixable,
+                   detail={**f.detail, "member": member})
+
+
+def whole_file(subtrees: list) -> str:
+    """A file that *is* the state (a per-file ``optimizer.pt``, ``rng_state.pth``): fix
+    does not strip it to nothing, so it is not fixable (issue 9, defect 2); say what to do."""
+    if any(s.path == "" for s in subtrees):
+        return "; the whole file is this state: remove the file instead"
+    return ""
 
 
 def enabled(rules: Rules, rule_id: str) -> RuleConfig | None:

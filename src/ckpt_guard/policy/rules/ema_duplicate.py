@@ -18,7 +18,9 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
     dropped = ema_dropped_role(a, ctx.rules)
     if dropped is None:
         return None
-    kept = Role.EMA if dropped == Role.WEIGHTS else Role.WEIGHTS
+    # From the option, not from the role dropped: mmengine's fix drops ema_state_dict with
+    # either keep (its EMAHook already swapped the EMA into state_dict).
+    kept = Role.EMA if str(cfg.options.get("keep", "ema")) == "ema" else Role.WEIGHTS
     ema_b, w_b = a.bytes_by_role[Role.EMA], a.bytes_by_role[Role.WEIGHTS]
     paths = {r: [s.path for s in a.subtrees if s.role == r] for r in (Role.EMA, Role.WEIGHTS)}
     freed = a.bytes_by_role[dropped]

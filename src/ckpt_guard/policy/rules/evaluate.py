@@ -11,6 +11,7 @@ baggage either way).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.rules.base import (
@@ -63,7 +64,26 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
         if finding is not None:
             findings.append(finding)
             removable += finding.bytes if rule.removes else 0
+    why_not = _not_rewritable(analysis)
+    if why_not:
+        # Fixable means `fix` removes it: a file fix never rewrites has no fixable finding
+        # (else the fix hook loops on it forever; issue 9, defect 2).
+        findings = [replace(f, fixable=False, message=f"{f.message} ({why_not})")
+                    if f.fixable else f for f in findings]
     return by_severity(findings), removable
+
+
+# The formats `fix` rewrites (rewrite.api); anything else is never written.
+_REWRITABLE = (Format.TORCH_ZIP, Format.TORCH_LEGACY, Format.SAFETENSORS)
+
+
+def _not_rewritable(a: Analysis) -> str | None:
+    """Why ``fix`` leaves this file as it is whatever the policy says, or ``None``."""
+    if a.checkpoint.format not in _REWRITABLE:
+        return f"fix does not rewrite {a.checkpoint.format} files"
+    if any(g.safety == "unsafe" for g in a.globals):
+        return "fix does not rewrite a file whose pickle is unsafe"
+    return None
 
 
 def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:
@@ -117,7 +137,8 @@ def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int
         if isinstance(child, BaseException):
             continue
         child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
-        findings.extend(in_member(f, member) for f in child_findings)
+        # fix of a directory only deletes training files; it never rewrites a member.
+        findings.extend(in_member(f, member, fixable=False) for f in child_findings)
         removable += child_removable
     for rule_id in ("optimizer-state", "training-state"):
         cfg = rules.get(rule_id)

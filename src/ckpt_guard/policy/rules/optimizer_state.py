@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.describe import find, optimizer_summary
-from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at, share
+from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at, share, whole_file
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
@@ -31,7 +31,9 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
            else f"state{where} (no tensor data)")
     if descriptions:
         msg += f": {'; '.join(descriptions)}"
-    return RULE.finding(cfg, msg, nbytes, {"paths": [s.path for s in subtrees]})
+    whole = whole_file(subtrees)
+    return RULE.finding(cfg, msg + whole, nbytes, {"paths": [s.path for s in subtrees]},
+                        can_fix=not whole)
 
 
 RULE = Rule(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ckpt_guard.policy.rules.base import Context, Finding, Rule, at, share
+from ckpt_guard.policy.rules.base import Context, Finding, Rule, at, share, whole_file
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import TRAINING_ROLES, Action
@@ -30,7 +30,8 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
     msg = f"{', '.join(parts)} ({size})"
     detail = {"paths": [s.path for s in subtrees],
               "by_role": {str(r): a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
-    return RULE.finding(cfg, msg, nbytes, detail)
+    whole = whole_file(subtrees)
+    return RULE.finding(cfg, msg + whole, nbytes, detail, can_fix=not whole)
 
 
 RULE = Rule(

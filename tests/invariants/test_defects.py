@@ -1,0 +1,60 @@
+"""Regressions for issue 9's defects the fixture families do not hold as such."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import yaml
+
+from tests.invariants.harness import cli
+
+
+def _policy(tmp_path, rules: dict, **extra) -> None:
+    (tmp_path / "p.yml").write_text(yaml.safe_dump({"version": 1, "rules": rules, **extra}))
+
+
+def _check(tmp_path, *names: str) -> list[dict]:
+    p = cli(["check", "--policy", "p.yml", "--format", "json", *names], cwd=tmp_path)
+    assert p.returncode in (0, 1), p.stderr
+    return json.loads(p.stdout)["files"]
+
+
+def test_generic_model_ema_dict_keep_ema_is_fixed(tmp_path):
+    """Defect 2: ema-duplicate keep: ema on a generic {"model", "ema"} dict was fixable in
+    check and never fixed by fix (a fix-hook loop)."""
+    sd = {"conv.weight": torch.randn(16, 3, 3, 3), "fc.weight": torch.randn(10, 16)}
+    ema = {k: v + 1 for k, v in sd.items()}
+    torch.save({"model": sd, "ema": ema, "epoch": 3}, tmp_path / "gen.pt")
+    _policy(tmp_path, {"ema-duplicate": {"action": "fix", "keep": "ema"}})
+    [before] = _check(tmp_path, "gen.pt")
+    assert [f["fixable"] for f in before["findings"] if f["rule"] == "ema-duplicate"] == [True]
+    p = cli(["fix", "--policy", "p.yml", "gen.pt"], cwd=tmp_path)
+    assert p.returncode == 0 and "Fixing gen.pt" in p.stdout, p.stdout + p.stderr
+    [after] = _check(tmp_path, "gen.pt")
+    assert not [f for f in after["findings"] if f["fixable"]]
+    loaded = torch.load(tmp_path / "gen.pt", weights_only=True)
+    assert loaded["ema"] is None and loaded["epoch"] == 3
+    for k, v in ema.items():
+        assert torch.equal(loaded["model"][k], v)
+
+
+def test_convert_with_out_never_writes_safetensors_under_a_torch_name(tmp_path):
+    """Defect 1: with --out, convert: safetensors wrote safetensors bytes as `x.pth`; a
+    non-flat file was not fixed at all."""
+    sd = {"w": torch.randn(8, 8), "b": torch.randn(8)}
+    torch.save(sd, tmp_path / "flat.pth")
+    torch.save({"state_dict": sd, "optimizer": {"state": {0: {"exp_avg": torch.randn(8, 8)}},
+                                                "param_groups": [{"params": [0]}]}},
+               tmp_path / "resume.pth")
+    _policy(tmp_path, {"optimizer-state": "fix"}, convert="safetensors")
+    p = cli(["fix", "--policy", "p.yml", "--out", "out", "flat.pth", "resume.pth"],
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not (tmp_path / "out" / "flat.pth").exists()
+    from safetensors.torch import load_file
+
+    assert sorted(load_file(tmp_path / "out" / "flat.safetensors")) == ["b", "w"]
+    resume = torch.load(tmp_path / "out" / "resume.pth", weights_only=True)  # a torch zip
+    assert resume["optimizer"] is None and torch.equal(resume["state_dict"]["w"], sd["w"])
+    assert "not converted to safetensors" in p.stdout
