@@ -33,11 +33,17 @@ class Format(StrEnum):
     HF_CHECKPOINT_DIR = "hf-checkpoint-dir"
     DEEPSPEED_DIR = "deepspeed-dir"
     DCP_DIR = "dcp-dir"  # torch.distributed.checkpoint: .metadata + __R_N.distcp
+    SHARDED_SAFETENSORS = "sharded-safetensors"  # an index + its shards (read/sharded.py)
+    SHARDED_TORCH = "sharded-torch"
     UNKNOWN = "unknown"
 
     @property
     def is_directory(self) -> bool:
         return self in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR, Format.DCP_DIR)
+
+    @property
+    def is_sharded(self) -> bool:
+        return self in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH)
 
 
 class Role(StrEnum):

@@ -52,6 +52,10 @@ def _inside(p: Path, root: Path) -> bool:
 def matches(policy, rel: str, workspace: Path) -> bool:
     """Does the policy's include/exclude select workspace-relative ``rel``? (Globs are
     relative to the policy file's directory, which may be below the workspace.)"""
+    from ckpt_guard.read.sharded import is_index_name, unsharded_name
+
+    if is_index_name(rel):  # a shard index changed: its set is checked (as one unit)
+        rel = unsharded_name(rel)
     relpath = getattr(policy, "relpath", None)
     return bool(policy.matches(relpath(workspace / rel, workspace) if relpath else rel))
 

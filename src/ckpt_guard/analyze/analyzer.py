@@ -339,6 +339,10 @@ def analyze(ckpt: Checkpoint) -> Analysis:
         from ckpt_guard.analyze.dcp import analyze_dcp
 
         return analyze_dcp(ckpt)
+    if ckpt.format.startswith("sharded-"):
+        from ckpt_guard.analyze.sharded import analyze_sharded
+
+        return analyze_sharded(ckpt)
     if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir") or (ckpt.children
                                                                  and ckpt.root is None):
         from ckpt_guard.analyze.directory import analyze_directory

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckpt_guard.read.checkpoint import UnreadableError
@@ -104,9 +104,12 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
     with include and exclude applied, and a checkpoint directory (Hugging Face Trainer,
     DeepSpeed) is one target.
     """
+    from ckpt_guard.read.sharded import SetFinder, is_index_name, unsharded_name
+
     cwd = cwd or Path.cwd()
     base = Path(policy.base_dir) if getattr(policy, "base_dir", None) else root
     seen: set[str] = set()
+    sets = SetFinder()
 
     def target(p: Path) -> Target | None:
         key = os.path.abspath(p)
@@ -114,6 +117,25 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
             return None
         seen.add(key)
         return Target(_display(p, cwd), key, _relpath(Path(key), base), _escape_reason(p, root))
+
+    def set_target(p: Path, matched: bool) -> Target | None:
+        """The target for ``p``: its sharded set's index when ``p`` is an index or a shard
+        (the set is one unit, however many of its files are named or staged), else ``p``
+        itself when ``matched``. Policy globs see the set as its unsharded name
+        (``model.safetensors``)."""
+        idx = sets.index_for(os.path.abspath(p)) if p.is_file() else None
+        if idx is None:
+            return target(p) if matched else None
+        t = target(Path(idx))
+        if t is None:
+            return None
+        t = replace(t, relpath=_relpath(Path(unsharded_name(t.abspath)), base))
+        return None if policy.excludes(t.relpath) else t
+
+    def walked(p: Path, rel: str) -> Target | None:
+        if is_index_name(rel):
+            return set_target(p, False) if policy.matches(unsharded_name(rel)) else None
+        return set_target(p, True) if policy.matches(rel) else None
 
     paths = list(paths)
     if not paths:
@@ -126,8 +148,10 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 if t and not policy.excludes(t.relpath):
                     yield t
                 continue
-            t = target(p)
-            if t and policy.matches(t.relpath) and not p.is_dir():
+            if p.is_dir():
+                continue
+            t = walked(p, _relpath(Path(os.path.abspath(p)), base))
+            if t:
                 yield t
         return
     for raw in paths:
@@ -155,10 +179,17 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                         if t and not policy.excludes(t.relpath):
                             yield t
                 for name in sorted(filenames):
-                    t = target(d / name)
-                    if t and policy.matches(t.relpath):
+                    sub = d / name
+                    t = walked(sub, _relpath(Path(os.path.abspath(sub)), base))
+                    if t:
                         yield t
         else:
+            if p.is_file() and not p.is_symlink() and not _escape_reason(p, root):
+                t = set_target(p, not policy.excludes(
+                    _relpath(Path(os.path.abspath(p)), base)))
+                if t:
+                    yield t
+                continue
             t = target(p)
             if t and not policy.excludes(t.relpath):
                 yield t
@@ -281,6 +312,8 @@ def _examine(t: Target, policy, *, details: bool = False):
         fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
         fr.tensor_count = analysis.tensor_count
         fr.notes = list(ckpt.notes)
+        if ckpt.format.startswith("sharded-"):
+            fr.shards = shard_rows(analysis)
         if "remote_bytes" in ckpt.metadata:
             from ckpt_guard.report.units import format_bytes
 
@@ -304,6 +337,19 @@ def _examine(t: Target, policy, *, details: bool = False):
             e.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]
         raise
     return fr, analysis
+
+
+def shard_rows(analysis) -> list[dict]:
+    """A sharded set's shards for reports (JSON ``shards``, the Action's details)."""
+    rows = []
+    for rel, a, _hint in analysis.children:
+        if isinstance(a, Exception):
+            rows.append({"path": rel, "error": str(a)})
+            continue
+        rows.append({"path": rel, "format": a.checkpoint.format,
+                     "size_bytes": a.checkpoint.size_bytes,
+                     "tensor_bytes": a.tensor_bytes_total, "tensor_count": a.tensor_count})
+    return rows
 
 
 def describe(analysis) -> dict:

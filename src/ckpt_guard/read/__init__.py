@@ -74,6 +74,12 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
         return read_directory(path, limits, root=root)
     if not stat.S_ISREG(st.st_mode):
         raise UnreadableError("not a regular file (a FIFO, socket or device)")
+    from ckpt_guard.read.sharded import is_index_name
+
+    if is_index_name(path):  # a sharded set: the index and every shard it names
+        from ckpt_guard.read.sharded import read_sharded
+
+        return read_sharded(path, limits, root=root)
     try:
         # O_NONBLOCK: a file swapped for a FIFO after the stat must not block the open.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)

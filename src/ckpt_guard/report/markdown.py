@@ -239,6 +239,16 @@ def _details(fr: FileReport) -> str:
     total = fr.tensor_bytes_total or sum(fr.by_role.values())
     if fr.status in ("fail", "error"):
         out += _pie(fr)
+    if fr.shards:  # a sharded set is one row; its shards are listed here
+        out += ["| Shard | Format | Size | Tensors |", "|---|---|---:|---:|"]
+        for r in fr.shards:
+            if "error" in r:
+                out.append(f"| {_code(str(r['path']))} | unreadable | | {inline(r['error'])} |")
+            else:
+                out.append(f"| {_code(str(r['path']))} | {code(r.get('format', ''))} | "
+                           f"{format_bytes(int(r.get('size_bytes', 0)))} | "
+                           f"{int(r.get('tensor_count', 0))} |")
+        out.append("")
     if fr.by_role:
         out += ["| Role | Bytes | Share |", "|---|---:|---:|"]
         for role, n in sorted(fr.by_role.items(), key=lambda kv: -kv[1]):

@@ -40,7 +40,8 @@ def report_from_dict(d: dict[str, Any]) -> Report:
             size_after=int(f["size_after"]) if f.get("size_after") is not None else None,
             tensor_count=int(f.get("tensor_count", 0)),
             notes=[str(n) for n in f.get("notes", [])],
-            details=f["details"] if isinstance(f.get("details"), dict) else {}))
+            details=f["details"] if isinstance(f.get("details"), dict) else {},
+            shards=[r for r in f.get("shards", []) if isinstance(r, dict)]))
     return Report(files=files, policy_source=str(d.get("policy", "built-in")))
 
 

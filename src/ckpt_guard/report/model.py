@@ -38,6 +38,9 @@ class FileReport:
     notes: list[str] = field(default_factory=list)
     # Inspect-level detail: top-level keys table, globals with safety class, etc.
     details: dict[str, Any] = field(default_factory=dict)
+    # A sharded set (format sharded-*): its shard files, each {path, format, size_bytes,
+    # tensor_bytes, tensor_count} or {path, error}.
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rewritten(self) -> bool:
@@ -65,6 +68,8 @@ class FileReport:
             d["notes"] = list(self.notes)
         if self.details:
             d["details"] = self.details
+        if self.shards:
+            d["shards"] = [dict(r) for r in self.shards]
         return d
 
 

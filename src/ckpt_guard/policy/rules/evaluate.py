@@ -23,6 +23,7 @@ from ckpt_guard.policy.rules.base import (
     listing,
     stat_size,
 )
+from ckpt_guard.policy.rules import file_size, fp32_payload, shard_index
 from ckpt_guard.policy.rules.registry import EVALUATION_ORDER, get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
@@ -43,6 +44,8 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
     ``path`` is the checked path as reported (used in advice such as ``git lfs pull``);
     ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file)."""
     fmt = analysis.checkpoint.format
+    if fmt in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
+        return _sharded(analysis, rules, path)
     if (analysis.children and fmt != Format.DCP_DIR) or fmt in (Format.HF_CHECKPOINT_DIR,
                                                                   Format.DEEPSPEED_DIR):
         return _directory(analysis, rules, path)
@@ -110,6 +113,47 @@ def evaluate_failure(err: BaseException, rules: Rules, *, member: str = "") -> l
     if finding is not None:
         findings.append(finding)
     return by_severity(findings)
+
+
+# Judged over a whole sharded set, not per shard.
+_SET_RULES = ("fp32-payload", "file-size", "size-growth")
+
+
+def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
+    """A sharded set: each shard's own findings (named by shard), ``shard-index`` for every
+    disagreement between the index and its shards, and the size rules over the whole set
+    (``fp32-payload``'s ``max-bytes`` and ``file-size`` apply to the set, not per shard)."""
+    findings: list[Finding] = []
+    removable = 0
+    per_shard = {k: v for k, v in rules.items() if k not in _SET_RULES}
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    for member, child, _hint in a.children:
+        if isinstance(child, BaseException):
+            finding = evaluate_unreadable(child, rules, member=member)
+            if finding is not None:
+                findings.append(finding)
+            continue
+        if child.checkpoint.format == Format.LFS_POINTER:
+            continue  # a pointer in place of a shard: shard-index names it
+        child_findings, child_removable = evaluate(
+            child, per_shard, path=f"{folder}/{member}" if folder else member)
+        findings.extend(in_member(f, member) for f in child_findings)
+        removable += child_removable
+    cfg = rules.get(shard_index.RULE.id)
+    if cfg is not None and cfg.enabled:
+        findings.extend(shard_index.findings(a, cfg))
+    cfg = rules.get(fp32_payload.RULE.id)
+    if cfg is not None and cfg.enabled:
+        finding = fp32_payload.finding_for(fp32_payload.set_payload(a, rules), cfg)
+        if finding is not None:
+            findings.append(finding)
+            removable += finding.bytes
+    cfg = rules.get(file_size.RULE.id)
+    if cfg is not None and cfg.enabled:
+        finding = file_size.evaluate(a, cfg, Context(rules, path))
+        if finding is not None:
+            findings.append(finding)
+    return by_severity(findings), removable
 
 
 def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:

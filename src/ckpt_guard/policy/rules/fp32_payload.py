@@ -6,12 +6,13 @@ Which tensors stay FP32 is one decision shared with ``fix``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ckpt_guard.policy.keep_fp32 import fp32_payload
+from ckpt_guard.policy.keep_fp32 import FP32Payload, fp32_payload
 from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule
 from ckpt_guard.units import format_bytes, format_limit
-from ckpt_guard.vocab import Action
+from ckpt_guard.vocab import Action, Format
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
@@ -21,7 +22,38 @@ SIZE_SCHEMA = {"$ref": "#/$defs/size"}
 
 
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
-    payload = fp32_payload(a, ctx.rules)
+    return finding_for(fp32_payload(a, ctx.rules), cfg)
+
+
+def unlimited(cfg: RuleConfig) -> RuleConfig:
+    """``cfg`` without ``max-bytes``: a sharded set's decision is made once over the set,
+    then every shard casts what is castable in it."""
+    from ckpt_guard.policy.model import RuleConfig
+
+    return RuleConfig(cfg.action, {**cfg.options, "max-bytes": None})
+
+
+def set_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
+    """The payload of a sharded set: castable bytes summed over its shards and compared with
+    ``max-bytes`` once (ten 4 MB shards are a 40 MB payload)."""
+    cfg = rules.get(RULE.id)
+    if cfg is None or not cfg.enabled:
+        return None
+    free = {**rules, RULE.id: unlimited(cfg)}
+    out = FP32Payload(limit=cfg.max_bytes or 0)
+    for _member, child, _hint in a.children:
+        if isinstance(child, BaseException) or child.checkpoint.format == Format.LFS_POINTER:
+            continue
+        p = fp32_payload(child, free)
+        if p is not None:
+            out.castable += p.castable
+            out.n_cast += p.n_cast
+            out.kept.extend(p.kept)
+            out.kept_bytes += p.kept_bytes
+    return out
+
+
+def finding_for(payload: FP32Payload | None, cfg: RuleConfig) -> Finding | None:
     if payload is None or not payload.over_limit:
         return None
     castable, n_cast, kept, limit = payload.castable, payload.n_cast, payload.kept, payload.limit

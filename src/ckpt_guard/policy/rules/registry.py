@@ -14,6 +14,7 @@ from ckpt_guard.policy.rules import (
     lfs_pointer,
     needs_code,
     optimizer_state,
+    shard_index,
     size_growth,
     training_state,
     unreadable,
@@ -24,7 +25,7 @@ from ckpt_guard.policy.rules.base import Rule
 ALL: tuple[Rule, ...] = (
     optimizer_state.RULE, training_state.RULE, ema_duplicate.RULE, fp32_payload.RULE,
     file_size.RULE, size_growth.RULE, unsafe_pickle.RULE, needs_code.RULE, lfs_pointer.RULE,
-    unreadable.RULE,
+    shard_index.RULE, unreadable.RULE,
 )
 BY_ID: dict[str, Rule] = {r.id: r for r in ALL}
 RULE_IDS: tuple[str, ...] = tuple(BY_ID)

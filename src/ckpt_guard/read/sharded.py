@@ -1,0 +1,270 @@
+"""Sharded sets: an index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``,
+any ``*.index.json`` holding a ``weight_map``) and the shard files it names, read as one unit.
+
+The set becomes one :class:`Checkpoint` (format ``sharded-safetensors`` / ``sharded-torch``)
+whose ``children`` are its shards, each read on its own. What the ``shard-index`` rule judges
+is computed here, while the shards' tensor names are at hand: ``metadata["shard_problems"]``,
+one entry per problem. Loaders (transformers' ``get_checkpoint_shard_files``) fetch
+``sorted(set(weight_map.values()))`` relative to the index's folder and trust the map, so
+every disagreement between the map and the shards is a model that silently loads wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
+from ckpt_guard.read.limits import Limits
+from ckpt_guard.read.tree import as_mapping
+
+INDEX_SUFFIX = ".index.json"
+MAX_INDEX_BYTES = 64 * 1024 * 1024  # a 10k-tensor index is ~1 MB
+# huggingface_hub's default filename pattern: "<stem>-00001-of-00005<ext>".
+SHARD_NAME = re.compile(r"(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})(?P<ext>\.[A-Za-z0-9]+)")
+# Our own names while a fix swaps a set (see rewrite/sharded.py): never "extra shards".
+SET_TEMP_MARK = ".ckpt-guard-set-"
+
+
+def is_index_name(name: str) -> bool:
+    return os.path.basename(name).endswith(INDEX_SUFFIX)
+
+
+def load_index(path: str) -> dict[str, Any]:
+    """The parsed index: ``{"metadata": {...}, "weight_map": {tensor: shard}}``, validated
+    enough to be walked. Raises :class:`UnreadableError` naming what is wrong."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_INDEX_BYTES:
+            raise UnreadableError(f"shard index is {size:,} bytes, over the "
+                                  f"{MAX_INDEX_BYTES:,}-byte limit")
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except OSError as e:
+        raise UnreadableError(f"cannot read shard index: {e.strerror or e}") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UnreadableError(f"shard index is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
+        raise UnreadableError("shard index has no weight_map object")
+    wm = data["weight_map"]
+    bad = [k for k, v in wm.items() if not isinstance(v, str) or not v]
+    if bad:
+        raise UnreadableError(f"shard index maps {bad[0]!r} to something other than a file name")
+    meta = data.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise UnreadableError("shard index metadata is not an object")
+    return data
+
+
+def shards_of(index: dict[str, Any]) -> list[str]:
+    """The shard files a loader fetches, in its order."""
+    return sorted(set(index["weight_map"].values()))
+
+
+def set_format(index_path: str, shards: Iterable[str]) -> str:
+    names = [os.path.basename(index_path)[: -len(INDEX_SUFFIX)], *shards]
+    return ("sharded-safetensors" if any(n.endswith(".safetensors") for n in names)
+            else "sharded-torch")
+
+
+def unsharded_name(index_path: str) -> str:
+    """``dir/model.safetensors.index.json`` → ``dir/model.safetensors`` (what policy globs
+    and overrides match for the whole set)."""
+    return index_path[: -len(INDEX_SUFFIX)] if is_index_name(index_path) else index_path
+
+
+class SetFinder:
+    """Which set a file belongs to: indexes found per folder, parsed once per folder."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, dict[str, str]] = {}  # folder → {shard name or index: index}
+
+    def _folder(self, folder: str) -> dict[str, str]:
+        got = self._dirs.get(folder)
+        if got is not None:
+            return got
+        got = {}
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            names = []
+        for name in names:
+            if not name.endswith(INDEX_SUFFIX):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                index = load_index(path)
+            except UnreadableError:
+                continue  # not a shard index (or a broken one: named, it is read and reported)
+            got[name] = path
+            for shard in shards_of(index):
+                got.setdefault(os.path.normpath(os.path.join(folder, shard)), path)
+        self._dirs[folder] = got
+        return got
+
+    def index_for(self, path: str) -> str | None:
+        """The index of the set ``path`` (an index or a shard, absolute) belongs to."""
+        folder, name = os.path.split(path)
+        got = self._folder(folder)
+        if name in got:
+            return got[name]
+        return got.get(os.path.normpath(path))
+
+
+def index_for(path: str) -> str | None:
+    """:meth:`SetFinder.index_for` without a cache (one explicit path)."""
+    return SetFinder().index_for(os.path.abspath(path))
+
+
+def _tensor_names(ckpt: Checkpoint) -> list[str] | None:
+    """A shard's tensor names (state-dict keys), or ``None`` when it is not a flat mapping."""
+    m = as_mapping(ckpt.root)
+    if m is None:
+        return None
+    return [k for k in m if isinstance(k, str)]
+
+
+def expected_total_size(children: list[tuple[str, Checkpoint | UnreadableError, str]]) -> int:
+    """``total_size`` as huggingface_hub computes it: tensor data bytes, each storage once
+    (a tied alias is not counted twice), headers excluded."""
+    return sum(sum(s.nbytes for s in c.storages.values()) for _r, c, _h in children
+               if isinstance(c, Checkpoint))
+
+
+def _problems(index_path: str, index: dict[str, Any],
+              children: list[tuple[str, Checkpoint | UnreadableError, str]],
+              missing: list[str], escaping: list[str]) -> list[dict[str, Any]]:
+    wm: dict[str, str] = index["weight_map"]
+    out: list[dict[str, Any]] = []
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in wm.items():
+        by_shard.setdefault(shard, []).append(tensor)
+    for shard in escaping:
+        out.append({"kind": "bad-shard-path", "shard": shard,
+                    "message": f"shard {shard} is not a file beside the index; not read"})
+    for shard in missing:
+        n = len(by_shard.get(shard, []))
+        out.append({"kind": "missing-shard", "shard": shard, "tensors": n,
+                    "message": f"shard file {shard} is missing ({n} indexed "
+                               f"tensor{'s' if n != 1 else ''} cannot load)"})
+    holders: dict[str, list[str]] = {}
+    readable: set[str] = set()
+    for rel, child, _hint in children:
+        if not isinstance(child, Checkpoint):
+            continue
+        if child.format == "lfs-pointer":
+            size = child.metadata.get("size")
+            what = f" to a {size:,}-byte object" if isinstance(size, int) else ""
+            out.append({"kind": "lfs-pointer-shard", "shard": rel,
+                        "message": f"shard {rel} is a Git LFS pointer{what}, not weights: "
+                                   f"loading the set fails"})
+            continue
+        names = _tensor_names(child)
+        if names is None:
+            out.append({"kind": "not-a-state-dict", "shard": rel,
+                        "message": f"shard {rel} is not a flat name → tensor mapping"})
+            continue
+        readable.add(rel)
+        for name in names:
+            holders.setdefault(name, []).append(rel)
+    for tensor, shards in holders.items():
+        if len(shards) > 1:
+            out.append({"kind": "duplicate-tensor", "tensor": tensor, "shards": shards,
+                        "message": f"tensor {tensor} is in {len(shards)} shards "
+                                   f"({', '.join(shards)}); which one loads depends on order"})
+    for tensor, shard in wm.items():
+        if shard not in readable:
+            continue  # a missing/unreadable/pointer shard is one finding, not one per tensor
+        found = holders.get(tensor, [])
+        if shard not in found:
+            where = f" (it is in {', '.join(found)})" if found else ""
+            out.append({"kind": "missing-tensor", "tensor": tensor, "shard": shard,
+                        "message": f"index maps {tensor} to {shard}, which does not hold "
+                                   f"it{where}"})
+    for tensor, shards in holders.items():
+        if tensor not in wm:
+            out.append({"kind": "unindexed-tensor", "tensor": tensor, "shard": shards[0],
+                        "message": f"tensor {tensor} in {shards[0]} is not in the index "
+                                   f"(loaders never see it)"})
+    out.extend(_extra_shards(index_path, wm))
+    meta = index.get("metadata") or {}
+    total = meta.get("total_size")
+    if total is not None and not missing and not escaping and \
+            all(isinstance(c, Checkpoint) and c.format != "lfs-pointer" for _r, c, _h in children):
+        expected = expected_total_size(children)
+        try:
+            declared = int(total)
+        except (TypeError, ValueError):
+            declared = None
+        if declared != expected:
+            out.append({"kind": "total-size", "declared": total, "expected": expected,
+                        "message": f"metadata.total_size is {total!r}, the shards hold "
+                                   f"{expected:,} bytes of tensor data"})
+    return out
+
+
+def _extra_shards(index_path: str, wm: dict[str, str]) -> list[dict[str, Any]]:
+    """Files beside the index named like this set's shards that the index does not name
+    (a stale shard of an earlier save, a shard of a different count)."""
+    folder = os.path.dirname(index_path)
+    base = os.path.basename(index_path)[: -len(INDEX_SUFFIX)]
+    stem, ext = os.path.splitext(base)
+    named = set(wm.values())
+    out = []
+    try:
+        names = sorted(os.listdir(folder or "."))
+    except OSError:
+        return out
+    for name in names:
+        m = SHARD_NAME.fullmatch(name)
+        if m and m["stem"] == stem and m["ext"] == ext and name not in named:
+            out.append({"kind": "extra-shard", "shard": name,
+                        "message": f"shard file {name} is not in the index (a stale or "
+                                   f"foreign shard)"})
+    return out
+
+
+def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
+    """Read a sharded set from its index. Raises :class:`UnreadableError` for an index that
+    cannot be parsed; each shard's own problems stay with that shard."""
+    from ckpt_guard.read import read_path
+
+    index = load_index(index_path)
+    folder = os.path.dirname(index_path)
+    shards = shards_of(index)
+    if len(shards) > limits.max_dir_files:
+        raise UnreadableError(f"shard index names {len(shards)} shards, over the "
+                              f"{limits.max_dir_files} limit")
+    children: list[tuple[str, Checkpoint | UnreadableError, str]] = []
+    missing: list[str] = []
+    escaping: list[str] = []
+    size = os.path.getsize(index_path)
+    for shard in shards:
+        # transformers joins the name to the folder; a name leaving it is not ours to read.
+        if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/"):
+            escaping.append(shard)
+            continue
+        path = os.path.join(folder, shard)
+        if not os.path.lexists(path):
+            missing.append(shard)
+            continue
+        try:
+            child: Checkpoint | UnreadableError = read_path(path, limits, root=root)
+            size += child.size_bytes
+        except UnreadableError as e:
+            child = e
+        children.append((shard, child, "weights"))
+    problems = _problems(index_path, index, children, missing, escaping)
+    meta = index.get("metadata") or {}
+    return Checkpoint(
+        path=index_path, format=set_format(index_path, shards), size_bytes=size,
+        children=children,
+        metadata={"index": os.path.basename(index_path), "shards": shards,
+                  "shard_count": len(shards), "tensors_indexed": len(index["weight_map"]),
+                  "total_size": meta.get("total_size"), "shard_problems": problems},
+        pickles=[p.__class__(member=f"{rel}:{p.member}", offset=p.offset, length=p.length,
+                             sha256=p.sha256)
+                 for rel, c, _h in children if isinstance(c, Checkpoint) for p in c.pickles])
