@@ -76,6 +76,14 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
 
         return convert_dcp(path, analysis, rules, out_path=out_path, dry_run=dry_run,
                            progress=progress)
+    if ckpt.format.startswith("sharded-"):
+        from ckpt_guard.rewrite.sharded import SetError, fix_sharded
+
+        try:
+            return fix_sharded(path, analysis, rules, out_path=out_path, dry_run=dry_run,
+                               progress=progress)
+        except (SetError, *_EXPECTED) as e:
+            return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
     if ckpt.format not in _REWRITABLE:
         return FixResult(path=path, size_before=size, size_after=size,
                          notes=(f"{ckpt.format} files are not rewritten",))

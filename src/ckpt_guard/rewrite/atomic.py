@@ -142,6 +142,11 @@ def commit(tmp: str, target: str | os.PathLike[str], *, mode_from: str | None = 
     _sync_dir(Path(target).parent)
 
 
+def sync_dir(directory: str | os.PathLike[str]) -> None:
+    """fsync a directory (its renames and links are durable once this returns)."""
+    _sync_dir(Path(directory))
+
+
 def _sync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
