@@ -123,7 +123,7 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
         (the set is one unit, however many of its files are named or staged), else ``p``
         itself when ``matched``. Policy globs see the set as its unsharded name
         (``model.safetensors``)."""
-        idx = sets.index_for(os.path.abspath(p)) if p.is_file() else None
+        idx = sets.index_for(os.path.abspath(p))
         if idx is None:
             return target(p) if matched else None
         t = target(Path(idx))

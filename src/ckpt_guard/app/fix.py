@@ -135,6 +135,14 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
                progress: bool) -> FileReport:
     from ckpt_guard.rewrite import fix_file
 
+    recovered = None
+    if not dry_run and not out_dir and not t.outside:
+        from ckpt_guard.read.sharded import is_index_name
+
+        if is_index_name(t.abspath):  # a set a killed fix left half-swapped: finish first
+            from ckpt_guard.rewrite.sharded import recover
+
+            recovered = recover(t.abspath)
     # The file's identity and times before it is read: the rewrite refuses to replace a file
     # that changed since (or while) it was analyzed.
     try:
@@ -142,6 +150,8 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     except OSError:
         stat_before = None  # the check below reports why the file cannot be read
     before, analysis = examine(t, policy)
+    if recovered:
+        before.notes.append(recovered)
     if before.status == Status.ERROR or t.outside or analysis is None or stat_before is None:
         return before
     rules = policy.rules_for(t.relpath)

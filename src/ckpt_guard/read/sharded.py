@@ -102,6 +102,9 @@ class SetFinder:
             got[name] = path
             for shard in shards_of(index):
                 got.setdefault(os.path.normpath(os.path.join(folder, shard)), path)
+                final = _step1_final(shard)
+                if final:  # a half-swapped set (see rewrite/sharded.py): still one unit
+                    got.setdefault(os.path.normpath(os.path.join(folder, final)), path)
         self._dirs[folder] = got
         return got
 
@@ -111,7 +114,19 @@ class SetFinder:
         got = self._folder(folder)
         if name in got:
             return got[name]
+        final = _step1_final(name)
+        if final:  # a fix's own new file or link being made: part of the set it fixes
+            path = os.path.join(folder, final)
         return got.get(os.path.normpath(path))
+
+
+def _step1_final(name: str) -> str | None:
+    """``.ckpt-guard-set-<id>.F`` (a fix's new file for shard ``F``) → ``F``."""
+    head, base = os.path.split(name)
+    if not base.startswith(SET_TEMP_MARK):
+        return None
+    final = base[len(SET_TEMP_MARK):].partition(".")[2]
+    return os.path.join(head, final) if final else None
 
 
 def index_for(path: str) -> str | None:
@@ -213,6 +228,9 @@ def _extra_shards(index_path: str, wm: dict[str, str]) -> list[dict[str, Any]]:
     base = os.path.basename(index_path)[: -len(INDEX_SUFFIX)]
     stem, ext = os.path.splitext(base)
     named = set(wm.values())
+    # A fix killed between its two index commits: the index names ".ckpt-guard-set-<id>.F"
+    # and F (being relinked to the same new file) is not a foreign shard.
+    named |= {f for n in named if (f := _step1_final(n))}
     out = []
     try:
         names = sorted(os.listdir(folder or "."))
@@ -259,9 +277,12 @@ def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) ->
         children.append((shard, child, "weights"))
     problems = _problems(index_path, index, children, missing, escaping)
     meta = index.get("metadata") or {}
+    notes = (["an interrupted `ckpt-guard fix` left this set under temporary names (complete "
+              "and consistent); the next `ckpt-guard fix` gives the shards their names back"]
+             if any(s.startswith(SET_TEMP_MARK) for s in shards) else [])
     return Checkpoint(
         path=index_path, format=set_format(index_path, shards), size_bytes=size,
-        children=children,
+        children=children, notes=notes,
         metadata={"index": os.path.basename(index_path), "shards": shards,
                   "shard_count": len(shards), "tensors_indexed": len(index["weight_map"]),
                   "total_size": meta.get("total_size"), "shard_problems": problems},

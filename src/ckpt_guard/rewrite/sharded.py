@@ -45,16 +45,19 @@ class SetError(Exception):
 
 
 def _temp_name(final: str, token: str) -> str:
+    """``.ckpt-guard-set-<token>.<final name>``: hidden, and ending as the final name does
+    (transformers picks the safetensors or torch loader by a shard's extension)."""
     head, base = os.path.split(final)
-    return os.path.join(head, f".{base}{SET_TEMP_MARK}{token}")
+    return os.path.join(head, f"{SET_TEMP_MARK}{token}.{base}")
 
 
 def _final_name(temp: str) -> str | None:
     """The final shard name a step-1 file stands for (``None``: not one of ours)."""
     head, base = os.path.split(temp)
-    if not base.startswith(".") or SET_TEMP_MARK not in base:
+    if not base.startswith(SET_TEMP_MARK):
         return None
-    return os.path.join(head, base[1:].rsplit(SET_TEMP_MARK, 1)[0])
+    _token, dot, final = base[len(SET_TEMP_MARK):].partition(".")
+    return os.path.join(head, final) if dot and final else None
 
 
 def _write_index(path: str, index: dict[str, Any]) -> int:
@@ -97,7 +100,7 @@ def finish_swap(index_path: str) -> bool:
         done = True
     named = set(index["weight_map"].values())
     for name in os.listdir(folder):
-        if name.startswith(".") and SET_TEMP_MARK in name and name not in named:
+        if SET_TEMP_MARK in name and name.startswith(".") and name not in named:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
                 done = True
@@ -134,19 +137,15 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
 
     ckpt = analysis.checkpoint
     size = ckpt.size_bytes
-    if not dry_run and not out_path and _interrupted(index_path):
-        # A killed run's set: finish its swap (or drop its unnamed files) and stop here —
-        # this analysis named files that are gone now; the re-check reads the result.
-        finish_swap(index_path)
-        return FixResult(path=index_path, changed=True, size_before=size,
-                         size_after=_set_size(index_path),
-                         notes=("finished the set replacement an interrupted fix began",))
+    folder = os.path.dirname(index_path) or "."
+    if not dry_run and not out_path and _names_step1(index_path):
+        raise SetError("an interrupted fix left this set under temporary names; run "
+                       "`ckpt-guard fix` on it again to finish")
     problems = ckpt.metadata.get("shard_problems") or []
     if problems:
         raise SetError(f"the index disagrees with its shards ({problems[0]['message']}): "
                        "not rewritten; repair the set first")
     shard_rules, notes = _shard_rules(analysis, rules)
-    folder = os.path.dirname(index_path) or "."
     out_folder = os.path.dirname(out_path) or "." if out_path else folder
     token = secrets.token_hex(4)
     plans: list[tuple[str, Analysis, Plan]] = []
@@ -219,26 +218,34 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
                    dry_run=False, out_path=out_path)
 
 
-def _interrupted(index_path: str) -> bool:
-    """Did a killed run leave step-1 files (named by the index or not)?"""
+def recover(index_path: str) -> str | None:
+    """Before a fix reads a set: finish the swap a killed run left between its two commits,
+    or remove the files a run killed before commit 1 left (no index names them). Returns a
+    note when something was done."""
     folder = os.path.dirname(index_path) or "."
-    return any(n.startswith(".") and SET_TEMP_MARK in n for n in os.listdir(folder))
+    try:
+        if _names_step1(index_path):
+            finish_swap(index_path)
+            return "finished the set replacement an interrupted fix began"
+        leftovers = [n for n in os.listdir(folder) if SET_TEMP_MARK in n and n.startswith(".")]
+        if leftovers:
+            _cleanup(folder, index_path)
+            return f"removed {len(leftovers)} file(s) left by an interrupted fix"
+    except (OSError, UnreadableError):
+        return None  # the check that follows reports what is wrong with the set
+    return None
 
 
-def _set_size(index_path: str) -> int:
-    folder = os.path.dirname(index_path) or "."
-    total = os.path.getsize(index_path)
-    for shard in set(load_index(index_path)["weight_map"].values()):
-        with contextlib.suppress(OSError):
-            total += os.path.getsize(os.path.join(folder, shard))
-    return total
+def _names_step1(index_path: str) -> bool:
+    """Does the index name step-1 files (a run killed between the two commits)?"""
+    return any(_final_name(s) for s in load_index(index_path)["weight_map"].values())
 
 
 def _cleanup(folder: str, index_path: str) -> None:
     """After a failure before commit 1: remove the step-1 files the index does not name."""
     named = set(load_index(index_path)["weight_map"].values())
     for name in os.listdir(folder):
-        if name.startswith(".") and SET_TEMP_MARK in name and name not in named:
+        if SET_TEMP_MARK in name and name.startswith(".") and name not in named:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
 
