@@ -19,7 +19,7 @@ CASES = [
         "version: 1\nrules:\n  make-it-small: fail\n",
         f"{F}:3:3: unknown rule 'make-it-small' (expected one of: optimizer-state, "
         "training-state, ema-duplicate, fp32-payload, file-size, size-growth, unsafe-pickle, "
-        "needs-code, lfs-pointer, unreadable)",
+        "needs-code, lfs-pointer, shard-index, unreadable)",
         id="unknown-rule-listed"),
     pytest.param(
         "version: 1\nrule:\n  optimizer-state: fail\n",

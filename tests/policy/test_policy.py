@@ -67,6 +67,7 @@ def test_builtin_defaults() -> None:
     actions = {rule: cfg.action for rule, cfg in p.rules.items()}
     assert actions == {
         "optimizer-state": "fail", "unsafe-pickle": "fail", "unreadable": "fail",
+        "shard-index": "fail",
         "training-state": "warn", "ema-duplicate": "warn", "fp32-payload": "warn",
         "needs-code": "warn", "lfs-pointer": "warn", "file-size": "off", "size-growth": "off",
     }

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
-from ckpt_guard.policy.evaluate import set_fp32_payload, unlimited_fp32
 from ckpt_guard.policy.model import RuleConfig
+from ckpt_guard.policy.rules.fp32_payload import set_payload, unlimited
 from ckpt_guard.read import read_path
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.sharded import SET_TEMP_MARK, expected_total_size, load_index
@@ -115,9 +115,9 @@ def _shard_rules(analysis: Analysis, rules: Mapping[str, Any]) -> tuple[dict[str
     notes: list[str] = []
     cfg = rules.get("fp32-payload")
     if isinstance(cfg, RuleConfig) and cfg.fixes:
-        payload = set_fp32_payload(analysis, rules)
+        payload = set_payload(analysis, rules)
         if payload is not None and payload.over_limit:
-            out["fp32-payload"] = unlimited_fp32(cfg)
+            out["fp32-payload"] = unlimited(cfg)
         else:
             out["fp32-payload"] = RuleConfig("off")
             if payload is not None and payload.castable:

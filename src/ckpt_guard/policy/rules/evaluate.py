@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ckpt_guard.policy.rules import file_size, fp32_payload, shard_index
 from ckpt_guard.policy.rules.base import (
     Context,
     Finding,
@@ -23,7 +24,6 @@ from ckpt_guard.policy.rules.base import (
     listing,
     stat_size,
 )
-from ckpt_guard.policy.rules import file_size, fp32_payload, shard_index
 from ckpt_guard.policy.rules.registry import EVALUATION_ORDER, get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
