@@ -66,6 +66,16 @@ def test_fix_casts_every_shard_and_updates_total_size(tmp_path: Path, safe: bool
     assert index_of(index)["metadata"]["total_size"] == want
     assert sorted(os.listdir(index.parent)) == sorted(
         [index.name, *set(index_of(index)["weight_map"].values())])  # no leftovers
+    # huggingface_hub's own loader reads the fixed set through its index
+    from huggingface_hub import load_torch_model
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList(torch.nn.Linear(64, 64, bias=False) for _ in range(6))
+    model.norm = torch.nn.BatchNorm1d(64)
+    model.register_buffer("step", torch.zeros(1, dtype=torch.int64))
+    load_torch_model(model, str(index.parent), strict=False, safe=safe)
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v.to(sd[k].dtype)) for k, v in got.items())
     again = _run(tmp_path, "check", "--policy", "p.yml", "--format", "json", "m")
     fr = json.loads(again.stdout)["files"][0]
     assert fr["status"] == "pass" and fr["findings"] == []
