@@ -1,4 +1,4 @@
-"""``ckpt-guard`` command line: inspect, check, fix, init, action.
+"""``ckpt-guard`` command line: inspect, check, fix, stash, restore, init, action.
 
 A thin surface: parse arguments, call the engine, render, choose the exit code. Users never see
 a traceback: policy and usage errors exit 2 with one line per problem.
@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                          "place")
     sp.add_argument("--exit-non-zero-on-fix", action="store_true",
                     help="exit 1 when any file was rewritten (for pre-commit hooks)")
+    sp.add_argument("--no-stash", action="store_true",
+                    help="do not keep the originals of files rewritten in place (the "
+                         "policy's `stash`; see `ckpt-guard stash list`)")
 
     sp = sub.add_parser("merge", help="merge JSON reports (e.g. of sharded runs) into one",
                         description="Merge `--format json` reports of several runs (the "
@@ -83,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="format of the merged report (default: text)")
     sp.add_argument("--output", "-o", metavar="FILE",
                     help="write the merged report to FILE instead of standard output")
+
+    from ckpt_guard.stashcmd import add_parsers
+
+    add_parsers(sub)
 
     sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
     sp.add_argument("path", nargs="?", default=".ckpt-guard.yml",
@@ -246,7 +253,8 @@ def cmd_fix(args: argparse.Namespace) -> int:
             print(f"Fixing {fr.path}", flush=True)
 
     report = run_fix(args.paths, policy, root=root, dry_run=args.dry_run, out_dir=args.out,
-                     progress=sys.stderr.isatty(), on_fixed=fixed)
+                     progress=sys.stderr.isatty(), on_fixed=fixed,
+                     stash="never" if args.no_stash else None)
     _emit(_render(report, args.format, to_terminal=_to_terminal(args)), args.output)
     if report.failed:
         return Exit.VIOLATIONS
@@ -279,6 +287,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return Exit.VIOLATIONS if report.failed else Exit.OK
 
 
+def cmd_stash(args: argparse.Namespace) -> int:
+    from ckpt_guard.stashcmd import cmd_stash as run
+
+    return run(args)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ckpt_guard.stashcmd import cmd_restore as run
+
+    return run(args)
+
+
 def cmd_action(args: argparse.Namespace) -> int:
     from ckpt_guard.action import main as action_main
 
@@ -286,7 +306,8 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"check": cmd_check, "inspect": cmd_inspect, "fix": cmd_fix, "init": cmd_init,
-            "merge": cmd_merge, "action": cmd_action}
+            "merge": cmd_merge, "stash": cmd_stash, "restore": cmd_restore,
+            "action": cmd_action}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,6 +101,10 @@ def run_fix(paths: Sequence[str], policy, workspace: Path) -> Report:
     if not paths:
         return Report(policy_source=str(getattr(policy, "source", "built-in")))
     absolute = [str(workspace / p) for p in paths]
+    # A runner's checkout is thrown away: originals are kept only if the policy says
+    # `stash: always` (a persistent self-hosted workspace), not for `auto`.
+    cfg = getattr(policy, "stash", None)
     report = _run_fix(absolute, policy, root=workspace, dry_run=False, out_dir=None,
-                      progress=False)
+                      progress=False,
+                      stash="always" if cfg is not None and cfg.when == "always" else "never")
     return _normalise(report, workspace)

@@ -131,8 +131,32 @@ def _projected(analysis, rules, result, findings: list[Finding], relpath: str) -
     return [f for f in projected if not (f.rule == "fp32-payload" and f.fixable)]
 
 
+def _keeper(policy, t: Target, before: FileReport, stash: str | None, convert: str | None):
+    """The stash hook for an in-place fix of ``t`` (None: originals are not kept).
+    ``stash`` overrides the policy's ``stash.when`` (the Action: ``never`` unless ``always``).
+    """
+    cfg = getattr(policy, "stash", None)
+    if cfg is None or (stash or cfg.when) == "never":
+        return None
+    from ckpt_guard.rewrite.stash import Keeper, Limits
+
+    rules = [str(f.rule) for f in before.findings if f.action == Action.FIX]
+    rules = list(dict.fromkeys(rules)) + (["convert"] if convert else [])
+    return Keeper(rules=tuple(rules), shown=t.path,
+                  limits=Limits(cfg.max_entries, cfg.max_bytes))
+
+
+def _stash_info(keeper) -> dict | None:
+    """``details.fix.stash`` of the JSON report: where the original went."""
+    if keeper is None or keeper.entry is None:
+        return None
+    e = keeper.entry
+    return {"path": e.path, "id": e.id, "how": e.how, "size": e.size,
+            "pruned": keeper.pruned}
+
+
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
-               progress: bool) -> FileReport:
+               progress: bool, stash: str | None = None) -> FileReport:
     from ckpt_guard.rewrite import fix_file
 
     recovered = None
@@ -170,9 +194,11 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     # A dry run writes nothing: it only scans the values a cast would touch.
     bar = _Progress(f"{'scanning (dry run)' if dry_run else 'fixing'} {t.path}",
                     terminal=progress)
+    keeper = None if dry_run or out_path else _keeper(policy, t, before, stash, convert)
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
-                          progress=bar, convert=convert, stat_before=stat_before)
+                          progress=bar, convert=convert, stat_before=stat_before,
+                          keep=keeper)
     finally:
         bar.close()
     if result.error:
@@ -187,6 +213,9 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
                 "kept_fp32": [list(k) for k in result.kept_fp32]}
     if out_path:
         fix_info["out_path"] = out_path
+    kept = _stash_info(keeper)
+    if kept:
+        fix_info["stash"] = kept
     if not result.changed:
         before.details = {**before.details, "fix": fix_info}
         before.notes.extend(result.notes)
@@ -201,15 +230,19 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     status = status_of(remaining)
     report = replace(before, findings=remaining, size_after=result.size_after,
                      status=Status.FIXED if status in (Status.PASS, Status.WARN) else status,
-                     notes=before.notes + _describe(result),
+                     notes=before.notes + _describe(result) + (
+                         [f"original kept: {kept['path']} (`ckpt-guard restore {t.path}` puts "
+                          f"it back)"] if kept else []),
                      details={**before.details, "fix": fix_info})
     return report
 
 
 def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
             out_dir: str | None = None, progress: bool = False,
-            on_fixed: Callable[[FileReport], None] | None = None) -> Report:
-    """Fix ``paths`` (none ⇒ the repository) as the policy's ``fix`` rules say."""
+            on_fixed: Callable[[FileReport], None] | None = None,
+            stash: str | None = None) -> Report:
+    """Fix ``paths`` (none ⇒ the repository) as the policy's ``fix`` rules say; ``stash``
+    (``auto``/``always``/``never``) overrides the policy's ``stash.when``."""
     report = Report(policy_source=str(getattr(policy, "source", "built-in")))
     # Each output is written once. One file named twice (a symlink and its target) is fixed
     # once and the second name re-checked; two inputs whose --out mirrors collide would
@@ -230,7 +263,7 @@ def run_fix(paths: list[str], policy, *, root: Path, dry_run: bool = False,
             report.files.append(fr)
             continue
         fr = fix_target(t, policy, root=root, dry_run=dry_run, out_dir=out_dir,
-                        progress=progress)
+                        progress=progress, stash=stash)
         if on_fixed and fr.rewritten and not dry_run:  # partial fixes too (defect 5)
             on_fixed(fr)
         report.files.append(fr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from ckpt_guard.analyze.safety import untrusted_pattern
 from ckpt_guard.policy.errors import PolicyError, Problem
 from ckpt_guard.policy.match import compile_globs
-from ckpt_guard.policy.model import Override, Policy, RuleConfig
+from ckpt_guard.policy.model import Override, Policy, RuleConfig, StashConfig
 from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.source import Source
@@ -148,8 +149,22 @@ def _build(src: Source, filename: str, path: Path | None, base: Policy | None) -
     if problems:
         raise PolicyError(filename, problems)
     convert = data.get("convert") or (base.convert if base else "none")
+    stash = _stash(data.get("stash"), base.stash if base else StashConfig())
     return Policy(source=filename, rules=rules, include=include, exclude=exclude,
-                  overrides=tuple(overrides), path=path, convert=convert)
+                  overrides=tuple(overrides), path=path, convert=convert, stash=stash)
+
+
+def _stash(value: Any, base: StashConfig) -> StashConfig:
+    """``stash: never`` or ``stash: {when, max-entries, max-bytes}`` over ``base`` (the
+    schema has checked the shape and the size's syntax)."""
+    if value is None:
+        return base
+    if isinstance(value, str):
+        return replace(base, when=value)
+    return StashConfig(when=str(value.get("when", base.when)),
+                       max_entries=int(value.get("max-entries", base.max_entries)),
+                       max_bytes=parse_size(value["max-bytes"]) if "max-bytes" in value
+                       else base.max_bytes)
 
 
 def _get(data: Any, key: tuple) -> Any:

@@ -92,6 +92,16 @@ class RuleConfig:
 
 
 @dataclass(frozen=True)
+class StashConfig:
+    """``stash:``: whether ``fix`` keeps originals (``auto`` | ``always`` | ``never``) and how
+    many (see :mod:`ckpt_guard.rewrite.stash`)."""
+
+    when: str = "auto"
+    max_entries: int = 20
+    max_bytes: int = 20 * 10**9
+
+
+@dataclass(frozen=True)
 class Override:
     """``overrides[]`` entry: rule changes (partial, as written) for files matching ``paths``."""
 
@@ -117,6 +127,7 @@ class Policy:
     overrides: tuple[Override, ...] = ()
     path: Path | None = None
     convert: str = "none"  # what `fix` writes: "none" (same format) or "safetensors"
+    stash: StashConfig = field(default_factory=StashConfig)
 
     @property
     def base_dir(self) -> Path | None:

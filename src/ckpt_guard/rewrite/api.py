@@ -40,7 +40,8 @@ def plan_fix(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
 def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
              out_path: str | None = None, dry_run: bool = False,
              progress: ProgressFn | None = None, convert: str | None = None,
-             stat_before: os.stat_result | None = None) -> FixResult:
+             stat_before: os.stat_result | None = None,
+             keep: Callable[[str, os.stat_result, str], None] | None = None) -> FixResult:
     """Apply the ``fix`` rules to one weight file.
 
     In place by default (temporary file beside it, fsync, verify with our own reader,
@@ -55,7 +56,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
     ``stat_before`` is ``os.stat(path)`` taken before ``analysis`` was read: a file changed
     since is not rewritten. In place, a symlink's target is rewritten (the link stays), owner,
     group and mode are kept, read-only files are refused, and leftovers of a killed run are
-    removed.
+    removed. ``keep`` (see :mod:`.stash`) is called with the original just before an in-place
+    rewrite replaces it; when it raises, the file is not rewritten.
     """
     ckpt = analysis.checkpoint
     size = ckpt.size_bytes
@@ -109,12 +111,14 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
             if beside and os.path.lexists(target) and not dry_run:
                 return FixResult(path=path, size_before=size, size_after=size, notes=(
                     f"not converted: {target} exists (remove it, or use --out DIR)",))
-            source = atomic.source_for(path, stat_before, in_place=not beside)
+            source = atomic.source_for(path, stat_before, in_place=not beside,
+                                       keep=None if beside else keep)
             return convert_to_safetensors(path, analysis, plan, target, dry_run=dry_run,
                                           progress=progress, decide_overflow=decide_overflow,
                                           progress_cls=ProgressCounter, source=source)
         in_place = out_path is None and not dry_run
-        source = atomic.source_for(path, stat_before, in_place=in_place)
+        source = atomic.source_for(path, stat_before, in_place=in_place,
+                                   keep=keep if in_place else None)
         cleaned = atomic.remove_stale(source.real) if in_place else 0
         if ckpt.format == "safetensors":
             result = fix_safetensors(path, analysis, plan, out_path=out_path, dry_run=dry_run,

@@ -16,7 +16,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,12 +35,16 @@ class Source:
     real: str  # symlinks resolved: what is replaced, so a link keeps pointing at it
     stat: os.stat_result
     notes: tuple[str, ...] = ()
+    # Called as keep(real, stat, replacement) right before the replacement is renamed over
+    # ``real`` in place (rewrite/stash.py keeps the original); raising aborts the replace.
+    keep: Callable[[str, os.stat_result, str], None] | None = None
 
 
-def source_for(path: str, before: os.stat_result | None = None, *, in_place: bool) -> Source:
+def source_for(path: str, before: os.stat_result | None = None, *, in_place: bool,
+               keep: Callable[[str, os.stat_result, str], None] | None = None) -> Source:
     """The file a fix reads (and, ``in_place``, replaces); ``before`` is its stat when it was
     read for the analysis, else now. Raises :class:`TargetError` for files that must be left
-    alone."""
+    alone. ``keep`` (in place only) is called before the original is replaced."""
     real = os.path.realpath(path)
     st = os.stat(real)
     if before is not None:
@@ -59,7 +63,7 @@ def source_for(path: str, before: os.stat_result | None = None, *, in_place: boo
     if st.st_nlink > 1:
         notes.append(f"the file had {st.st_nlink} hard links: only this name now holds the "
                      f"fixed file, the other {st.st_nlink - 1} still hold the original")
-    return Source(real, st, tuple(notes))
+    return Source(real, st, tuple(notes), keep)
 
 
 def ensure_unchanged(path: str, before: os.stat_result,
@@ -138,6 +142,10 @@ def commit(tmp: str, target: str | os.PathLike[str], *, mode_from: str | None = 
             os.umask(umask)
             mode = 0o666 & ~umask
     os.chmod(tmp, mode)
+    if source is not None and source.keep is not None \
+            and os.path.abspath(target) == source.real:
+        ensure_unchanged(source.real, source.stat)
+        source.keep(source.real, source.stat, tmp)  # the original is kept before it goes
     os.replace(tmp, target)
     _sync_dir(Path(target).parent)
 

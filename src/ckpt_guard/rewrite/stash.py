@@ -1,0 +1,348 @@
+"""Keep the original of every file ``fix`` rewrites in place (issue 9, "nothing lost").
+
+A fix in place replaces a user's file — possibly their only copy of a resume state. Just
+before :func:`ckpt_guard.rewrite.atomic.commit` renames the verified output over it, the
+original is *hard-linked* into a stash: no byte is copied, and since ``os.replace`` gives the
+working name a new inode, the stash's name keeps the original's inode untouched. Where a hard
+link is impossible (another filesystem, a filesystem without links) the original is copied,
+as a reflink (copy-on-write clone) where the filesystem offers one.
+
+Where: ``<git dir>/ckpt-guard/stash/`` of the repository holding the file (the common git
+dir, so worktrees share one stash; a submodule uses its own git dir), else the user's cache
+(``$XDG_CACHE_HOME/ckpt-guard/stash``, ``~/Library/Caches/…`` on macOS, ``%LOCALAPPDATA%\\…``
+on Windows). One entry is a directory ``<id>/`` holding ``original`` and ``entry.json``; it
+is built under a ``.partial`` name and renamed into place, so an entry either exists
+completely (fsynced) or not at all — and it exists before the working file is replaced.
+
+``ckpt-guard restore PATH`` moves the newest original of PATH back (atomically), refusing
+when the current file is not the one ckpt-guard wrote unless forced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ckpt_guard.rewrite import atomic
+
+ENTRY_FILE = "entry.json"
+ORIGINAL = "original"
+_PARTIAL = ".partial"
+# errnos meaning "no hard link here", not "something is wrong": copy instead.
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+            errno.ENOSYS, errno.EACCES}
+_FICLONE = 0x40049409  # Linux ioctl: clone (reflink) a whole file
+
+
+class StashError(atomic.TargetError):
+    """The original could not be kept (so the file is not rewritten). One line for users."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Retention: after a new entry, the oldest are pruned until at most ``max_entries``
+    entries of at most ``max_bytes`` in total remain (the new entry itself is never
+    pruned)."""
+
+    max_entries: int = 20
+    max_bytes: int = 20 * 10**9
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stashed original, as ``entry.json`` records it."""
+
+    id: str
+    original: str  # real path of the file that was fixed (what restore writes)
+    shown: str  # the path as the user named it
+    time: float  # when it was stashed (seconds since the epoch)
+    size: int
+    rules: tuple[str, ...]  # the rules whose fix rewrote the file
+    how: str  # "hard link" | "reflink" | "copy"
+    written: tuple[int, int, int, int]  # (dev, ino, size, mtime_ns) of the file fix wrote
+    stash: str = field(default="", compare=False)  # the stash directory (not stored)
+
+    @property
+    def path(self) -> str:
+        """Where the original's bytes are."""
+        return os.path.join(self.stash, self.id, ORIGINAL)
+
+    @property
+    def when(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.time))
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("stash")
+        d["path"] = self.path
+        d["when"] = self.when
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+# Where
+
+
+def git_dir_for(path: str | os.PathLike[str]) -> Path | None:
+    """The git directory of the repository whose work tree holds ``path``: ``.git`` itself,
+    or for a ``.git`` *file* (worktrees, submodules) the directory it points to, and for a
+    worktree the common directory its ``commondir`` names. A walk, not a ``git`` process."""
+    here = Path(os.path.realpath(path))
+    for d in (here.parent, *here.parent.parents):
+        dotgit = d / ".git"
+        if dotgit.is_dir():
+            gd = dotgit
+        elif dotgit.is_file():
+            try:
+                text = dotgit.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                return None
+            if not text.startswith("gitdir:"):
+                return None
+            gd = (d / text[len("gitdir:"):].strip()).resolve()
+        else:
+            continue
+        common = gd / "commondir"
+        if common.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                gd = (gd / common.read_text(encoding="utf-8").strip()).resolve()
+        return gd
+    return None
+
+
+def user_stash_dir() -> Path:
+    """The per-user stash, following the platform's cache convention."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ckpt-guard" / "stash"
+
+
+def stash_dir_for(path: str | os.PathLike[str]) -> Path:
+    """Where the original of ``path`` is kept."""
+    gd = git_dir_for(path)
+    return gd / "ckpt-guard" / "stash" if gd is not None else user_stash_dir()
+
+
+# ---------------------------------------------------------------------------------------
+# Keep
+
+
+@dataclass
+class Keeper:
+    """Keeps originals for one ``fix`` of one file: the hook :func:`atomic.commit` calls
+    right before the rename. ``entry`` is set once the original is kept."""
+
+    rules: tuple[str, ...] = ()
+    shown: str = ""
+    limits: Limits = field(default_factory=Limits)
+    directory: Path | None = None  # None: stash_dir_for(the file)
+    entry: Entry | None = None
+    pruned: int = 0
+
+    def __call__(self, original: str, before: os.stat_result, replacement: str) -> None:
+        try:
+            self.entry = keep(original, before, replacement, rules=self.rules,
+                              shown=self.shown or original,
+                              directory=self.directory or stash_dir_for(original))
+        except OSError as e:
+            raise StashError(f"cannot keep the original in the stash, so it was not "
+                             f"rewritten: {e.strerror or e}"
+                             + (f": {e.filename}" if e.filename else "")) from e
+        # Pruning only removes older entries; a failure there must not block the fix.
+        with contextlib.suppress(OSError):
+            self.pruned = prune(Path(self.entry.stash), self.limits, keep_id=self.entry.id)
+
+
+def keep(original: str, before: os.stat_result, replacement: str, *, rules: tuple[str, ...],
+         shown: str, directory: Path) -> Entry:
+    """Stash ``original`` (still the file ``before`` describes) as a new complete, fsynced
+    entry in ``directory``; ``replacement`` is the file about to be renamed over it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    eid = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(4)}"
+    partial = directory / f".{eid}{_PARTIAL}"
+    partial.mkdir()
+    try:
+        dest = partial / ORIGINAL
+        how = _place(original, dest, before)
+        _fsync_path(dest)
+        rep = os.stat(replacement)  # os.replace keeps inode, size and mtime
+        entry = Entry(eid, original, shown, time.time(), before.st_size, tuple(rules), how,
+                      (rep.st_dev, rep.st_ino, rep.st_size, rep.st_mtime_ns),
+                      stash=str(directory))
+        data = {k: v for k, v in asdict(entry).items() if k != "stash"}
+        with open(partial / ENTRY_FILE, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_path(partial)
+        os.rename(partial, directory / eid)
+        _fsync_path(directory)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return entry
+
+
+def _place(original: str, dest: Path, before: os.stat_result) -> str:
+    """Hard-link (else reflink, else copy) ``original`` to ``dest``; check that what was
+    placed is the file ``before`` describes. Returns how."""
+    try:
+        os.link(original, dest)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        how = _copy(original, dest)
+        now = os.stat(original)
+        ident = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns)
+        if ident != (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) \
+                or os.stat(dest).st_size != before.st_size:
+            raise StashError("the file changed while its original was being stashed; "
+                             "run fix again") from None
+        return how
+    st = os.stat(dest)
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns):
+        raise StashError("the file changed while its original was being stashed; run fix "
+                         "again")
+    return "hard link"
+
+
+def _copy(src: str, dest: Path) -> str:
+    with open(src, "rb") as fi, open(dest, "xb") as fo:
+        if sys.platform.startswith("linux"):
+            import fcntl
+
+            try:
+                fcntl.ioctl(fo.fileno(), _FICLONE, fi.fileno())
+                shutil.copymode(src, dest)
+                return "reflink"
+            except OSError:
+                pass  # not a CoW filesystem (or across filesystems): copy the bytes
+        shutil.copyfileobj(fi, fo, 1 << 20)
+    shutil.copymode(src, dest)
+    return "copy"
+
+
+def _fsync_path(p: str | os.PathLike[str]) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return  # directories cannot be opened on some platforms; the rename is atomic
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# List, prune, restore
+
+
+def entries(directory: Path) -> list[Entry]:
+    """The complete entries in ``directory``, oldest first (unreadable ones skipped)."""
+    out = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith("."):
+            continue  # an entry still being built, or left by a killed run
+        try:
+            with open(directory / name / ENTRY_FILE, encoding="utf-8") as fh:
+                d = json.load(fh)
+            out.append(Entry(id=d["id"], original=d["original"], shown=d["shown"],
+                             time=float(d["time"]), size=int(d["size"]),
+                             rules=tuple(d["rules"]), how=d["how"],
+                             written=tuple(d["written"]), stash=str(directory)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda e: (e.time, e.id))
+
+
+def prune(directory: Path, limits: Limits, *, keep_id: str | None = None) -> int:
+    """Remove the oldest entries beyond ``limits``; returns how many were removed."""
+    es = entries(directory)
+    total = sum(e.size for e in es)
+    removed = 0
+    for e in es:
+        if len(es) - removed <= limits.max_entries and total <= limits.max_bytes:
+            break
+        if e.id == keep_id:
+            continue
+        shutil.rmtree(directory / e.id)
+        total -= e.size
+        removed += 1
+    return removed
+
+
+def locations(cwd: Path) -> list[Path]:
+    """The stashes ``stash list`` shows: the repository's (if ``cwd`` is in one), then the
+    user's."""
+    gd = git_dir_for(cwd / "_")
+    out = [gd / "ckpt-guard" / "stash"] if gd is not None else []
+    user = user_stash_dir()
+    return out + ([user] if user not in out else [])
+
+
+def all_entries(cwd: Path) -> Iterator[Entry]:
+    for d in locations(cwd):
+        yield from entries(d)
+
+
+def restore(path: str, *, force: bool = False) -> Entry:
+    """Put the newest stashed original of ``path`` back in place, atomically, and drop the
+    entry. Refuses (:class:`StashError`) when the current file is not the one the fix
+    wrote, unless ``force`` — and then the current file is stashed first."""
+    real = os.path.realpath(path)
+    directory = stash_dir_for(real)
+    mine = [e for e in entries(directory) if e.original == real]
+    if not mine:
+        raise StashError(f"no stashed original of {path} (in {directory})")
+    entry = mine[-1]
+    try:
+        now = os.stat(real)
+    except FileNotFoundError:
+        now = None
+    if now is not None and (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != \
+            tuple(entry.written):
+        if not force:
+            raise StashError(f"{path} is not the file ckpt-guard wrote on {entry.when} (it "
+                             f"changed since); use --force to replace it anyway")
+        # Forced: the current file may be someone's work, so it is kept too.
+        keep(real, now, real, rules=("restore --force",), shown=path, directory=directory)
+    src = Path(entry.path)
+    try:
+        os.replace(src, real)  # same filesystem: the original's inode moves back
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise StashError(f"cannot restore {path}: {e.strerror or e}") from e
+        _copy_back(src, real)
+    _fsync_path(os.path.dirname(real) or ".")
+    shutil.rmtree(Path(entry.stash) / entry.id, ignore_errors=True)
+    return entry
+
+
+def _copy_back(src: Path, real: str) -> None:
+    """Across filesystems: copy into a temporary beside the target, fsync, rename."""
+    with atomic.temporary_beside(real) as (fh, tmp):
+        with open(src, "rb") as fi:
+            shutil.copyfileobj(fi, fh, 1 << 20)
+        atomic.sync_file(fh)
+        fh.close()
+        shutil.copymode(src, tmp)
+        os.replace(tmp, real)
