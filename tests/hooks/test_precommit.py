@@ -137,3 +137,19 @@ def test_fix_hook_rewrites_and_fails_like_a_fixer(tmp_path: Path, hook_repo,
     _git("add", "-A", cwd=repo)
     p2 = _pre_commit(repo, pre_commit_home)
     assert p2.returncode == 0, p2.stdout + p2.stderr
+    # The hook kept the original (resume state) in the repository's stash: restore gives it
+    # back, bit for bit as torch loads it.
+    assert "original kept: " in p.stdout
+    (entry,) = (repo / ".git" / "ckpt-guard" / "stash").iterdir()
+    r = subprocess.run([sys.executable, "-m", "ckpt_guard", "restore", "last.pt"], cwd=repo,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    restored = torch.load(repo / "last.pt", weights_only=True)
+    assert restored["epoch"] == before["epoch"]
+    assert restored["optimizer"]["param_groups"] == before["optimizer"]["param_groups"]
+    for k, v in before["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(restored["optimizer"]["state"][k][name], t), (k, name)
+    for k, v in before["model"].items():
+        assert torch.equal(restored["model"][k], v), k
+    assert not entry.exists()
