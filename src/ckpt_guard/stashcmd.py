@@ -31,8 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_stash(args: argparse.Namespace) -> int:
-    from ckpt_guard.report.units import format_bytes
     from ckpt_guard.rewrite.stash import all_entries, locations
+    from ckpt_guard.units import format_bytes
 
     if args.stash_command != "list":
         print("usage: ckpt-guard stash list [--format text|json]", file=sys.stderr)
