@@ -141,3 +141,13 @@ def test_opaque_without_state():
     op = Opaque(GlobalRef("pkg", "Thing"), "reduce", args=(t(3),), state=NO_STATE)
     a = analyze(ck({"thing": op}))
     assert [e.path for e in a.tensors] == ["thing.0"]
+
+
+def test_torchtitan_loop_state_is_not_weights():
+    """torchtitan DCP: model FQNs at the top level beside ``train_state``/``dataloader``; a 0-d
+    ``step`` there is loop state, never weights (a consolidation must not write it)."""
+    root = {"tok_embeddings.weight": t(8, 4), "train_state": {"step": t(dtype="int64")},
+            "dataloader": {"rank_0": t(2, dtype="int64")}}
+    a = analyze(ck(root))
+    assert a.bytes_by_role.get("weights") == 8 * 4 * 4
+    assert {s.path: s.role for s in a.subtrees}.get("train_state") in (None, "other")

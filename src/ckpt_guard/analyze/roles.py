@@ -31,6 +31,8 @@ OTHER_KEYS = frozenset({
     "datamodule_hyper_parameters", "train_metrics", "train_results", "training_results",
     "metric", "metrics", "args", "opt", "train_args", "best_fitness", "git", "ds_config",
     "traced_inputs",
+    # torchtitan DCP checkpoints: loop state beside top-level model FQNs, never weights
+    "train_state", "dataloader",
 })
 
 

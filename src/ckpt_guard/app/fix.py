@@ -121,6 +121,10 @@ def _projected(analysis, rules, result, findings: list[Finding], relpath: str) -
     from ckpt_guard.rewrite import plan_fix
 
     ckpt = analysis.checkpoint
+    if ckpt.format == "dcp-dir":
+        # convert: safetensors writes the model weights alone into a new file (the directory
+        # stays): what the policy fixes is gone from it, as the real run's re-check sees
+        return [f for f in findings if f.action != Action.FIX]
     if ckpt.children or ckpt.root is None or ckpt.format not in (
             "torch-zip", "torch-legacy", "safetensors") or result.out_path:
         return [f for f in findings if not f.fixable]  # what fix removes is what is fixable
