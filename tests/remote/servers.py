@@ -45,7 +45,41 @@ class _DiskBytes:
             return f.read(max(0, stop - start))
 
 
-class FileServer:
+class _Loopback:
+    """A server on 127.0.0.1 (port chosen by the OS) in a daemon thread, with ``companion``
+    servers (a CDN, a blob host) started and stopped with it. ``host`` names it in ``url``
+    (``localhost`` makes it another host than ``127.0.0.1`` for redirects)."""
+
+    host = "127.0.0.1"
+    companion: _Loopback | None = None
+
+    def _start_server(self) -> None:
+        self.log = Log()
+        self.server = _Server(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def _handler(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.server.server_address[1]}"
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if self.companion is not None:
+            self.companion.__enter__()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.companion is not None:
+            self.companion.__exit__()
+
+
+class FileServer(_Loopback):
     """``files``: URL path → bytes, or a Path read by range from disk (a 1 GB benchmark file
     is never held in memory). ``ignore_range``: answer 200 with the whole body."""
 
@@ -53,23 +87,8 @@ class FileServer:
                  host: str = "127.0.0.1") -> None:
         self.files = files
         self.ignore_range = ignore_range
-        self.log = Log()
         self.host = host
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FileServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._start_server()
 
     def _handler(self):  # type: ignore[no-untyped-def]
         outer = self
@@ -127,7 +146,7 @@ class FileServer:
         return H
 
 
-class FakeHub:
+class FakeHub(_Loopback):
     """The Hub API calls huggingface_hub makes for repo_info, get_paths_info, list_repo_tree
     and hf_hub_url downloads, for one model repository at one commit. ``resolve`` answers
     302 to the CDN (``localhost`` instead of ``127.0.0.1``: another host, so the token is not
@@ -138,24 +157,8 @@ class FakeHub:
         self.repo, self.files, self.sha, self.token = repo, files, sha, token
         self.cdn = FileServer({f"/blobs/{hashlib.sha256(d).hexdigest()}": d
                                for d in files.values()}, host="localhost")
-        self.log = Log()
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeHub:
-        self.cdn.__enter__()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.cdn.__exit__()
+        self.companion = self.cdn
+        self._start_server()
 
     def _entry(self, path: str) -> dict:
         data = self.files[path]
@@ -261,7 +264,7 @@ class FakeHub:
         return H
 
 
-class FakeLfs:
+class FakeLfs(_Loopback):
     """A Git LFS server's batch endpoint (``POST /{repo}.git/info/lfs/objects/batch``) for
     ``objects`` (oid → bytes), whose download actions point at a blob host (``localhost``:
     another host) that wants the action's own header and serves ranges."""
@@ -270,25 +273,9 @@ class FakeLfs:
         self.repo, self.objects = repo, objects
         self.blobs = FileServer({f"/objects/{oid}": d for oid, d in objects.items()},
                                 host="localhost")
-        self.log = Log()
         self.batches: list[dict] = []
-        self.server = _Server(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeLfs:
-        self.blobs.__enter__()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.blobs.__exit__()
+        self.companion = self.blobs
+        self._start_server()
 
     def _handler(self):  # type: ignore[no-untyped-def]
         lfs = self
