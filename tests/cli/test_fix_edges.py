@@ -111,3 +111,24 @@ def test_progress_is_plain_lines_off_a_terminal(capsys, monkeypatch):
     # One line per quarter passed, not one per call.
     assert [line.split(": ")[1].split("%")[0] for line in lines] == ["30", "50", "80", "100"]
     assert all(line.startswith("fixing big.pt: ") for line in lines)
+
+
+def test_out_never_deletes_a_checkpoint_directorys_training_files(tmp_path):
+    """``--out`` means copies, the original untouched: a directory fix that would delete
+    training files in place is refused (one line, exit 1), nothing removed — dry run too."""
+    from tests.fixtures.checkpoints import build_fixture
+
+    fx = build_fixture("hf-trainer-dir", tmp_path / "ckpts", tmp_path / "pkgs")
+    before = sorted(p.name for p in fx.path.iterdir())
+    assert "optimizer.pt" in before
+    pol = tmp_path / "p.yml"
+    pol.write_text("version: 1\nrules:\n  optimizer-state: {action: fix, "
+                   "remove-training-files: true}\n")
+    for extra in ((), ("--dry-run",)):
+        r = run_cli("fix", "--policy", str(pol), "--out", str(tmp_path / "out"), *extra,
+                    str(fx.path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "--out writes copies" in r.stdout and "optimizer.pt" in r.stdout
+        assert sorted(p.name for p in fx.path.iterdir()) == before
+    r = run_cli("fix", "--policy", str(pol), str(fx.path))  # in place it still works
+    assert r.returncode == 0 and "optimizer.pt" not in {p.name for p in fx.path.iterdir()}

@@ -77,6 +77,7 @@ class Change(str):
 
 def summarize(changes: tuple[Change, ...] | list[Change], dry_run: bool) -> list[str]:
     """The changes as a few grouped lines, in the tense of what happened (or would)."""
+    changes = [c if isinstance(c, Change) else Change.other(str(c)) for c in changes]
     to_none = [c.label for c in changes if c.kind is ChangeKind.TO_NONE]
     removed = [c.label for c in changes if c.kind is ChangeKind.REMOVED]
     lines = []

@@ -68,6 +68,15 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         return FixResult(path=path, size_before=size, size_after=size, error=(
             f"the pickle is unsafe ({unsafe[0]}): not rewritten; remove its payload first"))
     if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir"):
+        if out_path is not None:
+            # A directory's fix deletes training files in place: with --out (a copy wanted,
+            # the original untouched) it must not run at all.
+            planned = fix_directory(path, analysis, rules, dry_run=True)
+            if planned.changed:
+                return FixResult(path=path, size_before=size, size_after=size, error=(
+                    "not fixed: --out writes copies, but a checkpoint directory's fix deletes "
+                    f"its training files in place ({', '.join(planned.removed_files)}); run "
+                    "fix without --out to remove them"))
         return fix_directory(path, analysis, rules, dry_run=dry_run)
     if ckpt.format == "dcp-dir":
         if (convert or _option(rules, "convert")) != "safetensors":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.plan_types import Change
 from ckpt_guard.rewrite.plan import rule
 from ckpt_guard.rewrite.result import FixResult
 
@@ -53,7 +54,7 @@ def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         return FixResult(path=path, changed=bool(remove), size_before=total,
                          size_after=total - freed, removed=removed, notes=tuple(notes),
                          dry_run=dry_run, removed_files=tuple(r for r, _, _ in remove),
-                         changes=tuple(f"{r} removed" for r, _, _ in remove))
+                         changes=tuple(Change.removed(r) for r, _, _ in remove))
     done: list[str] = []
     for rel, _size, _hint in remove:
         try:
@@ -66,7 +67,7 @@ def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         _prune_empty(root, (root / rel).parent)
     return FixResult(path=path, changed=True, size_before=total, size_after=_dir_size(root),
                      removed=removed, removed_files=tuple(done), notes=tuple(notes),
-                     changes=tuple(f"{r} removed" for r in done))
+                     changes=tuple(Change.removed(r) for r in done))
 
 
 def _dir_size(root: Path) -> int:
