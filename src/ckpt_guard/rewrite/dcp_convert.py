@@ -28,7 +28,7 @@ from ckpt_guard.rewrite.cast import CastStats, ScanStats, cast_chunk, within_rou
 from ckpt_guard.rewrite.fix import FixError, ProgressCounter, _apply_overflow
 from ckpt_guard.rewrite.plan import Plan, make_plan
 from ckpt_guard.rewrite.result import FixResult
-from ckpt_guard.rewrite.safetensors import _verify, header_bytes
+from ckpt_guard.rewrite.safetensors import _res, _verify, header_bytes
 from ckpt_guard.rewrite.storage_io import CAST_CHUNK
 from ckpt_guard.rewrite.verify import VerifyError
 
@@ -245,13 +245,4 @@ def _decide_overflow(path: str, plan: Plan, entries: dict[str, Entry]) -> None:
 
 def _result(path: str, plan: Plan, before: int, after: int, stats: CastStats | None,
             target: str, dry_run: bool, notes: list[str]) -> FixResult:
-    return FixResult(
-        path=path, changed=True, size_before=before, size_after=after,
-        cast_bytes=sum(i.storage.nbytes for i in plan.cast),
-        cast_to=",".join(sorted({i.target for i in plan.cast})) or None,
-        kept_fp32=tuple(plan.kept_fp32),
-        max_abs_err=stats.max_abs_err if stats else 0.0,
-        max_rel_err=stats.max_rel_err if stats else 0.0,
-        flushed_to_zero=stats.underflow if stats else 0,
-        subnormal=stats.subnormal if stats else 0,
-        notes=tuple(notes), out_path=target, dry_run=dry_run)
+    return _res(path, plan, before, after, True, stats, target, dry_run, notes=notes)

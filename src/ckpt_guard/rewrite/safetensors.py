@@ -232,8 +232,10 @@ def _verify(tmp: str, fh: Any, entries: list[tuple[str, str, list[int], int]],
 
 def _res(path: str, plan: Plan, before: int, after: int, changed: bool,
          stats: CastStats | None, out_path: str | None, dry_run: bool,
-         note: str | None = None) -> FixResult:
-    notes = [*plan.notes, *([note] if note else [])]
+         note: str | None = None, notes: list[str] | None = None) -> FixResult:
+    """The result of a rewrite to safetensors; ``notes`` replaces the plan's own notes."""
+    if notes is None:
+        notes = [*plan.notes, *([note] if note else [])]
     return FixResult(
         path=path, changed=changed, size_before=before, size_after=after,
         cast_bytes=sum(i.storage.nbytes for i in plan.cast) if changed else 0,
