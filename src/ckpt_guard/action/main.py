@@ -13,38 +13,29 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from ckpt_guard import __version__
 from ckpt_guard.action import checking, twophase
 from ckpt_guard.action.commands import ANNOTATION_LIMIT, SUMMARY_LIMIT, Workflow
 from ckpt_guard.action.comment import comment_wanted, set_label, upsert_comment
-from ckpt_guard.action.event import EventError, RunContext, Scope, scope_for
+from ckpt_guard.action.event import EventError, RunContext, scope_for
+from ckpt_guard.action.gating import gate_policy, policy_notes
 from ckpt_guard.action.github import GitHub, GitHubError
-from ckpt_guard.action.gitio import Git, GitError, lfs_object
-from ckpt_guard.action.lfsremote import RemoteObject
-from ckpt_guard.action.lfsremote import resolve as resolve_lfs
-from ckpt_guard.action.policysource import GatePolicy, base_policy, policy_path
+from ckpt_guard.action.gitio import Git, GitError
+from ckpt_guard.action.lfsresolve import remote_objects, warn_pointers
+from ckpt_guard.action.merging import MergeError, merge_shard_reports
 from ckpt_guard.action.release import download_assets, find_release, replace_asset
-from ckpt_guard.action.select import Selection, expand_globs, file_size, pull_lfs, select
-from ckpt_guard.action.settings import (
-    CommentMode,
-    FailOn,
-    Lfs,
-    Mode,
-    PolicyFrom,
-    Settings,
-    SettingsError,
-)
+from ckpt_guard.action.select import Selection, file_size, pull_lfs, select
+from ckpt_guard.action.settings import CommentMode, FailOn, Mode, Settings, SettingsError
 from ckpt_guard.action.shard import assign
 from ckpt_guard.exitcodes import Exit
-from ckpt_guard.policy import Policy, PolicyError
+from ckpt_guard.policy import PolicyError
 from ckpt_guard.report.markdown import Context, code, render_markdown
-from ckpt_guard.report.merge import ReportError, load_report, merge_reports
 from ckpt_guard.report.model import FileReport, Finding, Report
 
 REPORT_DIR = "ckpt-guard-report"
+FULL_REPORT = f"the job's step summary and `{REPORT_DIR}/report.json`"
 FORBIDDEN_HELP = (
     "ckpt-guard could not comment on the pull request ({reason}). The report is in the job's "
     "step summary. To get the comment: give the job `permissions: pull-requests: write`; for "
@@ -142,7 +133,7 @@ class Action:
             return self.merge()
         scope = scope_for(self.ctx, release_assets=self.s.release_assets)
         try:
-            gate = self.gate_policy(scope)
+            gate = gate_policy(self.s, self.ctx, self.workspace, scope)
         except PolicyError as e:
             self.wf.error(str(e), title="ckpt-guard: policy")
             self.wf.set_output("status", "error")
@@ -158,15 +149,9 @@ class Action:
             sel.files = assign(sel.files, lambda p: file_size(self.workspace / p), self.s.shard)
             self.wf.info(f"shard {self.s.shard}: {len(sel.files)} of {everything} file(s); "
                          "the merging job comments")
-        remote = self.lfs_remote(sel) if self.s.mode is Mode.CHECK else {}
-        pointers = pull_lfs(sel, self.workspace, self.s.lfs, skip=set(remote))
-        if pointers:  # one warning, not one per file: the UI shows only 10 per step
-            shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more"
-                                               if len(pointers) > 5 else "")
-            self.wf.warning(f"{len(pointers)} file(s) are Git LFS pointers ({shown}): only "
-                            "the pointer's size is known. Set `lfs: true` on actions/checkout "
-                            "(or `lfs: fetch` here) to check the real files.",
-                            title="ckpt-guard: LFS pointer")
+        remote = (remote_objects(self.s, self.ctx, self.workspace, sel, self.wf)
+                  if self.s.mode is Mode.CHECK else {})
+        warn_pointers(self.wf, pull_lfs(sel, self.workspace, self.s.lfs, skip=set(remote)))
         for w in sel.warnings:
             self.wf.warning(w, title="ckpt-guard")
         for n in sel.notes:
@@ -178,7 +163,8 @@ class Action:
             report = checking.run_check(sel.files, policy, self.workspace, remote=remote,
                                         base_sizes=sel.base_sizes)
         self._written = [f.path for f in report.files if f.rewritten]
-        context = self.markdown_context(sel, self.policy_notes(gate, report, sel.files))
+        notes = policy_notes(self.s, self.workspace, gate, report, sel.files, self.wf)
+        context = self.markdown_context(sel, notes)
         self.publish(report, context)
         if self.ctx.is_pull_request and self.s.shard is None:
             self.comment(report, context)
@@ -187,103 +173,32 @@ class Action:
             self.commit_fixes(report)
         return exit_code(report, self.s.fail_on)
 
-    def lfs_remote(self, sel: Selection) -> dict[str, RemoteObject]:
-        """``lfs: remote`` (and ``auto`` when the checkout is the event's repository on this
-        server): LFS pointer files are read by range through the batch API, not pulled."""
-        if self.s.lfs not in (Lfs.REMOTE, Lfs.AUTO):
-            return {}
-        pointers = {p: obj for p in sel.files if (obj := lfs_object(self.workspace / p))}
-        if not pointers:
-            return {}
-        server = self.ctx.server_url
-        if self.s.lfs is Lfs.AUTO and not Git(self.workspace).origin_is(
-                server, self.ctx.repository):
-            return {}
-        try:
-            got = resolve_lfs(pointers, server_url=server, repository=self.ctx.repository,
-                              token=self.s.github_token, ref=self.ctx.ref)
-        except RuntimeError as e:
-            msg = f"{e}: LFS objects not read by range"
-            if self.s.lfs is Lfs.REMOTE:
-                self.wf.warning(msg + "; the pointers are checked as pointers",
-                                title="ckpt-guard: LFS")
-            else:
-                sel.notes.append(msg + "; pulling them instead")
-            return {}
-        for path, why in got.errors.items():
-            self.wf.warning(f"{path}: {why}", title="ckpt-guard: LFS")
-        if got.objects:
-            sel.notes.append(f"reading {len(got.objects)} LFS object(s) by range through the "
-                             "batch API (not downloaded)")
-        return got.objects
-
     # -- merging the shards' reports -------------------------------------------------------
     def merge(self) -> int:
         """``merge``: one report, summary, comment, label and outputs from the shards'
-        report.json files (their context.json, when beside them, gives base sizes)."""
-        paths = expand_globs(self.s.merge, self.workspace)
-        reports = [p for p in paths if p.endswith(".json") and not p.endswith(
-            twophase.CONTEXT_FILE)]
-        if not reports:
-            self.wf.error(f"merge: no report.json matches {', '.join(self.s.merge)}",
-                          title="ckpt-guard")
-            self.wf.set_output("status", "error")
-            return Exit.USAGE
+        report.json files."""
         try:
-            report = merge_reports([load_report(self.workspace / p) for p in reports])
-        except ReportError as e:
+            got = merge_shard_reports(self.s.merge, self.workspace, footer=self.footer(),
+                                      full_report=FULL_REPORT)
+        except MergeError as e:
             self.wf.error(f"merge: {e}", title="ckpt-guard")
             self.wf.set_output("status", "error")
             return Exit.USAGE
-        context = twophase.merged_context(
-            [self.workspace / Path(p).parent / twophase.CONTEXT_FILE for p in reports])
-        run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
-        context = replace(context, footer=f"<sub>ckpt-guard {__version__}{run}</sub>",
-                          full_report=f"the job's step summary and `{REPORT_DIR}/report.json`")
-        self.wf.info(f"merged {len(reports)} report(s): {len(report.files)} file(s)")
-        self.publish(report, context)
+        self.wf.info(f"merged {got.count} report(s): {len(got.report.files)} file(s)")
+        self.publish(got.report, got.context)
         if self.ctx.is_pull_request:
-            self.comment(report, context)
-            self.label(report)
-        return exit_code(report, self.s.fail_on)
+            self.comment(got.report, got.context)
+            self.label(got.report)
+        return exit_code(got.report, self.s.fail_on)
 
-    # -- which policy gates ----------------------------------------------------------------
-    def gate_policy(self, scope: Scope) -> GatePolicy:
-        """The checkout's policy; on pull requests (unless ``policy_from: head``) the base
-        commit's, so that a pull request cannot loosen the gate it is judged by."""
-        def head() -> Policy:
-            return checking.load_policy(self.s.policy, self.workspace)
-
-        if self.ctx.is_pull_request and self.s.policy_from is PolicyFrom.BASE \
-                and scope.kind == "diff":
-            return base_policy(self.s.policy, self.workspace, scope.base, head)
-        return GatePolicy(head(), "the checkout")
-
-    def policy_notes(self, gate: GatePolicy, report: Report,
-                     files: Sequence[str]) -> tuple[str, ...]:
-        """What the pull request's own policy would change: its rules, and (in check mode)
-        the files that would get another verdict under it. Also a warning in the log."""
-        if not gate.changed:
-            return ()
-        rel = policy_path(self.s.policy, self.workspace)
-        notes = [f"This pull request changes the policy `{rel}`; the gate uses the policy of "
-                 f"{gate.origin}. Its changes: " + "; ".join(gate.changes) + "."]
-        if isinstance(gate.head_policy, Policy) and self.s.mode is Mode.CHECK:
-            theirs = {f.path: f.status for f in
-                      checking.run_check(files, gate.head_policy, self.workspace).files}
-            moved = [f"`{f.path}` {f.status} → {theirs.get(f.path, 'not checked (excluded)')}"
-                     for f in report.files if theirs.get(f.path) != f.status]
-            notes.append("Under the pull request's policy: " + (
-                "; ".join(moved) if moved else "no file would get another verdict") + ".")
-        self.wf.warning(" ".join(notes).replace("`", ""), title="ckpt-guard: policy changed")
-        return tuple(notes)
+    def footer(self) -> str:
+        run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
+        return f"<sub>ckpt-guard {__version__}{run}</sub>"
 
     def markdown_context(self, sel: Selection, notes: tuple[str, ...] = ()) -> Context:
-        run = f" · [run]({self.ctx.run_url})" if self.ctx.run_url else ""
         return Context(base_sizes=sel.base_sizes, changed=sel.changed, notes=notes,
-                       base_label=sel.base_label,
-                       full_report=f"the job's step summary and `{REPORT_DIR}/report.json`",
-                       footer=f"<sub>ckpt-guard {__version__}{run}</sub>")
+                       base_label=sel.base_label, full_report=FULL_REPORT,
+                       footer=self.footer())
 
     # -- reports, summary, annotations, outputs -------------------------------------------
     def publish(self, report: Report, context: Context) -> None:
