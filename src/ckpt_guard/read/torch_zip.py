@@ -116,6 +116,11 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
                           f"its code; {n} code record{'s' if n != 1 else ''} read and judged "
                           "(file, process and network operations are unsafe)")
         ckpt.root = {"data": ckpt.root}
+        # Records already claimed by a storage (the same record read by two archives is the
+        # same bytes of the file: one Storage, counted once).
+        by_record: dict[str, Storage] = {records[k]: st for k, st in storages.items()}
+        in_bytecode_dir = any(b"bytecode/" in e.raw_name[len(prefix):]
+                              for e in directory.entries if e.raw_name.startswith(prefix))
         for info in directory.entries:
             raw = info.raw_name
             rel = raw[len(prefix):] if raw.startswith(prefix) else b""
@@ -125,7 +130,11 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
                 continue  # a duplicate entry: scanned below as an extra pickle
             name = info.filename[len(top) + 1:-4]
             parsed.add(info.index)
-            own: dict[str, Storage] = {}
+            tensor_dir = _tensor_dir(name, in_bytecode_dir)
+            # Storages of records another archive already read are shared, not new.
+            shared = {rec[len(f"{top}/{tensor_dir}"):]: st for rec, st in by_record.items()
+                      if rec.startswith(f"{top}/{tensor_dir}")}
+            own: dict[str, Storage] = dict(shared)
             res = _parse_judged(reader, info, own, limits, ambiguities)
             if res is None:
                 continue
@@ -133,9 +142,13 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
             ckpt.pickles.append(res.judged)
             ckpt.root[name] = res.root
             for key, st in own.items():
+                if shared.get(key) is st:
+                    continue
                 st.key = f"{name}/{key}"  # unique across archives
                 storages[st.key] = st
-                records[st.key] = f"{top}/{name}/{key}"
+                rec = f"{top}/{tensor_dir}{key}"
+                records[st.key] = rec
+                by_record[rec] = st
                 if name != "constants":
                     lenient.add(st.key)
 
@@ -177,6 +190,17 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
         ckpt.globals.insert(0, GlobalUse(AMBIGUOUS, ambiguities[0], "ZIP",
                                          member=data_info.filename))
     return ckpt
+
+
+def _tensor_dir(archive: str, in_bytecode_dir: bool) -> str:
+    """Where torch reads the storages of the pickle archive ``<archive>.pkl`` from
+    (torch/csrc/jit/serialization/import_read.cpp: ``<archive>/``). The lite interpreter's
+    ``bytecode.pkl`` shares ``constants/`` with constants.pkl (export_module.cpp writes its
+    tensors there, through one storage context) unless some record lies under ``bytecode/``
+    (mobile/import.cpp, ``isTensorInBytecodeArchive``: older archives)."""
+    if archive == "bytecode" and not in_bytecode_dir:
+        return "constants/"
+    return f"{archive}/"
 
 
 class _Reader(PositionedReader):
@@ -293,12 +317,14 @@ def _locate(reader: _Reader, st: Storage, info: zd.Entry | None, name: str,
     if info is None:
         if lenient:
             notes.append(f"storage {st.key} has no record {name}")
+            st.held = 0  # counted for the bytes the file holds: none (issue 9, defect 8)
             return
         raise UnreadableError(f"storage {st.key} has no record {name}")
     if info.file_size < st.nbytes:
         if lenient:
             notes.append(f"storage {st.key} claims {st.nbytes} bytes but its record holds "
                          f"{info.file_size}")
+            st.held = info.file_size
             return
         raise UnreadableError(f"storage {st.key} claims {st.nbytes} bytes but its record "
                               f"holds {info.file_size}")

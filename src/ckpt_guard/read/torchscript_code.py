@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ckpt_guard.read import pickle_vm
+from ckpt_guard.read import pickle_vm, rebuild
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.limits import Limits
+from ckpt_guard.read.tree import Storage
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,14 @@ def _bytecode_operators(name: str, entry: Any, member: Callable[[Any, int], byte
     operators its ``operators`` tables name (``("aten::add", "Tensor", 3)``), ``__setstate__``
     included, without compiling ``code/``. Every ``ns::op`` string of the pickle is written
     as the call ``ops.ns.op`` a code record would make, so the same allowlist judges it."""
+    own: dict[str, Storage] = {}  # its tensors (a frozen module's constants) are only read
+
+    def persistent_load(pid: Any) -> Any:
+        return rebuild.storage_from_pid(pid, own, limits)
+
     try:
         data = member(entry, limits.max_pickle_bytes)
-        res = pickle_vm.run(data, 0, persistent_load=lambda pid: pid, limits=limits,
+        res = pickle_vm.run(data, 0, persistent_load=persistent_load, limits=limits,
                             member=name)
     except UnreadableError as e:
         return CodeRecord(name, None, f"unreadable lite-interpreter bytecode: {e}",

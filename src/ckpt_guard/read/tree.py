@@ -53,10 +53,21 @@ class Storage:
     location: str = "cpu"
     offset: int | None = None
     storage_type: str = ""  # the global that named it, e.g. "torch.FloatStorage"
+    # What the record really holds when that is less than claimed (a TorchScript archive's
+    # traced inputs, whose records torch writes empty; read leniently): byte accounting never
+    # counts bytes the file does not hold (issue 9, defect 8).
+    held: int | None = None
+
+    @property
+    def claimed_nbytes(self) -> int:
+        """Bytes the pickle says the storage has (``numel`` × element size)."""
+        return self.numel * DTYPE_SIZES.get(self.dtype, 1)
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPE_SIZES.get(self.dtype, 1)
+        """Bytes of the storage the file holds: claimed, capped by its record."""
+        claimed = self.numel * DTYPE_SIZES.get(self.dtype, 1)
+        return claimed if self.held is None else min(claimed, self.held)
 
 
 @dataclass(eq=False)
