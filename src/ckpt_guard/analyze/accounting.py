@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ckpt_guard.analyze.model import ROLES
 from ckpt_guard.analyze.roles import RANK
 from ckpt_guard.read.tree import Storage, TensorRef
+from ckpt_guard.vocab import Role
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def assign(uses: Iterable[tuple[Storage, str, str]]) -> dict[str | int, StorageU
         k = storage_key(storage)
         cur = best.get(k)
         if role not in RANK:  # never let an internal role name escape
-            role = "other"
+            role = Role.OTHER
         if cur is None or RANK[role] < RANK[cur.role]:
             best[k] = StorageUse(storage, role, dtype)
     return best
@@ -70,7 +71,7 @@ def unique_bytes(storages: Iterable[Storage]) -> int:
 def by_role(uses: dict[str | int, StorageUse]) -> dict[str, int]:
     out = dict.fromkeys(ROLES, 0)
     for u in uses.values():
-        out[u.role if u.role in out else "other"] += u.nbytes
+        out[u.role if u.role in out else Role.OTHER] += u.nbytes
     return out
 
 

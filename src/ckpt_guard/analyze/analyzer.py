@@ -39,6 +39,7 @@ from ckpt_guard.analyze.walk import (
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, LimitExceeded
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping
+from ckpt_guard.vocab import Format, Role
 
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
 
@@ -89,11 +90,11 @@ class _Collector:
         role, sub = inherited if inherited else (None, None)
         if isinstance(node, TensorRef):
             path = self._keys(where)
-            if (role in (None, "other") and is_rng_tensor(node) and not self._in_weights(path)
+            if (role in (None, Role.OTHER) and is_rng_tensor(node) and not self._in_weights(path)
                     and not (self.flat_root and len(path) == 1)):
-                role, sub = self._open(path, "rng", "torch RNG state (ByteTensor)")
+                role, sub = self._open(path, Role.RNG, "torch RNG state (ByteTensor)")
             elif role is None and len(path) == 1 and not self.flat_root and node.numel <= 1:
-                role = "other"
+                role = Role.OTHER
             self.entries.append(_Entry(path, node, role, sub))
             return SKIP
         if isinstance(node, Storage):
@@ -101,7 +102,7 @@ class _Collector:
             return SKIP
         if node is None or isinstance(node, (str, bytes, int, float, complex, GlobalRef)):
             return SKIP
-        if role in (None, "other"):
+        if role in (None, Role.OTHER):
             key = where[1] if where is not None else None
             found = structural_role(node) or (keyed_role(key, node) if where else None)
             if found:
@@ -109,7 +110,7 @@ class _Collector:
             if role is None and where is not None and is_ema_candidate(key, node):
                 return self._open(self._keys(where), _EMA_PENDING, "")
             if role is None and where is not None and where[2] == 1 and key in OTHER_KEYS:
-                return "other", None
+                return Role.OTHER, None
         return role, sub
 
     @staticmethod
@@ -154,15 +155,15 @@ def _resolve_ema(col: _Collector) -> None:
             continue
         members = by_sub.get(i, [])
         if not members:
-            sub.role, sub.what = "other", "empty EMA slot"
+            sub.role, sub.what = Role.OTHER, "empty EMA slot"
             continue
         if not have_weights:
-            sub.role, sub.what = "weights", "EMA model, the only copy of the weights"
+            sub.role, sub.what = Role.WEIGHTS, "EMA model, the only copy of the weights"
             have_weights = True
             weights_shapes = [e.ref.shape for e in members]
         else:
             overlap = shape_overlap([e.ref.shape for e in members], weights_shapes)
-            sub.role = "ema"
+            sub.role = Role.EMA
             sub.what = ("EMA copy of the weights (same shapes)" if overlap >= 0.5
                         else "EMA weights")
         for e in members:
@@ -171,7 +172,7 @@ def _resolve_ema(col: _Collector) -> None:
 
 def _weights_subtrees(col: _Collector, root: Any) -> None:
     """Name where the plain weights live: the root, or each top-level key holding them."""
-    loose = [e for e in col.entries if e.role == "weights" and e.sub is None]
+    loose = [e for e in col.entries if e.role == Role.WEIGHTS and e.sub is None]
     if not loose:
         return
     whole = module_attributes(root) is not None or _is_tensor_mapping(root)
@@ -179,7 +180,7 @@ def _weights_subtrees(col: _Collector, root: Any) -> None:
     for e in loose:
         groups.setdefault(() if whole or not e.path else e.path[:1], []).append(e)
     for path, group in groups.items():
-        col.subs.append(_Sub(path, "weights", "model weights"))
+        col.subs.append(_Sub(path, Role.WEIGHTS, "model weights"))
         for e in group:
             e.sub = len(col.subs) - 1
 
@@ -248,12 +249,12 @@ def _top_level(root: Any, entries: list[_Entry], subs: list[_Sub],
             if k in seen:
                 continue
             seen.add(k)
-            role = uses[k].role if k in uses else "other"
+            role = uses[k].role if k in uses else Role.OTHER
             per_role[role] = per_role.get(role, 0) + st.nbytes
         if per_role and max(per_role.values()) > 0:
             role = max(per_role.items(), key=lambda kv: (kv[1], -RANK[kv[0]]))[0]
         else:
-            role = sub_roles.get(label, "other")
+            role = sub_roles.get(label, Role.OTHER)
         if module_root and not per_role and (label.startswith("_") or label == "training"):
             continue  # nn.Module bookkeeping (hooks, flags) of a pickled whole model
         out.append(TopKey(key=label, kind=kind, bytes=sum(per_role.values()), role=role))
@@ -299,7 +300,7 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
     _resolve_ema(col)
     for e in col.entries:
         if e.role is None:
-            e.role = "weights"
+            e.role = Role.WEIGHTS
     _weights_subtrees(col, ckpt.root)
     if force_role is not None:
         for e in col.entries:
@@ -310,7 +311,7 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
     viewings = [(st, e.role, dtype) for e in col.entries for st, dtype in accounting.views(e.ref)]
     # A bare storage under an EMA-looking subtree (e.g. beside a tensor whose rebuild
     # function is unknown) has no tensor to settle its role: count it as EMA.
-    viewings += [(st, force_role or ("ema" if role == _EMA_PENDING else role) or "other",
+    viewings += [(st, force_role or (Role.EMA if role == _EMA_PENDING else role) or Role.OTHER,
                   st.dtype) for _p, st, role in col.storages]
     uses = accounting.assign(viewings)
     subtrees = []
@@ -322,7 +323,7 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
     return Analysis(
         checkpoint=ckpt,
         framework=detect_framework(ckpt),
-        tensors=[TensorEntry(path=path_text(e.path), role=e.role or "weights", ref=e.ref)
+        tensors=[TensorEntry(path=path_text(e.path), role=e.role or Role.WEIGHTS, ref=e.ref)
                  for e in col.entries],
         subtrees=subtrees,
         bytes_by_role=accounting.by_role(uses),
@@ -335,15 +336,15 @@ def analyze_file(ckpt: Checkpoint, force_role: str | None = None) -> Analysis:
 
 def analyze(ckpt: Checkpoint) -> Analysis:
     """Roles, framework, byte accounting, top-level table and global safety of ``ckpt``."""
-    if ckpt.format == "dcp-dir":
+    if ckpt.format == Format.DCP_DIR:
         from ckpt_guard.analyze.dcp import analyze_dcp
 
         return analyze_dcp(ckpt)
-    if ckpt.format.startswith("sharded-"):
+    if ckpt.format in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
         from ckpt_guard.analyze.sharded import analyze_sharded
 
         return analyze_sharded(ckpt)
-    if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir") or (ckpt.children
+    if ckpt.format in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR) or (ckpt.children
                                                                  and ckpt.root is None):
         from ckpt_guard.analyze.directory import analyze_directory
 

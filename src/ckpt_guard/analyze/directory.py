@@ -10,10 +10,12 @@ from ckpt_guard.analyze.frameworks import detect_framework
 from ckpt_guard.analyze.model import Analysis, RoleSubtree, TensorEntry, TopKey
 from ckpt_guard.analyze.roles import RANK
 from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
+from ckpt_guard.vocab import Role
 
 # A directory member's name hint → the role its bytes count for (None: look inside).
-HINT_ROLES = {"optimizer": "optimizer", "scheduler": "scheduler", "scaler": "scaler",
-              "rng": "rng", "training": "other", "weights": None, "": None}
+HINT_ROLES: dict[str, Role | None] = {
+    Role.OPTIMIZER: Role.OPTIMIZER, Role.SCHEDULER: Role.SCHEDULER, Role.SCALER: Role.SCALER,
+    Role.RNG: Role.RNG, "training": Role.OTHER, Role.WEIGHTS: None, "": None}
 
 
 def analyze_directory(ckpt: Checkpoint) -> Analysis:
@@ -25,7 +27,7 @@ def analyze_directory(ckpt: Checkpoint) -> Analysis:
         if isinstance(child, UnreadableError):
             result.children.append((rel, child, hint))
             result.top_level.append(TopKey(key=rel, kind="unreadable", bytes=0,
-                                           role=HINT_ROLES.get(hint) or "other"))
+                                           role=HINT_ROLES.get(hint) or Role.OTHER))
             # What it referenced before failing is judged all the same.
             for v in verdicts(getattr(child, "partial_globals", None) or []):
                 if v.use.qualname not in seen_globals:
@@ -44,7 +46,7 @@ def analyze_directory(ckpt: Checkpoint) -> Analysis:
                         what=s.what) for s in sub.subtrees)
         nonzero = {r: b for r, b in sub.bytes_by_role.items() if b}
         role = (max(nonzero.items(), key=lambda kv: (kv[1], -RANK[kv[0]]))[0] if nonzero
-                else HINT_ROLES.get(hint) or "other")
+                else HINT_ROLES.get(hint) or Role.OTHER)
         result.top_level.append(TopKey(key=rel, kind=child.format,
                                        bytes=sub.tensor_bytes_total, role=role))
         for v in sub.globals:

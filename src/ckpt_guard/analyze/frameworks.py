@@ -11,6 +11,7 @@ from typing import Any
 
 from ckpt_guard.read.checkpoint import Checkpoint
 from ckpt_guard.read.tree import Opaque, as_mapping, attributes
+from ckpt_guard.vocab import Format
 
 FRAMEWORKS = ("ultralytics", "yolov5", "lightning", "rfdetr", "timm", "detectron2", "mmengine",
               "deepspeed", "hf-trainer", "dcp", "generic")
@@ -101,11 +102,11 @@ _ORDER: tuple[tuple[str, Callable[[dict, set[str]], bool]], ...] = (
 
 def detect_framework(ckpt: Checkpoint, root: Any = None) -> str:
     """The producing framework's name (one of :data:`FRAMEWORKS`)."""
-    if ckpt.format == "hf-checkpoint-dir":
+    if ckpt.format == Format.HF_CHECKPOINT_DIR:
         return "hf-trainer"
-    if ckpt.format == "deepspeed-dir":
+    if ckpt.format == Format.DEEPSPEED_DIR:
         return "deepspeed"
-    if ckpt.format == "dcp-dir":
+    if ckpt.format == Format.DCP_DIR:
         return "dcp"
     m = as_mapping(ckpt.root if root is None else root)
     mods = _modules(ckpt)

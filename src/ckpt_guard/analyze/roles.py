@@ -103,40 +103,40 @@ def structural_role(node: Any) -> tuple[str, str] | None:
     if isinstance(node, Opaque):
         qn = node.qualname
         if qn.startswith("torch.optim.lr_scheduler.") or ".lr_scheduler." in qn:
-            return "scheduler", f"pickled {node.name} object"
+            return Role.SCHEDULER, f"pickled {node.name} object"
         if qn.startswith("torch.optim.") and not qn.startswith("torch.optim.swa_utils"):
-            return "optimizer", f"pickled {node.name} object"
+            return Role.OPTIMIZER, f"pickled {node.name} object"
         if node.name == "GradScaler":
-            return "scaler", "pickled GradScaler object"
+            return Role.SCALER, "pickled GradScaler object"
     if isinstance(node, tuple) and node:
         if node[0] == "MT19937":
-            return "rng", "numpy RNG state"
+            return Role.RNG, "numpy RNG state"
         if (len(node) == 3 and node[0] == 3 and isinstance(node[1], tuple)
                 and len(node[1]) == 625):
-            return "rng", "python random state"
+            return Role.RNG, "python random state"
     m = _lookup(node)
     if not m:
         return None
     if _is_optimizer_state_dict(m):
-        return "optimizer", _optimizer_what(m)
+        return Role.OPTIMIZER, _optimizer_what(m)
     if is_flat_optimizer_state_dict(m):
         slots = flat_state_slots(m)[1]
-        return "optimizer", ("flattened torch optimizer state_dict"
+        return Role.OPTIMIZER, ("flattened torch optimizer state_dict"
                              + (f" ({', '.join(sorted(slots))})" if slots else ""))
     if "base_optimizer_state" in m or "single_partition_of_fp32_groups" in m \
             or "fp32_flat_groups" in m:
-        return "optimizer", "DeepSpeed ZeRO optimizer state"
+        return Role.OPTIMIZER, "DeepSpeed ZeRO optimizer state"
     if "last_epoch" in m and any(k in m for k in ("base_lrs", "_step_count", "_last_lr",
                                                   "min_lrs")):
-        return "scheduler", "LR scheduler state_dict"
+        return Role.SCHEDULER, "LR scheduler state_dict"
     if "last_step" in m and ("base_values" in m or "by_epoch" in m):
-        return "scheduler", "mmengine parameter scheduler state"
+        return Role.SCHEDULER, "mmengine parameter scheduler state"
     if {"scale", "growth_factor", "backoff_factor"} <= m.keys():
-        return "scaler", "GradScaler state"
+        return Role.SCALER, "GradScaler state"
     if {"loss_scale", "unskipped"} <= m.keys() or {"cur_scale", "cur_iter"} <= m.keys():
-        return "scaler", "loss scaler state"
+        return Role.SCALER, "loss scaler state"
     if "cpu" in m and any(k in m for k in ("python", "numpy", "cuda", "xla", "mps", "npu")):
-        return "rng", "RNG states (python/numpy/torch)"
+        return Role.RNG, "RNG states (python/numpy/torch)"
     return None
 
 
@@ -145,7 +145,7 @@ def keyed_role(key: Any, value: Any) -> tuple[str, str] | None:
     if value is None or (isinstance(value, (list, tuple, dict)) and not value):
         return None
     if isinstance(key, str) and len(key) <= _MAX_NAME and _RNG_KEY.fullmatch(key):
-        return "rng", f"RNG state ({key})"
+        return Role.RNG, f"RNG state ({key})"
     return None
 
 

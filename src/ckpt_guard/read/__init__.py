@@ -36,6 +36,7 @@ from ckpt_guard.read.checkpoint import (
 )
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
+from ckpt_guard.vocab import Format
 
 __all__ = ["read_path", "read_remote", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
            "Limits"]
@@ -143,7 +144,7 @@ def _read_open_file(path: str, fh: BinaryIO, size: int, limits: Limits) -> Check
             from ckpt_guard.read.torch_zip import read_torch_zip
 
             return read_torch_zip(path, fh, size, limits)
-        if kind == "lfs-pointer":
+        if kind == Format.LFS_POINTER:
             from ckpt_guard.read.lfs import read_lfs_pointer
 
             return read_lfs_pointer(path, head, size)
@@ -183,7 +184,7 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
     tar = torch_tar.open_like_torch(fh)
     if tar is not None:
         tar_ckpt = torch_tar.read_torch_tar(path, fh, size, limits, tar)
-        if kind == "safetensors":
+        if kind == Format.SAFETENSORS:
             # Named .safetensors it loads as safetensors; under any other name torch.load
             # takes the tar path: both readings are judged.
             from ckpt_guard.read.safetensors import read_safetensors
@@ -200,11 +201,11 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
     if torch_tar.header_checksum_ok(head[:512]):
         # Our tarfile refused a block that is a tar header by its checksum: another Python's
         # tarfile could take it, so torch's path through it is not certain.
-        ckpt = Checkpoint(path=path, format="unknown", size_bytes=size)
+        ckpt = Checkpoint(path=path, format=Format.UNKNOWN, size_bytes=size)
         torch_tar.fail_closed(ckpt, "tar", "", "the file starts with a valid tar header "
                               "checksum that this Python's tarfile refuses")
         return ckpt
-    if kind == "safetensors":
+    if kind == Format.SAFETENSORS:
         from ckpt_guard.read.safetensors import read_safetensors
 
         ckpt = read_safetensors(path, fh, size, limits)
@@ -221,7 +222,7 @@ def _read_not_zip(path: str, fh: BinaryIO, size: int, limits: Limits, head: byte
         return read_torch_legacy(path, fh, size, limits)
     except NotLegacy:
         pass
-    if kind in ("pickle", "unknown", "torch-legacy", "tar"):
+    if kind in ("pickle", Format.UNKNOWN, Format.TORCH_LEGACY, "tar"):
         return _read_bare_pickle(path, fh, size, limits, head)
     raise NotAWeightFile(f"not a weight file: {describe(head)}")
 
@@ -305,7 +306,7 @@ def _read_bare_pickle(path: str, fh: BinaryIO, size: int, limits: Limits,
         if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # starts as a pickle
             raise UnreadableError(f"broken pickle: {e}") from e
         raise NotAWeightFile(f"not a weight file: {describe(head)}") from e
-    return Checkpoint(path=path, format="unknown", size_bytes=size, root=res.root,
+    return Checkpoint(path=path, format=Format.UNKNOWN, size_bytes=size, root=res.root,
                       globals=list(res.globals), pickles=[res.judged],
                       notes=["a bare pickle, not a torch checkpoint (torch.load would "
                              "unpickle it)"])

@@ -26,6 +26,7 @@ from typing import Any
 from ckpt_guard.read import dcp_layout
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, JudgedPickle, UnreadableError
 from ckpt_guard.read.limits import Limits
+from ckpt_guard.vocab import Format
 
 METADATA = ".metadata"
 MAX_ITEMS = 100_000  # storage items judged in one directory
@@ -167,7 +168,7 @@ def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) ->
             pickles.extend(replace(p, member=f"{rel}:{p.member}") for p in child.pickles)
     storages = {e.fqn: ref.storage for e in entries if e.kind == "tensor"
                 for ref in [_find_ref(tree, e)] if ref is not None and ref.storage}
-    return Checkpoint(path=path, format="dcp-dir", size_bytes=total, children=children,
+    return Checkpoint(path=path, format=Format.DCP_DIR, size_bytes=total, children=children,
                       root=tree if tree is not None else {}, storages=storages, globals=uses,
                       pickles=pickles,
                       notes=["torch.distributed.checkpoint directory: .metadata is unpickled "

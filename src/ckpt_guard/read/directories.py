@@ -15,18 +15,19 @@ from dataclasses import replace
 
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
+from ckpt_guard.vocab import Format, Role
 
 MAX_DEPTH = 4  # checkpoint-N/global_stepN/<files> is as deep as real layouts go
 
 _HINTS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("optimizer", re.compile(r"(.*optim_states\.pt|optimizer.*\.(pt|bin|pth))")),
-    ("scheduler", re.compile(r"(lr_)?scheduler.*\.(pt|bin|pth)")),
-    ("scaler", re.compile(r"scaler.*\.(pt|bin|pth)")),
-    ("rng", re.compile(r"rng_state.*\.pth?")),
+    (Role.OPTIMIZER, re.compile(r"(.*optim_states\.pt|optimizer.*\.(pt|bin|pth))")),
+    (Role.SCHEDULER, re.compile(r"(lr_)?scheduler.*\.(pt|bin|pth)")),
+    (Role.SCALER, re.compile(r"scaler.*\.(pt|bin|pth)")),
+    (Role.RNG, re.compile(r"rng_state.*\.pth?")),
     ("training", re.compile(r"training_args\.bin|trainer_state\.json")),
-    ("weights", re.compile(r"(pytorch_model|model|adapter_model|tf_model|flax_model)"
-                           r"([-.].*)?\.(safetensors|bin|pt|pth|ckpt)"
-                           r"|.*model_states\.pt|.*\.safetensors")),
+    (Role.WEIGHTS, re.compile(r"(pytorch_model|model|adapter_model|tf_model|flax_model)"
+                              r"([-.].*)?\.(safetensors|bin|pt|pth|ckpt)"
+                              r"|.*model_states\.pt|.*\.safetensors")),
 )
 
 # What only the Trainer writes. A folder that merely holds optimizer.pt or rng_state.pth is
@@ -77,18 +78,18 @@ def directory_format(path: str, limits: Limits | None = None) -> str | None:
     cap = (limits or Limits()).max_dir_files
     files, dirs = _names(path, cap)
     if is_dcp(files):
-        return "dcp-dir"
-    has_weights = any(hint_for(f) == "weights" for f in files)
+        return Format.DCP_DIR
+    has_weights = any(hint_for(f) == Role.WEIGHTS for f in files)
     if any(_HF_MARKERS.fullmatch(f) for f in files) or (
             _HF_CKPT_NAME.fullmatch(os.path.basename(os.path.normpath(path))) and has_weights):
-        return "hf-checkpoint-dir"
+        return Format.HF_CHECKPOINT_DIR
     if any(_DS_FILES.fullmatch(f) for f in files):
-        return "deepspeed-dir"
+        return Format.DEEPSPEED_DIR
     if "latest" in files or dirs:
         for d in dirs:
             sub_files, _ = _names(os.path.join(path, d), cap)
             if any(_DS_FILES.fullmatch(f) for f in sub_files):
-                return "deepspeed-dir"
+                return Format.DEEPSPEED_DIR
     return None
 
 
@@ -123,7 +124,7 @@ def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Che
     from ckpt_guard.read.sniff import NotAWeightFile
 
     fmt = directory_format(path, limits)
-    if fmt == "dcp-dir":
+    if fmt == Format.DCP_DIR:
         from ckpt_guard.read.dcp import read_dcp_directory
 
         return read_dcp_directory(path, limits, root=root)
@@ -147,7 +148,7 @@ def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Che
         except UnreadableError as e:
             child = e
         children.append((rel, child, hint))
-    training = [rel for rel, _c, hint in children if hint not in ("", "weights")]
+    training = [rel for rel, _c, hint in children if hint not in ("", Role.WEIGHTS)]
     training += [rel for rel in skipped if hint_for(rel) == "training"]
     notes = [f"training files: {', '.join(sorted(training))}"] if training else []
     pickles = [replace(p, member=f"{rel}:{p.member}") for rel, child, _h in children

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
+from ckpt_guard.vocab import Format
 
 LFS_VERSION_LINE = b"version https://git-lfs.github.com/spec/v1"
 # Older pointers (pre-1.0 clients) name the version "https://hawser.github.com/spec/v1".
@@ -57,7 +58,7 @@ def read_lfs_pointer(path: str, head: bytes, size: int) -> Checkpoint:
     size_text = fields.get("size")
     if size_text is None or not size_text.isdigit() or len(size_text) > 20:
         raise UnreadableError("malformed Git LFS pointer: missing or invalid 'size'")
-    return Checkpoint(path=path, format="lfs-pointer", size_bytes=size,
+    return Checkpoint(path=path, format=Format.LFS_POINTER, size_bytes=size,
                       metadata={"oid": oid, "size": int(size_text)},
                       notes=["Git LFS pointer: the weights are not checked out "
                              "(fetch them with `git lfs pull`, or `lfs: true` on actions/checkout)"])

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from ckpt_guard.read.checkpoint import Checkpoint, LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import Storage, TensorRef, contiguous_stride
+from ckpt_guard.vocab import Format
 
 # safetensors dtype code → (torch dtype name, bits per element).
 DTYPES: dict[str, tuple[str, int]] = {
@@ -169,7 +170,7 @@ def read_safetensors(path: str, fh: BinaryIO, size: int, limits: Limits) -> Chec
         shape = info["shape"]
         root[name] = TensorRef(storage=storage, dtype=torch_dtype, shape=shape,
                                stride=contiguous_stride(shape))
-    return Checkpoint(path=path, format="safetensors", size_bytes=size, root=root,
+    return Checkpoint(path=path, format=Format.SAFETENSORS, size_bytes=size, root=root,
                       storages=storages,
                       metadata={"__metadata__": metadata, "header_len": n,
                                 "data_start": data_start})

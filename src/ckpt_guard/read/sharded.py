@@ -20,6 +20,7 @@ from typing import Any
 from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import as_mapping
+from ckpt_guard.vocab import Format, Role
 
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # a 10k-tensor index is ~1 MB
@@ -66,8 +67,8 @@ def shards_of(index: dict[str, Any]) -> list[str]:
 
 def set_format(index_path: str, shards: Iterable[str]) -> str:
     names = [os.path.basename(index_path)[: -len(INDEX_SUFFIX)], *shards]
-    return ("sharded-safetensors" if any(n.endswith(".safetensors") for n in names)
-            else "sharded-torch")
+    return (Format.SHARDED_SAFETENSORS if any(n.endswith(".safetensors") for n in names)
+            else Format.SHARDED_TORCH)
 
 
 def unsharded_name(index_path: str) -> str:
@@ -170,7 +171,7 @@ def _problems(index_path: str, index: dict[str, Any],
     for rel, child, _hint in children:
         if not isinstance(child, Checkpoint):
             continue
-        if child.format == "lfs-pointer":
+        if child.format == Format.LFS_POINTER:
             size = child.metadata.get("size")
             what = f" to a {size:,}-byte object" if isinstance(size, int) else ""
             out.append({"kind": "lfs-pointer-shard", "shard": rel,
@@ -208,7 +209,7 @@ def _problems(index_path: str, index: dict[str, Any],
     meta = index.get("metadata") or {}
     total = meta.get("total_size")
     if total is not None and not missing and not escaping and \
-            all(isinstance(c, Checkpoint) and c.format != "lfs-pointer" for _r, c, _h in children):
+            all(isinstance(c, Checkpoint) and c.format != Format.LFS_POINTER for _r, c, _h in children):
         expected = expected_total_size(children)
         try:
             declared = int(total)
@@ -274,7 +275,7 @@ def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) ->
             size += child.size_bytes
         except UnreadableError as e:
             child = e
-        children.append((shard, child, "weights"))
+        children.append((shard, child, Role.WEIGHTS))
     problems = _problems(index_path, index, children, missing, escaping)
     meta = index.get("metadata") or {}
     notes = (["an interrupted `ckpt-guard fix` left this set under temporary names (complete "

@@ -7,6 +7,7 @@ import re
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.read.lfs import looks_like_lfs_pointer
 from ckpt_guard.read.safetensors import looks_like_safetensors
+from ckpt_guard.vocab import Format
 
 HEAD_BYTES = 1024  # enough for a whole LFS pointer and a tar header
 
@@ -33,21 +34,21 @@ def sniff(head: bytes, size: int) -> str:
     is just the usual spelling.
     """
     if looks_like_lfs_pointer(head):
-        return "lfs-pointer"
+        return Format.LFS_POINTER
     if head.startswith(ZIP_MAGIC):
         return "zip"
     # Before pickles: a header length's low byte may well be 0x80.
     if looks_like_safetensors(head, size):
-        return "safetensors"
+        return Format.SAFETENSORS
     if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         # Proto 2 puts the magic right after PROTO; protocol 4+ may put a FRAME first.
         body = head[2:] if head[1] < 4 or head[2:3] != b"\x95" else head[11:]
-        return "torch-legacy" if body.startswith(LEGACY_MAGIC_LONG) else "pickle"
+        return Format.TORCH_LEGACY if body.startswith(LEGACY_MAGIC_LONG) else "pickle"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     if _PROTO0_GLOBAL.match(head):
         return "pickle"
-    return "unknown"
+    return Format.UNKNOWN
 
 
 def describe(head: bytes) -> str:

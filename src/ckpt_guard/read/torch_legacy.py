@@ -25,6 +25,7 @@ from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.torch_tar import fail_closed, opaque
 from ckpt_guard.read.tree import Storage
+from ckpt_guard.vocab import Format
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -44,7 +45,7 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     with a one-line message when the stream is damaged. A stream torch could read at other
     offsets than we do (a frame running past a STOP) fails closed."""
     src = _Source(fh, size, limits)
-    ckpt = Checkpoint(path=path, format="torch-legacy", size_bytes=size)
+    ckpt = Checkpoint(path=path, format=Format.TORCH_LEGACY, size_bytes=size)
     try:
         first = src.pickle(0, None, "magic number")
     except UnreadableError as e:
@@ -59,13 +60,13 @@ def read_torch_legacy(path: str, fh: BinaryIO, size: int, limits: Limits) -> Che
     try:
         return _read_rest(ckpt, src, first, size, limits, speculative)
     except _Ambiguous as e:
-        ckpt.format = "unknown"
+        ckpt.format = Format.UNKNOWN
         fail_closed(ckpt, "legacy-stream", "", str(e))
         return ckpt
     except UnreadableError as e:
         partial = list(getattr(e, "partial_globals", None) or [])
         if speculative and not isinstance(e, LimitExceeded):
-            ckpt.format = "unknown"
+            ckpt.format = Format.UNKNOWN
             # Bytes after a bare pickle that merely parse as GLOBAL lines import nothing.
             ckpt.globals.extend(g for g in partial
                                 if _IDENT.fullmatch(g.module) and _IDENT.fullmatch(g.name))

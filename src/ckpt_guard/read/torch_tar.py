@@ -33,6 +33,7 @@ from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.rebuild import STORAGE_DTYPES
 from ckpt_guard.read.tree import DTYPE_SIZES, GlobalRef
+from ckpt_guard.vocab import Format
 
 _PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _MEMBERS = ("storages", "tensors", "pickle")
@@ -83,7 +84,7 @@ def read_torch_tar(path: str, fh: BinaryIO, size: int, limits: Limits,
     the pickles are judged, the tensors are not mapped). A path torch could leave for the
     pickle-stream fallback, or one we cannot follow exactly, fails closed; one where torch
     raises is an :class:`UnreadableError` carrying ``partial_globals`` (what ran before)."""
-    ckpt = Checkpoint(path=path, format="unknown", size_bytes=size)
+    ckpt = Checkpoint(path=path, format=Format.UNKNOWN, size_bytes=size)
     try:
         _judge(ckpt, PositionedReader(fh, size), size, limits, tar)
     except TarVerdict as v:

@@ -38,6 +38,7 @@ from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.positioned import PositionedReader
 from ckpt_guard.read.tree import Storage
+from ckpt_guard.vocab import Format
 
 _RECORD = re.compile(r"[^/]+/\d+")
 
@@ -71,7 +72,7 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     # (case-sensitive) comparison; torch.jit.load then looks records up as miniz does.
     is_script = any(e.raw_name == prefix + b"constants.pkl" for e in directory.entries)
 
-    ckpt = Checkpoint(path=path, format="torchscript" if is_script else "torch-zip",
+    ckpt = Checkpoint(path=path, format=Format.TORCHSCRIPT if is_script else Format.TORCH_ZIP,
                       size_bytes=size, archive_prefix=top)
     ambiguities = list(directory.ambiguities)
     ckpt.byteorder = _byteorder(reader, lookup("byteorder"))

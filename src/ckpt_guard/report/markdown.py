@@ -23,15 +23,21 @@ from dataclasses import dataclass
 from ckpt_guard import __version__
 from ckpt_guard.report.model import FileReport, Report
 from ckpt_guard.report.units import format_bytes, format_percent
+from ckpt_guard.vocab import Action, Format, Role, Status
 
 COMMENT_LIMIT = 65_536  # GitHub's cap on a comment body
 DEFAULT_MAX_CHARS = 60_000  # leaves room for the sticky marker and a footer
 
-BAGGAGE_ROLES = ("optimizer", "ema", "scheduler", "scaler", "rng")
-ROLE_LABELS = {"optimizer": "optimizer", "ema": "EMA", "scheduler": "scheduler",
-               "scaler": "scaler", "rng": "RNG", "weights": "weights", "other": "other"}
-ICONS = {"error": "💥", "fail": "❌", "warn": "⚠️", "fixed": "🔧", "pass": "✅"}
-_ORDER = {"error": 0, "fail": 1, "warn": 2, "fixed": 3, "pass": 4}
+BAGGAGE_ROLES = (Role.OPTIMIZER, Role.EMA, Role.SCHEDULER, Role.SCALER, Role.RNG)
+ROLE_LABELS = {Role.OPTIMIZER: "optimizer", Role.EMA: "EMA", Role.SCHEDULER: "scheduler",
+               Role.SCALER: "scaler", Role.RNG: "RNG", Role.WEIGHTS: "weights",
+               Role.OTHER: "other"}
+ICONS = {Status.ERROR: "💥", Status.FAIL: "❌", Status.WARN: "⚠️", Status.FIXED: "🔧",
+         Status.PASS: "✅"}
+_ORDER = {Status.ERROR: 0, Status.FAIL: 1, Status.WARN: 2, Status.FIXED: 3, Status.PASS: 4}
+_FAILED = (Status.FAIL, Status.ERROR)
+_FAILS = (Action.FAIL, Action.FIX)  # actions whose findings fail the file
+ACTION_ICONS = {Action.FAIL: "❌", Action.FIX: "❌", Action.WARN: "⚠️"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def size_of(fr: FileReport) -> int:
     the size of the object it stands for (from the pointer), not the pointer's ~130 bytes."""
     if fr.size_after is not None:
         return fr.size_after
-    if fr.format == "lfs-pointer":
+    if fr.format == Format.LFS_POINTER:
         for f in fr.findings:
             size = f.detail.get("size") if f.rule == "lfs-pointer" else None
             if isinstance(size, int):
@@ -124,7 +130,7 @@ def baggage(fr: FileReport) -> int:
 def carries(fr: FileReport) -> str:
     """What training baggage the file carries (for a fixed file: what the fix removed), as
     Markdown."""
-    if fr.status == "fixed":
+    if fr.status == Status.FIXED:
         fix = fr.details.get("fix") if isinstance(fr.details.get("fix"), dict) else {}
         removed = fix.get("removed") if isinstance(fix.get("removed"), dict) else {}
         parts = [f"{ROLE_LABELS.get(r) or text(r)} {format_bytes(n)}"
@@ -140,19 +146,18 @@ def carries(fr: FileReport) -> str:
     if fp32:
         parts.append(f"FP32 {format_bytes(fp32)}")
     text = " · ".join(parts) if parts else "—"
-    return f"before the fix: {text}" if fr.status == "fixed" and parts else text
+    return f"before the fix: {text}" if fr.status == Status.FIXED and parts else text
 
 
 def verdict(fr: FileReport) -> str:
     """Icon, status and the rules behind it, as Markdown."""
     rules = sorted({f.rule for f in fr.findings
-                    if f.action in (("fail", "fix") if fr.status in ("fail", "error")
-                                    else ("warn",))})
+                    if f.action in (_FAILS if fr.status in _FAILED else (Action.WARN,))})
     out = f"{ICONS.get(fr.status, '')} {text(fr.status)}"
-    if rules and fr.status in ("fail", "error", "warn"):
+    if rules and fr.status in (*_FAILED, Status.WARN):
         out += ": " + ", ".join(text(r) for r in rules)
-    if any(f.fixable and f.action in ("fail", "fix") for f in fr.findings) \
-            and fr.status != "fixed":
+    if any(f.fixable and f.action in _FAILS for f in fr.findings) \
+            and fr.status != Status.FIXED:
         out += " (fixable)"
     return out
 
@@ -170,9 +175,9 @@ def _delta(fr: FileReport, ctx: Context) -> str:
 
 
 def _headline(files: list[FileReport], report: Report, ctx: Context) -> str:
-    failed = sum(1 for f in files if f.status in ("fail", "error"))
-    warned = sum(1 for f in files if f.status == "warn")
-    fixed = sum(1 for f in files if f.status == "fixed")
+    failed = sum(1 for f in files if f.status in _FAILED)
+    warned = sum(1 for f in files if f.status == Status.WARN)
+    fixed = sum(1 for f in files if f.status == Status.FIXED)
     n = len(files)
     files_word = f"weight file{'s' if n != 1 else ''}"
     if not n:
@@ -199,11 +204,11 @@ def _headline(files: list[FileReport], report: Report, ctx: Context) -> str:
             before = sum(ctx.base_sizes[f.path] or 0 for f in known)
             facts.append(f"**Change vs {ctx.base_label}:** {_signed(now - before)}")
     # A fixed file no longer carries what it was fixed for.
-    carrying = [f for f in files if baggage(f) and f.status != "fixed"]
+    carrying = [f for f in files if baggage(f) and f.status != Status.FIXED]
     bag = sum(baggage(f) for f in carrying)
     facts.append(f"**Training baggage:** {format_bytes(bag)} in {len(carrying)} file"
                  f"{'s' if len(carrying) != 1 else ''}" if bag else "**Training baggage:** none")
-    removable = sum(f.bytes_removable for f in files if f.status != "fixed")
+    removable = sum(f.bytes_removable for f in files if f.status != Status.FIXED)
     if removable:
         facts.append(f"**A fix would remove:** {format_bytes(removable)}")
     saved = sum(f.size_bytes - f.size_after for f in files if f.size_after is not None)
@@ -237,7 +242,7 @@ def _details(fr: FileReport) -> str:
                  f"{format_bytes(fr.size_bytes)}")
     out += [", ".join(facts), ""]
     total = fr.tensor_bytes_total or sum(fr.by_role.values())
-    if fr.status in ("fail", "error"):
+    if fr.status in _FAILED:
         out += _pie(fr)
     if fr.shards:  # a sharded set is one row; its shards are listed here
         out += ["| Shard | Format | Size | Tensors |", "|---|---|---:|---:|"]
@@ -264,7 +269,7 @@ def _details(fr: FileReport) -> str:
         out.append("**Findings**")
         out.append("")
         for f in fr.findings:
-            icon = {"fail": "❌", "fix": "❌", "warn": "⚠️"}.get(f.action, "•")
+            icon = ACTION_ICONS.get(f.action, "•")
             extra = [text(f.action)] + (["fixable"] if f.fixable else [])
             size = f" — {format_bytes(f.bytes)}" if f.bytes else ""
             out.append(f"- {icon} **{text(f.rule)}** ({', '.join(extra)}): "
@@ -284,7 +289,7 @@ def _pie(fr: FileReport) -> list[str]:
     counted as "other" — and the title is fixed: nothing from the file reaches the chart."""
     slices: dict[str, int] = {}
     for role, n in fr.by_role.items():
-        label = ROLE_LABELS.get(role, "other")
+        label = ROLE_LABELS.get(role, ROLE_LABELS[Role.OTHER])
         if isinstance(n, int) and n > 0:
             slices[label] = slices.get(label, 0) + n
     if len(slices) < 2:

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_guard.report.model import FileReport, Report, finding_from_dict
+from ckpt_guard.vocab import Format, Status
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024  # report.json of 100k files is far below; a bomb is not
-_STATUS_RANK = {"error": 0, "fail": 1, "warn": 2, "fixed": 3, "pass": 4}
+_STATUS_RANK = {Status.ERROR: 0, Status.FAIL: 1, Status.WARN: 2, Status.FIXED: 3,
+                Status.PASS: 4}
 
 
 class ReportError(ValueError):
@@ -30,13 +32,13 @@ def report_from_dict(d: dict[str, Any]) -> Report:
     for f in d.get("files", []):
         tb = f.get("tensor_bytes") or {}
         files.append(FileReport(
-            path=str(f["path"]), format=str(f.get("format", "unknown")),
+            path=str(f["path"]), format=str(f.get("format", Format.UNKNOWN)),
             framework=str(f.get("framework", "generic")), size_bytes=int(f.get("size_bytes", 0)),
             tensor_bytes_total=int(tb.get("total", 0)),
             by_role={str(k): int(v) for k, v in (tb.get("by_role") or {}).items()},
             by_dtype={str(k): int(v) for k, v in (tb.get("by_dtype") or {}).items()},
             findings=[finding_from_dict(x) for x in f.get("findings", [])],
-            status=str(f.get("status", "pass")), bytes_removable=int(f.get("bytes_removable", 0)),
+            status=str(f.get("status", Status.PASS)), bytes_removable=int(f.get("bytes_removable", 0)),
             size_after=int(f["size_after"]) if f.get("size_after") is not None else None,
             tensor_count=int(f.get("tensor_count", 0)),
             notes=[str(n) for n in f.get("notes", [])],

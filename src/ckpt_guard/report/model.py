@@ -12,7 +12,7 @@ from typing import Any
 from ckpt_guard import __version__
 from ckpt_guard.policy.rules.base import Finding, finding_from_dict
 from ckpt_guard.policy.rules.registry import RULE_IDS
-from ckpt_guard.vocab import Status
+from ckpt_guard.vocab import Format, Status
 
 # Rule ids (the registry's) and file statuses, as the JSON contract spells them.
 RULES: tuple[str, ...] = RULE_IDS
@@ -24,14 +24,14 @@ class FileReport:
     """Everything known about one checked path."""
 
     path: str
-    format: str = "unknown"
+    format: str = Format.UNKNOWN
     framework: str = "generic"
     size_bytes: int = 0
     tensor_bytes_total: int = 0
     by_role: dict[str, int] = field(default_factory=dict)
     by_dtype: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
-    status: str = "pass"
+    status: str = Status.PASS
     bytes_removable: int = 0
     size_after: int | None = None  # set by fix (projected in a dry run)
     tensor_count: int = 0

@@ -12,11 +12,13 @@ import os
 
 from ckpt_guard.report.model import FileReport, Report
 from ckpt_guard.report.units import format_bytes
+from ckpt_guard.vocab import Action, Status
 
-STATUS_STYLE = {"pass": ("PASS", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),
-                "error": ("ERROR", "red"), "fixed": ("FIXED", "cyan")}
+STATUS_STYLE = {Status.PASS: ("PASS", "green"), Status.WARN: ("WARN", "yellow"),
+                Status.FAIL: ("FAIL", "red"), Status.ERROR: ("ERROR", "red"),
+                Status.FIXED: ("FIXED", "cyan")}
 DRY_RUN_FIXED = "WOULD FIX"  # status label of a `fixed` file in a dry run: nothing was written
-ACTION_MARK = {"fail": ("✗", "red"), "fix": ("✗", "red"), "warn": ("!", "yellow")}
+ACTION_MARK = {Action.FAIL: ("✗", "red"), Action.FIX: ("✗", "red"), Action.WARN: ("!", "yellow")}
 NUMERIC = ("Size", "Bytes", "Tensor bytes", "Share", "Removable", "After", "Saved", "Tensors")
 # Dropped, in this order, when the check table would not fit the terminal: the path, sizes
 # and status matter most (`inspect` shows the format and framework).
@@ -37,7 +39,7 @@ def dry_run(f: FileReport) -> bool:
 
 def status_label(f: FileReport) -> tuple[str, str]:
     label, style = STATUS_STYLE.get(f.status, (f.status.upper(), ""))
-    if f.status == "fixed" and dry_run(f):
+    if f.status == Status.FIXED and dry_run(f):
         label = DRY_RUN_FIXED
     return label, style
 

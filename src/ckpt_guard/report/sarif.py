@@ -18,6 +18,7 @@ from urllib.parse import quote
 from ckpt_guard import __version__
 from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
 from ckpt_guard.report.model import Finding, Report
+from ckpt_guard.vocab import Action
 
 INFORMATION_URI = "https://github.com/org/ckpt-guard"
 FINGERPRINT_KEY = "ckptGuardFinding/v1"
@@ -27,7 +28,7 @@ RULE_HELP: dict[str, tuple[str, str]] = {r.id: (r.summary, r.help) for r in ALL_
 _SECURITY = {r.id: r.security for r in ALL_RULES if r.security}
 # A rule failing by default is an error by default.
 _DEFAULT_LEVEL = {r.id: "error" for r in ALL_RULES if r.default_action.fails}
-LEVELS = {"fail": "error", "fix": "error", "warn": "warning"}
+LEVELS = {Action.FAIL: "error", Action.FIX: "error", Action.WARN: "warning"}
 
 
 def _rule(rule_id: str) -> dict[str, Any]:

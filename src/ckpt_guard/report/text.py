@@ -33,6 +33,7 @@ from ckpt_guard.report.plain import dry_run as _dry_run  # noqa: F401 - re-expor
 from ckpt_guard.report.plain import fitting as _fitting
 from ckpt_guard.report.plain import plural as _plural
 from ckpt_guard.report.units import format_bytes
+from ckpt_guard.vocab import Role
 
 # Free text and identifiers that may be long: wrap (folding long names) instead of "…".
 _WRAPPING = ("File", "Key", "Kind", "Member", "Global", "Why")
@@ -184,7 +185,7 @@ def _inspect_one(f: FileReport, color: bool) -> list:
         t = _table(color, "Key", "Kind", "Role", "Tensor bytes", "Share", title="Top-level keys")
         for row in d["top_level"]:
             t.add_row(str(row["key"]), _kind(row["kind"]),
-                      row["role"] if row["role"] != "other" else "",
+                      row["role"] if row["role"] != Role.OTHER else "",
                       format_bytes(row["bytes"]) if row["bytes"] else "-",
                       _share(row["bytes"], f.tensor_bytes_total) if row["bytes"] else "")
         out.append(t)
