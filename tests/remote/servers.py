@@ -146,25 +146,37 @@ class FileServer(_Loopback):
         return H
 
 
+def _oid(data: bytes | Path) -> str:
+    """The object id: sha256 of the bytes; of the path and size for a file on disk (a
+    benchmark's multi-GB sparse shard is not hashed)."""
+    if isinstance(data, Path):
+        return hashlib.sha256(f"{data}:{data.stat().st_size}".encode()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _len(data: bytes | Path) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
+
+
 class FakeHub(_Loopback):
     """The Hub API calls huggingface_hub makes for repo_info, get_paths_info, list_repo_tree
     and hf_hub_url downloads, for one model repository at one commit. ``resolve`` answers
     302 to the CDN (``localhost`` instead of ``127.0.0.1``: another host, so the token is not
     forwarded), which serves ranges. ``token``: when set, API calls without it get 401."""
 
-    def __init__(self, repo: str, files: dict[str, bytes], *, sha: str = "c0ffee" * 6 + "abcd",
-                 token: str | None = None) -> None:
+    def __init__(self, repo: str, files: dict[str, bytes | Path], *,
+                 sha: str = "c0ffee" * 6 + "abcd", token: str | None = None) -> None:
         self.repo, self.files, self.sha, self.token = repo, files, sha, token
-        self.cdn = FileServer({f"/blobs/{hashlib.sha256(d).hexdigest()}": d
-                               for d in files.values()}, host="localhost")
+        self.cdn = FileServer({f"/blobs/{_oid(d)}": d for d in files.values()},
+                              host="localhost")
         self.companion = self.cdn
         self._start_server()
 
     def _entry(self, path: str) -> dict:
         data = self.files[path]
-        oid = hashlib.sha256(data).hexdigest()
-        return {"type": "file", "path": path, "size": len(data), "oid": oid[:40],
-                "lfs": {"oid": oid, "size": len(data), "pointerSize": 132}}
+        oid, size = _oid(data), _len(data)
+        return {"type": "file", "path": path, "size": size, "oid": oid[:40],
+                "lfs": {"oid": oid, "size": size, "pointerSize": 132}}
 
     def _folders(self) -> set[str]:
         out = set()
@@ -250,12 +262,12 @@ class FakeHub(_Loopback):
                     if data is None:
                         return self._json(404, {"error": "Entry not found"},
                                           {"X-Error-Code": "EntryNotFound"})
-                    blob = f"{hub.cdn.url}/blobs/{hashlib.sha256(data).hexdigest()}"
+                    blob = f"{hub.cdn.url}/blobs/{_oid(data)}"
                     self.send_response(302)
                     self.send_header("Location", blob)
                     self.send_header("X-Repo-Commit", hub.sha)
-                    self.send_header("X-Linked-Size", str(len(data)))
-                    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                    self.send_header("X-Linked-Size", str(_len(data)))
+                    self.send_header("ETag", f'"{_oid(data)}"')
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return None

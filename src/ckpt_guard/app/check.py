@@ -156,7 +156,7 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
         return
     for raw in paths:
         if is_remote(raw):  # read by range, never downloaded (read/remote.py)
-            from ckpt_guard.read.remote import expand
+            from ckpt_guard.read.remote_expand import expand
 
             try:
                 for entry in expand(raw, lambda rel: policy.matches(rel)):
@@ -200,11 +200,13 @@ def _remote_relpath(url: str) -> str:
     (``hf://org/repo@rev/models/x.pt`` → ``models/x.pt``)."""
     from urllib.parse import urlsplit
 
+    from ckpt_guard.read.sharded import unsharded_name
+
     if url.startswith("hf://"):
         from ckpt_guard.read.remote import HubPath
 
-        return HubPath.parse(url).path
-    return urlsplit(url).path.lstrip("/")
+        return unsharded_name(HubPath.parse(url).path)  # a set: as its unsharded name
+    return unsharded_name(urlsplit(url).path.lstrip("/"))
 
 
 def _checkpoint_dir(p: Path) -> bool:

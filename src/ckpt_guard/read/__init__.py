@@ -109,8 +109,15 @@ def read_remote(url: str, limits: Limits = _DEFAULT_LIMITS, *,
                 headers: dict[str, str] | None = None, name: str | None = None) -> Checkpoint:
     """Read a remote weight file (``https://``, ``hf://``, object stores) by byte range, as
     :func:`read_path` reads a local one; ``headers`` for the request (e.g. an LFS download
-    action's), ``name`` the path to show. Raises :class:`UnreadableError`."""
+    action's), ``name`` the path to show; an index URL (``….index.json``) is read with its
+    shards as one set (read/remote_sharded.py). Raises :class:`UnreadableError`."""
     from ckpt_guard.read.remote import open_remote
+    from ckpt_guard.read.sharded import is_index_name
+
+    if is_index_name(url.split("?", 1)[0]):
+        from ckpt_guard.read.remote_sharded import read_remote_set
+
+        return read_remote_set(url, limits, headers=headers, name=name)
 
     fh = open_remote(url, **({"headers": headers} if headers else {}),
                      **({"name": name} if name else {}))

@@ -26,8 +26,8 @@ import io
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from ckpt_guard.read.checkpoint import UnreadableError
@@ -42,6 +42,11 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 def is_remote(path: str) -> bool:
     """Is ``path`` a URL (``scheme://…``) rather than a local path?"""
     return bool(_SCHEME.match(path))
+
+
+class RemoteNotFound(UnreadableError):
+    """The server says there is no such object (HTTP 404/410, the Hub's EntryNotFound, a
+    backend's FileNotFoundError): a set's reader turns it into a missing shard."""
 
 
 @dataclass
@@ -180,8 +185,8 @@ def open_http(url: str, *, headers: dict[str, str] | None = None, name: str | No
         if resp.status_code == 416:  # nothing to satisfy: an empty object
             return RangeFile(display, 0, fetch, block=block, stats=stats)
         if resp.status_code >= 400:
-            raise UnreadableError(f"remote file {display}: HTTP {resp.status_code}"
-                                  f"{_hf_error(resp)}")
+            error = RemoteNotFound if resp.status_code in (404, 410) else UnreadableError
+            raise error(f"remote file {display}: HTTP {resp.status_code}{_hf_error(resp)}")
         if resp.status_code == 200:  # Range ignored: the whole object comes back
             length = int(resp.headers.get("Content-Length") or -1)
             if length > full_download_cap:
@@ -275,55 +280,6 @@ def _hub():  # type: ignore[no-untyped-def]
     return huggingface_hub
 
 
-@dataclass
-class RemoteEntry:
-    """One remote file to check: ``url`` as shown (``hf://…@<commit>/path``) and its size
-    when the listing gave it."""
-
-    url: str
-    size: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
-    """The remote files ``url`` stands for: itself, or for an ``hf://`` repository or folder
-    every file ``wanted(path)`` accepts — at the revision pinned to its commit, so that every
-    file of one run comes from the same commit."""
-    if not url.startswith("hf://"):
-        yield RemoteEntry(url)
-        return
-    hub = _hub()
-    hp = HubPath.parse(url)
-    api = hub.HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
-    try:
-        sha = api.repo_info(hp.repo_id, revision=hp.revision, repo_type=hp.repo_type).sha \
-            or hp.revision
-        if hp.path:
-            found = api.get_paths_info(hp.repo_id, [hp.path], revision=sha,
-                                       repo_type=hp.repo_type)
-            if not found:
-                raise UnreadableError(f"{url}: no such file or folder at {str(sha)[:12]}")
-            if isinstance(found[0], hub.hf_api.RepoFile):
-                yield RemoteEntry(hp.url(hp.path, sha), _size(found[0]))
-                return
-        items = api.list_repo_tree(hp.repo_id, path_in_repo=hp.path or None, recursive=True,
-                                   revision=sha, repo_type=hp.repo_type)
-        files = [it for it in items if isinstance(it, hub.hf_api.RepoFile)]
-    except UnreadableError:
-        raise
-    except Exception as e:  # huggingface_hub's errors: repository/revision not found, 401…
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise UnreadableError(f"{url}: {type(e).__name__}: {first}") from e
-    for it in sorted(files, key=lambda f: f.path):
-        if wanted(it.path):
-            yield RemoteEntry(hp.url(it.path, sha), _size(it))
-
-
-def _size(item) -> int | None:  # type: ignore[no-untyped-def]
-    lfs = getattr(item, "lfs", None)
-    return getattr(lfs, "size", None) or getattr(item, "size", None)
-
-
 def open_remote(url: str, **kw) -> RangeFile | io.RawIOBase:  # type: ignore[no-untyped-def]
     """A seekable file object for ``url`` (see the module docstring)."""
     if url.startswith(("http://", "https://")):
@@ -337,7 +293,7 @@ def open_remote(url: str, **kw) -> RangeFile | io.RawIOBase:  # type: ignore[no-
                                 revision=hp.revision,
                                 endpoint=os.environ.get("HF_ENDPOINT") or None)
         headers = hub.utils.build_hf_headers()
-        return open_http(target, headers=headers, name=url, **kw)
+        return open_http(target, headers=headers, **{"name": url, **kw})
     try:
         import fsspec
     except ImportError as e:
@@ -345,6 +301,8 @@ def open_remote(url: str, **kw) -> RangeFile | io.RawIOBase:  # type: ignore[no-
                               "(pip install 'ckpt-guard[remote]' s3fs/gcsfs/…)") from e
     try:
         f = fsspec.open(url, "rb", block_size=kw.get("block", BLOCK)).open()
+    except FileNotFoundError as e:
+        raise RemoteNotFound(f"{url}: no such file") from e
     except Exception as e:  # backend missing, credentials, not found
         raise UnreadableError(f"{url}: {type(e).__name__}: {e}") from e
     return f

@@ -43,9 +43,16 @@ def load_index(path: str) -> dict[str, Any]:
             raise UnreadableError(f"shard index is {size:,} bytes, over the "
                                   f"{MAX_INDEX_BYTES:,}-byte limit")
         with open(path, "rb") as fh:
-            data = json.loads(fh.read().decode("utf-8"))
+            raw = fh.read()
     except OSError as e:
         raise UnreadableError(f"cannot read shard index: {e.strerror or e}") from e
+    return parse_index(raw)
+
+
+def parse_index(raw: bytes) -> dict[str, Any]:
+    """:func:`load_index` on the index's bytes (a remote index is read whole: it is small)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UnreadableError(f"shard index is not valid JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("weight_map"), dict):
@@ -152,7 +159,8 @@ def expected_total_size(children: list[tuple[str, Checkpoint | UnreadableError, 
 
 def _problems(index_path: str, index: dict[str, Any],
               children: list[tuple[str, Checkpoint | UnreadableError, str]],
-              missing: list[str], escaping: list[str]) -> list[dict[str, Any]]:
+              missing: list[str], escaping: list[str],
+              listing: list[str] | None = None) -> list[dict[str, Any]]:
     wm: dict[str, str] = index["weight_map"]
     out: list[dict[str, Any]] = []
     by_shard: dict[str, list[str]] = {}
@@ -205,7 +213,7 @@ def _problems(index_path: str, index: dict[str, Any],
             out.append({"kind": "unindexed-tensor", "tensor": tensor, "shard": shards[0],
                         "message": f"tensor {tensor} in {shards[0]} is not in the index "
                                    f"(loaders never see it)"})
-    out.extend(_extra_shards(index_path, wm))
+    out.extend(_extra_shards(index_path, wm, listing))
     meta = index.get("metadata") or {}
     total = meta.get("total_size")
     if total is not None and not missing and not escaping and \
@@ -222,9 +230,11 @@ def _problems(index_path: str, index: dict[str, Any],
     return out
 
 
-def _extra_shards(index_path: str, wm: dict[str, str]) -> list[dict[str, Any]]:
+def _extra_shards(index_path: str, wm: dict[str, str],
+                  listing: list[str] | None = None) -> list[dict[str, Any]]:
     """Files beside the index named like this set's shards that the index does not name
-    (a stale shard of an earlier save, a shard of a different count)."""
+    (a stale shard of an earlier save, a shard of a different count). ``listing``: the
+    folder's file names when it is not a local folder (a remote set's listing)."""
     folder = os.path.dirname(index_path)
     base = os.path.basename(index_path)[: -len(INDEX_SUFFIX)]
     stem, ext = os.path.splitext(base)
@@ -232,9 +242,9 @@ def _extra_shards(index_path: str, wm: dict[str, str]) -> list[dict[str, Any]]:
     # A fix killed between its two index commits: the index names ".ckpt-guard-set-<id>.F"
     # and F (being relinked to the same new file) is not a foreign shard.
     named |= {f for n in named if (f := _step1_final(n))}
-    out = []
+    out: list[dict[str, Any]] = []
     try:
-        names = sorted(os.listdir(folder or "."))
+        names = sorted(listing if listing is not None else os.listdir(folder or "."))
     except OSError:
         return out
     for name in names:
@@ -276,7 +286,18 @@ def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) ->
         except UnreadableError as e:
             child = e
         children.append((shard, child, Role.WEIGHTS))
-    problems = _problems(index_path, index, children, missing, escaping)
+    return assemble_set(index_path, index, children, missing, escaping, size)
+
+
+def assemble_set(index_path: str, index: dict[str, Any],
+                 children: list[tuple[str, Checkpoint | UnreadableError, str]],
+                 missing: list[str], escaping: list[str], size: int, *,
+                 listing: list[str] | None = None) -> Checkpoint:
+    """The set's :class:`Checkpoint` from its read shards (``children``), the shards that
+    are not there (``missing``) or not beside the index (``escaping``); ``size`` = index +
+    shards. ``listing``: the index folder's file names for a set that is not local."""
+    shards = shards_of(index)
+    problems = _problems(index_path, index, children, missing, escaping, listing)
     meta = index.get("metadata") or {}
     notes = (["an interrupted `ckpt-guard fix` left this set under temporary names (complete "
               "and consistent); the next `ckpt-guard fix` gives the shards their names back"]
