@@ -7,6 +7,7 @@ not pulled. Whatever stays a pointer is reported once, as one warning.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def remote_objects(s: Settings, ctx: RunContext, workspace: Path, sel: Selection
     (empty when ``lfs`` does not ask for it or the batch API cannot be used)."""
     if s.lfs not in (Lfs.REMOTE, Lfs.AUTO):
         return {}
-    pointers = {p: obj for p in sel.files if (obj := lfs_object(workspace / p))}
+    pointers = {p: obj for p in _with_set_shards(sel.files, workspace)
+                if (obj := lfs_object(workspace / p))}
     if not pointers:
         return {}
     server = ctx.server_url
@@ -47,6 +49,33 @@ def remote_objects(s: Settings, ctx: RunContext, workspace: Path, sel: Selection
         sel.notes.append(f"reading {len(got.objects)} LFS object(s) by range through the "
                          "batch API (not downloaded)")
     return got.objects
+
+
+def _with_set_shards(files: Sequence[str], workspace: Path) -> list[str]:
+    """``files`` and every shard of the sharded sets they belong to: a set is checked as a
+    unit, so a pull request changing one shard still has the others read (as objects)."""
+    from ckpt_guard.read.checkpoint import UnreadableError
+    from ckpt_guard.read.sharded import SetFinder, load_index, shards_of
+
+    out, seen = list(files), set(files)
+    finder = SetFinder()
+    root = workspace.absolute()
+    for index in {finder.index_for(str(root / p)) for p in files} - {None}:
+        assert index is not None
+        try:
+            shards = shards_of(load_index(index))
+        except UnreadableError:
+            continue
+        for shard in shards:
+            path = Path(os.path.normpath(Path(index).parent / shard))
+            try:
+                rel = path.relative_to(root).as_posix()
+            except ValueError:
+                continue  # not in the workspace: the set's reader reports it
+            if rel not in seen and path.is_file():
+                seen.add(rel)
+                out.append(rel)
+    return out
 
 
 def warn_pointers(wf: Workflow, pointers: Sequence[str]) -> None:

@@ -34,6 +34,8 @@ class Target:
     # Read this URL by range instead of the local file (e.g. an LFS pointer's object).
     source: str = ""
     source_headers: tuple[tuple[str, str], ...] = ()
+    # A sharded set's shards to read by range instead (absolute path, URL, headers).
+    shard_sources: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
     # Size in the base revision (``size-growth``): None = no base; 0 = new since the base.
     base_size: int | None = None
 
@@ -288,6 +290,8 @@ def _examine(t: Target, policy, *, details: bool = False):
             ckpt = read_remote(t.source, headers=dict(t.source_headers), name=t.path)
         elif is_remote(t.abspath):
             ckpt = read_remote(t.abspath)
+        elif t.shard_sources:
+            ckpt = read_path(t.abspath, sources={p: (u, h) for p, u, h in t.shard_sources})
         else:
             ckpt = read_path(t.abspath)
         analysis = analyze(ckpt)
@@ -403,9 +407,16 @@ def check_paths(paths: list[str], policy, *, root: Path, details: bool = False,
     if sources:
         from dataclasses import replace
 
+        from ckpt_guard.read.sharded import is_index_name
+
         targets = [replace(t, source=sources[t.abspath][0],
                            source_headers=sources[t.abspath][1])
                    if t.abspath in sources else t for t in targets]
+        # A set's shards that are LFS pointers are read through their objects, too.
+        targets = [replace(t, shard_sources=tuple(
+            (p, url, hdrs) for p, (url, hdrs) in sources.items()
+            if os.path.dirname(p) == os.path.dirname(t.abspath)))
+            if is_index_name(t.abspath) and not t.source else t for t in targets]
     report = Report(policy_source=str(getattr(policy, "source", "built-in")))
     jobs = jobs or min(os.cpu_count() or 1, 8)
     if len(targets) < PARALLEL_THRESHOLD or jobs < 2:

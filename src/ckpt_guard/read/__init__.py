@@ -24,7 +24,7 @@ import errno
 import os
 import re
 import stat
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ckpt_guard.read.checkpoint import (
     Checkpoint,
@@ -37,6 +37,9 @@ from ckpt_guard.read.checkpoint import (
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.sniff import HEAD_BYTES, NotAWeightFile, describe, sniff
 from ckpt_guard.vocab import Format
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["read_path", "read_remote", "Checkpoint", "UnreadableError", "LimitExceeded", "NotAWeightFile",
            "Limits"]
@@ -55,8 +58,12 @@ def _os_message(e: OSError) -> str:
     return f"cannot read: {e.strerror or e}"
 
 
-def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None = None) -> Checkpoint:
+def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None = None,
+              sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None
+              ) -> Checkpoint:
     """Read ``path`` (a file or a checkpoint directory). Raises :class:`UnreadableError`.
+    ``sources``: for a sharded set's index, shard path → (URL, headers) to read by range
+    instead of the local file (a shard that is a Git LFS pointer, its object by range).
 
     Symlinks are followed; with ``root`` (e.g. the repository), a path whose real location is
     outside ``root`` is refused — a link must not make a check read arbitrary files.
@@ -80,7 +87,7 @@ def read_path(path: str, limits: Limits = _DEFAULT_LIMITS, *, root: str | None =
     if is_index_name(path):  # a sharded set: the index and every shard it names
         from ckpt_guard.read.sharded import read_sharded
 
-        return read_sharded(path, limits, root=root)
+        return read_sharded(path, limits, root=root, sources=sources)
     try:
         # O_NONBLOCK: a file swapped for a FIFO after the stat must not block the open.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)

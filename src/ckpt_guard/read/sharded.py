@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
@@ -256,10 +256,13 @@ def _extra_shards(index_path: str, wm: dict[str, str],
     return out
 
 
-def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
+def read_sharded(index_path: str, limits: Limits, *, root: str | None = None,
+                 sources: Mapping[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None
+                 ) -> Checkpoint:
     """Read a sharded set from its index. Raises :class:`UnreadableError` for an index that
-    cannot be parsed; each shard's own problems stay with that shard."""
-    from ckpt_guard.read import read_path
+    cannot be parsed; each shard's own problems stay with that shard. ``sources``: shard
+    path → (URL, headers) to read by range instead (an LFS pointer shard's object)."""
+    from ckpt_guard.read import read_path, read_remote
 
     index = load_index(index_path)
     folder = os.path.dirname(index_path)
@@ -280,13 +283,22 @@ def read_sharded(index_path: str, limits: Limits, *, root: str | None = None) ->
         if not os.path.lexists(path):
             missing.append(shard)
             continue
+        remote = (sources or {}).get(os.path.abspath(path))
         try:
-            child: Checkpoint | UnreadableError = read_path(path, limits, root=root)
+            child: Checkpoint | UnreadableError = (
+                read_remote(remote[0], limits, headers=dict(remote[1]), name=path) if remote
+                else read_path(path, limits, root=root))
             size += child.size_bytes
         except UnreadableError as e:
             child = e
         children.append((shard, child, Role.WEIGHTS))
-    return assemble_set(index_path, index, children, missing, escaping, size)
+    ckpt = assemble_set(index_path, index, children, missing, escaping, size)
+    read = [c.metadata for _r, c, _h in children
+            if isinstance(c, Checkpoint) and "remote_bytes" in c.metadata]
+    if read:  # what reading the shards by range cost, for the report
+        ckpt.metadata["remote_requests"] = sum(m["remote_requests"] for m in read)
+        ckpt.metadata["remote_bytes"] = sum(m["remote_bytes"] for m in read)
+    return ckpt
 
 
 def assemble_set(index_path: str, index: dict[str, Any],
