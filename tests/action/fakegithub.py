@@ -45,6 +45,7 @@ class State:
     blobs: dict[int, bytes] = field(default_factory=dict)
     per_page_cap: int = 100
     labels: dict[int, list[str]] = field(default_factory=dict)
+    blob_ignores_range: bool = False  # the blob host answers 200 with everything
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,6 +59,7 @@ class FakeGitHub:
         self.state = State()
         self.requests: list[Request] = []
         self.blob_requests: list[Request] = []
+        self.blob_bytes = 0  # body bytes the blob host sent
         self._lock = threading.Lock()
         self.api = _Server(("127.0.0.1", 0), self._handler(self._route))
         self.blob = _Server(("127.0.0.1", 0), self._handler(self._blob_route, blob=True))
@@ -151,6 +153,9 @@ class FakeGitHub:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                if blob:
+                    with fake._lock:
+                        fake.blob_bytes += len(data)
 
             do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _do
 
@@ -158,9 +163,20 @@ class FakeGitHub:
 
     def _blob_route(self, req: Request):  # type: ignore[no-untyped-def]
         m = re.fullmatch(r"/blob/(\d+)", req.path)
-        if m and int(m.group(1)) in self.state.blobs:
-            return 200, {"Content-Type": "application/octet-stream"}, self.state.blobs[int(m.group(1))]
-        return 404, {}, {"message": "Not Found"}
+        if not m or int(m.group(1)) not in self.state.blobs:
+            return 404, {}, {"message": "Not Found"}
+        data = self.state.blobs[int(m.group(1))]
+        kind = {"Content-Type": "application/octet-stream"}
+        rng = re.fullmatch(r"bytes=(\d*)-(\d*)", req.headers.get("range", ""))
+        if not rng or self.state.blob_ignores_range:
+            return 200, {**kind, "Accept-Ranges": "none" if rng else "bytes"}, data
+        a, b = rng.groups()  # the blob store serves ranges (206 + Content-Range)
+        start, end = ((max(0, len(data) - int(b)), len(data) - 1) if a == "" else
+                      (int(a), min(int(b), len(data) - 1) if b else len(data) - 1))
+        if start >= len(data) or start > end:
+            return 416, {"Content-Range": f"bytes */{len(data)}"}, b""
+        return 206, {**kind, "Content-Range": f"bytes {start}-{end}/{len(data)}",
+                     "Accept-Ranges": "bytes"}, data[start:end + 1]
 
     def _route(self, req: Request):  # type: ignore[no-untyped-def]
         for i, (method, path_re, status, hdrs, body) in enumerate(self.state.failures):

@@ -197,11 +197,14 @@ def test_lfs_pointers_pulled_or_reported(tmp_path, api, lfs):
     assert f"| +{format_bytes(grown)} (" in row, row
 
 
-def test_release_gate_downloads_assets_and_checks_them(tmp_path, api):
+def test_release_gate_reads_assets_by_range_and_checks_them(tmp_path, api):
     ws = init(tmp_path / "ws")
     commit(ws, "src", {"README.md": b"x"})
+    big = {"model": {f"l{i}.w": torch.zeros(8192) for i in range(60)},
+           "optimizer": {"state": {i: {"exp_avg": torch.zeros(8192)} for i in range(60)},
+                         "param_groups": [{"lr": 0.1, "params": list(range(60))}]}}
     rel = api.add_release(tag="v1.0", draft=False, assets={
-        "yolo-train.pt": ckpt_bytes(training()), "yolo.pt": stripped(), "CHANGELOG.md": b"#"})
+        "yolo-train.pt": ckpt_bytes(big), "yolo.pt": stripped(), "CHANGELOG.md": b"#"})
     payload = {"action": "published", "release": rel, "repository": {"full_name": REPO}}
     r = run_action(ws, tmp_path / "run", event="release", payload=payload, api_url=api.url,
                    inputs={"release_assets": "true"})
@@ -210,8 +213,12 @@ def test_release_gate_downloads_assets_and_checks_them(tmp_path, api):
     assert files == {"yolo-train.pt": "fail", "yolo.pt": "pass"}
     gate = json.loads((ws / "ckpt-guard-report" / "release.json").read_text())
     assert gate["skipped"] == ["CHANGELOG.md"] and gate["tag"] == "v1.0"
-    assert len(api.blob_requests) == 2
-    assert all("authorization" not in q.headers for q in api.blob_requests)
+    # read by range from the blob host (never the token there), not downloaded whole
+    assert api.blob_requests and all("authorization" not in q.headers and "range" in q.headers
+                                     for q in api.blob_requests)
+    assert api.blob_bytes < len(ckpt_bytes(big)) / 4
+    (train,) = [f for f in report_of(ws)["files"] if f["path"] == "yolo-train.pt"]
+    assert any(n.startswith("read remotely by range") for n in train["notes"])
     assert "::error file=yolo-train.pt" in r.stdout
     assert "release gate <code>v1.0</code>" in r.summary
 
@@ -389,7 +396,7 @@ def test_release_gate_fails_closed_on_an_asset_it_cannot_download(tmp_path, api)
     assert r.rc == 1 and r.outputs["status"] == "error", r.stdout + r.stderr
     (f,) = report_of(ws)["files"]
     assert f["path"] == "m.pt" and f["findings"][0]["rule"] == "unreadable"
-    assert "could not download" in f["findings"][0]["message"]
+    assert "could not fetch the release asset" in f["findings"][0]["message"]
 
 
 def _commands(stdout: str) -> list[str]:

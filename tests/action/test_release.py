@@ -112,3 +112,41 @@ def test_replace_cleans_a_stale_temp_upload_and_never_loses_the_asset(api, tmp_p
     # a later run finds the asset it downloaded gone: it touches nothing
     assert replace_asset(gh(api), REPO, gate, asset).startswith("the asset changed")
     assert [a["name"] for a in api.state.releases[0]["assets"]] == ["model.pt.ckpt-guard-new"]
+
+
+def _training_bytes() -> bytes:
+    import torch
+
+    from tests.action.scenarios import ckpt_bytes
+
+    return ckpt_bytes({"model": {f"l{i}.w": torch.zeros(8192) for i in range(40)},
+                       "optimizer": {"state": {i: {"exp_avg": torch.zeros(8192)}
+                                               for i in range(40)},
+                                     "param_groups": [{"lr": 0.1, "params": list(range(40))}]}})
+
+
+@pytest.mark.parametrize("ignores_range", [False, True], ids=["ranges", "no-ranges"])
+def test_assets_are_read_by_range_and_downloaded_only_when_the_host_ignores_it(
+        api, tmp_path, monkeypatch, ignores_range):
+    from ckpt_guard.action.release import check_assets
+    from ckpt_guard.policy import builtin_policy
+    from ckpt_guard.read import remote
+
+    data = _training_bytes()
+    api.state.blob_ignores_range = ignores_range
+    monkeypatch.setattr(remote, "FULL_DOWNLOAD_CAP", len(data) // 2)  # too big to take whole
+    rel = api.add_release(tag="v1", draft=False, assets={"train.pt": data})
+    gate = download_assets(gh(api), REPO, rel, tmp_path, lambda n: True, by_range=True)
+    (asset,) = gate.assets
+    assert asset.url.startswith(api.blob_url) and not asset.path.exists()
+    assert not api.blob_requests  # located through the API's redirect, nothing fetched yet
+    report = check_assets(gh(api), REPO, gate, builtin_policy(), tmp_path)
+    (f,) = report.files
+    assert f.status == "fail" and f.format == "torch-zip", f.findings
+    assert all("authorization" not in r.headers for r in api.blob_requests)
+    if ignores_range:  # fell back to downloading it whole, and said so
+        assert asset.path.read_bytes() == data
+        assert "its host ignores range requests: downloaded whole" in f.notes
+    else:
+        assert not asset.path.exists() and api.blob_bytes < len(data) / 4
+        assert all("range" in r.headers for r in api.blob_requests)

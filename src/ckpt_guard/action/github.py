@@ -188,6 +188,25 @@ class GitHub:
             return written
         raise GitHubError(0, "too many redirects", "GET", url)
 
+    def download_location(self, path: str, *, accept: str = "application/octet-stream",
+                          max_redirects: int = 5) -> tuple[str, dict[str, str]]:
+        """Where the bytes of ``path`` can be read (by range): the URL GitHub redirects to (a
+        signed blob URL on another host: no token, nothing fetched from it here), or the API
+        URL itself, with its headers, when it answers with the bytes."""
+        url = self.url(path)
+        for _ in range(max_redirects + 1):
+            resp = self.request("GET", url, headers={"Accept": accept}, stream=True)
+            resp.close()  # headers only: the body is read later, by range
+            if resp.status_code not in (301, 302, 303, 307, 308):
+                return url, {**self._auth_for(url), "Accept": accept}
+            location = resp.headers.get("Location")
+            if not location:
+                raise GitHubError(resp.status_code, "redirect without Location", "GET", url)
+            url = urljoin(url, location)
+            if not self._trusted(url):
+                return url, {}
+        raise GitHubError(0, "too many redirects", "GET", url)
+
     def upload(self, upload_url: str, file: Path, name: str,
                content_type: str = "application/octet-stream") -> Any:
         """Upload a release asset. ``upload_url`` is the release's URI template

@@ -25,7 +25,12 @@ from ckpt_guard.action.github import GitHub, GitHubError
 from ckpt_guard.action.gitio import Git, GitError
 from ckpt_guard.action.lfsresolve import remote_objects, warn_pointers
 from ckpt_guard.action.merging import MergeError, merge_shard_reports
-from ckpt_guard.action.release import download_assets, find_release, replace_asset
+from ckpt_guard.action.release import (
+    check_assets,
+    download_assets,
+    find_release,
+    replace_asset,
+)
 from ckpt_guard.action.select import Selection, file_size, pull_lfs, select
 from ckpt_guard.action.settings import CommentMode, FailOn, Mode, Settings, SettingsError
 from ckpt_guard.action.shard import assign
@@ -323,17 +328,17 @@ class Action:
             return Exit.USAGE
         tmp = Path(os.environ.get("RUNNER_TEMP") or tempfile.gettempdir())
         dest = Path(tempfile.mkdtemp(prefix="ckpt-guard-assets-", dir=tmp))
+        fix = self.s.mode is Mode.FIX  # a fix needs the bytes; a check reads by range
         gate = download_assets(self.gh, self.ctx.repository, rel, dest,
-                               lambda name: bool(policy.matches(name)))
+                               lambda name: bool(policy.matches(name)), by_range=not fix)
         names = {str(a.path): a.name for a in gate.assets}
-        paths = [str(a.path) for a in gate.assets]
-        report = (checking.run_fix if self.s.mode is Mode.FIX else checking.run_check)(
-            paths, policy, dest)
+        report = (checking.run_fix([str(a.path) for a in gate.assets], policy, dest) if fix
+                  else check_assets(self.gh, self.ctx.repository, gate, policy, dest))
         by_name = {a.name: a for a in gate.assets}
         for fr in report.files:
             fr.path = names.get(str(dest / fr.path), fr.path)
-        # A gate must not pass what it could not look at: an asset that did not download is
-        # a file that cannot be read.
+        # A gate must not pass what it could not look at: an asset that could not be fetched
+        # is a file that cannot be read.
         report.files += [FileReport(path=name, status="error",
                                     findings=[Finding("unreadable", "fail", why)])
                          for name, why in gate.failed.items()]

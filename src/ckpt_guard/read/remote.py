@@ -35,6 +35,7 @@ from ckpt_guard.read.checkpoint import UnreadableError
 BLOCK = 64 * 1024
 CACHE_BLOCKS = 512  # 32 MiB at most in memory per file
 FULL_DOWNLOAD_CAP = 64 * 1024 * 1024
+NO_RANGE = "the server does not support range requests"  # callers may fall back on this
 TIMEOUT = 30
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -144,13 +145,15 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 def open_http(url: str, *, headers: dict[str, str] | None = None, name: str | None = None,
-              full_download_cap: int = FULL_DOWNLOAD_CAP, block: int = BLOCK,
+              full_download_cap: int | None = None, block: int = BLOCK,
               session=None) -> RangeFile:  # type: ignore[no-untyped-def]
     """A :class:`RangeFile` over ``url``. The first request (the first block) also tells the
     size (``Content-Range``); the final URL after redirects is reused for later ranges, with
     the headers dropped when it is another host (a CDN must not see the token)."""
     import requests
 
+    if full_download_cap is None:
+        full_download_cap = FULL_DOWNLOAD_CAP
     sess = session or requests.Session()
     stats = Stats()
     state = {"url": url, "headers": dict(headers or {})}
@@ -191,17 +194,15 @@ def open_http(url: str, *, headers: dict[str, str] | None = None, name: str | No
             length = int(resp.headers.get("Content-Length") or -1)
             if length > full_download_cap:
                 raise UnreadableError(
-                    f"remote file {display}: the server does not support range requests and "
-                    f"the file is {length} bytes, over the {full_download_cap}-byte cap for "
-                    "downloading it whole")
+                    f"remote file {display}: {NO_RANGE} and the file is {length} bytes, "
+                    f"over the {full_download_cap}-byte cap for downloading it whole")
             body = bytearray()
             for chunk in resp.iter_content(1 << 20):
                 body += chunk
                 if len(body) > full_download_cap:
                     raise UnreadableError(
-                        f"remote file {display}: the server does not support range requests "
-                        f"and the file is over the {full_download_cap}-byte cap for "
-                        "downloading it whole")
+                        f"remote file {display}: {NO_RANGE} and the file is over the "
+                        f"{full_download_cap}-byte cap for downloading it whole")
             stats.bytes += len(body)
             data = bytes(body)
             return RangeFile(display, len(data), _from_memory(data), block=block,
