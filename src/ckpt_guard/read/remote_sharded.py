@@ -32,6 +32,7 @@ from ckpt_guard.read.sharded import (
     parse_index,
     shards_of,
 )
+from ckpt_guard.vocab import Role
 
 MAX_WORKERS = 8
 
@@ -178,7 +179,7 @@ def read_remote_set(index_url: str, limits: Limits, *, headers: dict[str, str] |
             size += got.size_bytes
             requests += got.metadata.get("remote_requests", 0)
             received += got.metadata.get("remote_bytes", 0)
-        children.append((shard, got, "weights"))
+        children.append((shard, got, Role.WEIGHTS))
     ckpt = assemble_set(display, index, children, missing, escaping, size,
                         listing=listing if listing is not None else [])
     if listing is None:
