@@ -232,12 +232,13 @@ def status_of(findings: list[Finding]) -> Status:
     return Status.PASS
 
 
-def check_target(t: Target, policy, *, details: bool = False) -> FileReport:
-    """Read, analyze and evaluate one target. Never raises for a bad file."""
-    return examine(t, policy, details=details)[0]
+def check_target(t: Target, policy, *, details: bool = False, ckpt=None) -> FileReport:
+    """Read, analyze and evaluate one target. Never raises for a bad file. ``ckpt``: the
+    target as already read (a fix's verified output), judged without reading it again."""
+    return examine(t, policy, details=details, ckpt=ckpt)[0]
 
 
-def examine(t: Target, policy, *, details: bool = False):
+def examine(t: Target, policy, *, details: bool = False, ckpt=None):
     """:func:`check_target`, also handing back the analysis (``None`` for an unreadable
     file) so a caller that goes on to rewrite the file need not read it again.
 
@@ -246,7 +247,7 @@ def examine(t: Target, policy, *, details: bool = False):
     one-line reason; globals its pickles referenced before are still judged.
     """
     try:
-        return _examine(t, policy, details=details)
+        return _examine(t, policy, details=details, ckpt=ckpt)
     except Exception as e:
         if os.environ.get(_DEBUG_ENV):
             raise
@@ -275,18 +276,19 @@ def _crashed(t: Target, policy, err: Exception) -> FileReport:
     return fr
 
 
-def _examine(t: Target, policy, *, details: bool = False):
+def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
     from ckpt_guard.analyze import analyze
     from ckpt_guard.policy import evaluate, evaluate_failure
     from ckpt_guard.read import read_path, read_remote
 
     rules = policy.rules_for(t.relpath)
     fr = FileReport(path=t.path)
-    ckpt = None
     try:
         if t.outside:
             raise UnreadableError(t.outside)
-        if t.source:
+        if ckpt is not None:
+            pass  # read already (and verified) by the caller
+        elif t.source:
             ckpt = read_remote(t.source, headers=dict(t.source_headers), name=t.path)
         elif is_remote(t.abspath):
             ckpt = read_remote(t.abspath)

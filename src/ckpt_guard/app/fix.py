@@ -229,7 +229,10 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     else:
         # Judge the rewritten file as check would: what is left after the fix.
         written = result.out_path or out_path or t.abspath
-        after = check_target(replace(t, abspath=os.path.abspath(written)), policy)
+        # What verification read back is the file as renamed into place: judged from it,
+        # not from a third read (a writer that hands nothing back is re-read).
+        after = check_target(replace(t, abspath=os.path.abspath(written)), policy,
+                             ckpt=result.verified)
         remaining = after.findings
     status = status_of(remaining)
     report = replace(before, findings=remaining, size_after=result.size_after,

@@ -16,6 +16,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,30 @@ def temporary_beside(target: str | os.PathLike[str]) -> Iterator[tuple[BinaryIO,
 def sync_file(fh: BinaryIO) -> None:
     fh.flush()
     os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def syncing(fh: BinaryIO) -> Iterator[None]:
+    """:func:`sync_file` in the background while the block runs (verification reads the
+    written file back meanwhile: the same bytes, from the page cache); on leaving, waits for
+    it and raises its error. Either way the file is durable before anything is renamed."""
+    fh.flush()
+    errors: list[OSError] = []
+
+    def run() -> None:
+        try:
+            os.fsync(fh.fileno())
+        except OSError as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=run, name="ckpt-guard-fsync", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def commit(tmp: str, target: str | os.PathLike[str], *, mode_from: str | None = None,

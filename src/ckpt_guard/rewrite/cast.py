@@ -8,6 +8,7 @@ quiet. Everything works on chunks so peak memory does not grow with tensor size.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,47 +146,86 @@ _F16_MIN_NORMAL_BITS = 0x38800000  # 2**-14
 _F32_INF = 0x7F800000
 
 
+_local = threading.local()
+
+
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's work arrays for an ``n``-element chunk: fresh arrays of this size cost
+    a page fault per 4 KiB on every call (the allocator hands their pages back), which was
+    as much time as the arithmetic itself."""
+    got = getattr(_local, "arrays", None)
+    if got is None or got[0].size < n:
+        got = (np.empty(n, "<u4"), np.empty(n, "<f4"), np.empty(n, "<u2"))
+        _local.arrays = got
+    return got[0][:n], got[1][:n], got[2][:n]
+
+
 def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
     """FP32 → FP16 bit patterns, round to nearest even — bit-identical to numpy's and
     torch's casts, NaN payloads included — plus the error stats.
 
-    Chunks without overflow, inf or NaN (nearly all) take numpy's own cast, a C loop: for
-    finite values every correct cast rounds to nearest even alike, so the bits are those of
-    the integer arithmetic of :func:`f32_to_f16_int` (tests compare both, and torch). The
-    rest (whose NaN payloads numpy may quiet) take the integer arithmetic."""
+    Chunks without overflow, inf or NaN (nearly all) take a short integer path: rounding
+    |x| to FP16's 10 mantissa bits in FP32's own layout (add half an ulp less one, plus the
+    kept lowest bit: nearest, ties to even) gives both the FP16 bits (rebias the exponent)
+    and the rounded value as an FP32, so the error needs no conversion back. Each step is
+    one vectorised numpy pass over a chunk that stays in cache — about 3x faster here than
+    numpy's own FP32→FP16 cast, which is a scalar loop on this build. Values below FP16's
+    smallest normal (zeros, subnormal results, flushes: a few per thousand in real weights)
+    are redone with numpy's cast on their own. The result is that of
+    :func:`f32_to_f16_int` bit for bit, stats included (tests compare both, and torch); the
+    rest (overflow, inf, NaN payloads) take :func:`f32_to_f16_int` itself."""
     u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
     if u.size == 0:
         return np.empty(0, "<u2"), CastStats()
-    a = u & _U(0x7FFFFFFF)  # |x| bits
-    amax = int(a.max())
+    t, d, sign = _scratch(u.size)
+    np.bitwise_and(u, _U(0x7FFFFFFF), out=t)  # |x| bits
+    amax = int(t.max())
     if amax >= _F16_OVERFLOW:
         return f32_to_f16_int(x)
-    stats = CastStats(count=u.size)
+    small = None
+    if int(t.min()) < _F16_MIN_NORMAL_BITS:  # zeros and FP16 subnormals (or flushed)
+        small = np.flatnonzero(t < _U(_F16_MIN_NORMAL_BITS))
+    # Round x itself (sign kept: no carry reaches it below the overflow bound).
+    np.right_shift(u, _U(13), out=t)
+    t &= _U(1)
+    t += u
+    t += _U(0xFFF)
+    t &= _U(0xFFFFE000)
     f = u.view("<f4")
-    with np.errstate(all="ignore"):
-        h = f.astype("<f2")
-    out = h.view("<u2")
-    ax = a.view("<f4")  # |x|
-    d = np.abs(h.astype("<f4"))
-    d -= ax  # |result| - |x|: the error, sign aside
+    np.subtract(t.view("<f4"), f, out=d)  # the signed error of every normal-range result
+    t >>= _U(13)
+    out = np.empty(u.size, "<u2")
+    np.copyto(out, t, casting="unsafe")  # exponent's low bits and the mantissa; sign and rebias below
+    out -= np.uint16(0xC000)  # exponent 127 → 15 bias, modulo the 6 bits kept
+    out &= np.uint16(0x7FFF)
+    np.right_shift(u, _U(16), out=t)
+    np.bitwise_and(t, _U(0x8000), out=sign, casting="unsafe")
+    out |= sign
+    stats = CastStats(count=u.size, nonzero=u.size,
+                      max_abs=float(np.uint32(amax).view("<f4")))
     small_rel = 0.0
-    if int(a.min()) < _F16_MIN_NORMAL_BITS:  # zeros and FP16 subnormals (or flushed)
-        small = np.flatnonzero(a < _U(_F16_MIN_NORMAL_BITS))
-        sa = a[small]
-        q = out[small] & np.uint16(0x7FFF)
-        nonzero_small = int(np.count_nonzero(sa))
+    ds = None
+    if small is not None:
+        xs = f[small]
+        with np.errstate(all="ignore"):
+            hs = xs.astype("<f2")
+        out[small] = hs.view("<u2")
+        ds = hs.astype("<f4") - xs
+        d[small] = ds
+        q = hs.view("<u2") & np.uint16(0x7FFF)
+        nonzero_small = int(np.count_nonzero(xs))
         stats.nonzero = u.size - (small.size - nonzero_small)
         stats.underflow = nonzero_small - int(np.count_nonzero(q))
         stats.subnormal = int(np.count_nonzero((q > 0) & (q < np.uint16(1024))))
         if nonzero_small:  # the true relative error of the small values (flushed: 1.0)
-            nz = sa != 0
-            small_rel = float(np.max(np.abs(d[small][nz]) / ax[small][nz]))
-    else:
-        stats.nonzero = u.size
-    stats.max_abs = float(np.uint32(amax).view("<f4"))
+            nz = xs != 0
+            small_rel = float(np.max(np.abs(ds[nz]) / np.abs(xs[nz])))
+    # Errors are symmetric in sign: the extremes of d (and of d/x) are those of |d|.
     stats.max_abs_err = max(float(d.max()), -float(d.min()))
-    denom = np.maximum(ax, np.float32(FP16_MIN_NORMAL), out=ax)  # `a` is ours to reuse
-    np.divide(d, denom, out=d)
+    with np.errstate(divide="ignore", invalid="ignore"):  # zeros: replaced just below
+        np.divide(d, f, out=d)
+    if small is not None:
+        d[small] = ds / np.float32(FP16_MIN_NORMAL)  # relative to max(|x|, min normal)
     stats.rounding_rel_err = max(float(d.max()), -float(d.min()))
     stats.max_rel_err = max(stats.rounding_rel_err, small_rel)
     return out, stats

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.read.checkpoint import Checkpoint
 from ckpt_guard.read.torch_zip import KEPT_FP32_RECORD
 from ckpt_guard.read.tree import DTYPE_SIZES, Storage
 from ckpt_guard.rewrite import atomic, storage_io
@@ -226,18 +227,19 @@ def fix_torch(path: str, analysis: Analysis, plan: Plan, *, out_path: str | None
                     raise FixError(f"cast of {item.paths[0]} to {item.target} went beyond "
                                    f"rounding (relative error {s.rounding_rel_err:.3g})")
                 merged.merge(s)
-            atomic.sync_file(fh)
             prog.total = prog.done + sum(n for n, _ in written.values())
-            _verify(tmp, fh, layout, written, prog)
+            with atomic.syncing(fh):
+                back = _verify(tmp, fh, layout, written, prog)
             size_after = os.fstat(fh.fileno()).st_size
             fh.close()
             atomic.commit(tmp, target, mode_from=path, source=source)
-    return _result(path, plan, size_before, size_after, changed=True, stats=merged,
-                   out_path=out_path)
+    return replace(_result(path, plan, size_before, size_after, changed=True, stats=merged,
+                           out_path=out_path), verified=replace(back, path=target))
 
 
 def _verify(tmp: str, fh: BinaryIO, layout: _Layout, written: Mapping[str, tuple[int, int]],
-            prog: ProgressCounter) -> None:
+            prog: ProgressCounter) -> Checkpoint:
+    """The written file as our reader sees it, once it proved to be what was meant."""
     try:
         # Independent of our reader's modelling of calls: the output must mean the same
         # whatever its callees do with their arguments (CPython's unpickler, inert globals).
@@ -249,6 +251,7 @@ def _verify(tmp: str, fh: BinaryIO, layout: _Layout, written: Mapping[str, tuple
     verify_tree(layout.root, back, lambda st: outs[id(st)])
     fh.seek(0)
     verify_storages(fh, back, written, prog)
+    return back
 
 
 def _result(path: str, plan: Plan, size_before: int, size_after: int, *, changed: bool,

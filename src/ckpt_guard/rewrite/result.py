@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ckpt_guard.policy.plan_types import Change
 
@@ -38,6 +39,10 @@ class FixResult:
     out_path: str | None = None
     dry_run: bool = False
     removed_files: tuple[str, ...] = ()  # directories: training files deleted
+    # The written file as verification read it back (a Checkpoint, its path the file's
+    # final one), so the post-fix re-check judges it without reading it again; None when
+    # nothing was written or the writer does not hand it back.
+    verified: Any = field(default=None, compare=False, repr=False)
 
     @property
     def saved(self) -> int:
