@@ -160,7 +160,7 @@ def _paths_problem(paths: list[str], root: Path, verb: str) -> str | None:
     """Why ``paths`` cannot be used, or ``None``: named paths must exist; with none, the
     repository is walked, so there must be one."""
     if paths:
-        from ckpt_guard.read.remote import is_remote
+        from ckpt_guard.app.check import is_remote
 
         remote = [p for p in paths if is_remote(p)]
         if remote and verb == "fix":
@@ -311,6 +311,9 @@ COMMANDS = {"check": cmd_check, "inspect": cmd_inspect, "fix": cmd_fix, "init": 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # ckpt-guard never multiplies matrices: without this, importing numpy (fix) starts an
+    # OpenBLAS thread per core that spin-waits beside the cast's own threads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from ckpt_guard.report.encoding import install
 
     install()  # a console that cannot encode `✗`/`→` gets ASCII, never a traceback

@@ -14,12 +14,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckpt_guard.read.checkpoint import UnreadableError
-from ckpt_guard.read.remote import is_remote
 from ckpt_guard.report.model import FileReport, Finding, Report
 from ckpt_guard.vocab import Action, Status
 
 # Above this many files, reading fans out to one worker process per core.
 PARALLEL_THRESHOLD = 64
+
+
+def is_remote(path: str) -> bool:
+    """:func:`ckpt_guard.read.remote.is_remote`, importing that module (its range reader,
+    URL parsing and dataclasses) only for a path that can be a URL at all."""
+    if "://" not in path:
+        return False
+    from ckpt_guard.read.remote import is_remote as remote
+
+    return remote(path)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,11 @@ def load_policy(path: str | os.PathLike[str] | None, start: Path | None = None) 
 
 def load_text(text: str, filename: str = "<policy>", path: Path | None = None) -> Policy:
     """Build a policy from YAML ``text``; ``filename`` names it in error messages."""
+    from ckpt_guard.policy import cache
+
+    known = cache.lookup(text)  # this very text validated before: no YAML, no schema
+    if known is not None:
+        return _build(Source(known), filename, path, base=builtin_policy())
     # jsonschema (~100 ms to import) is only needed when there is a file to validate.
     from ckpt_guard.policy.validate import validate
     from ckpt_guard.policy.yamlsrc import parse
@@ -71,7 +76,9 @@ def load_text(text: str, filename: str = "<policy>", path: Path | None = None) -
         problems = validate(src)
     if problems or src is None:
         raise PolicyError(filename, problems)
-    return _build(src, filename, path, base=builtin_policy())
+    policy = _build(src, filename, path, base=builtin_policy())
+    cache.store(text, src.data)
+    return policy
 
 
 @cache
