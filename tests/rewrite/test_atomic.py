@@ -108,6 +108,25 @@ def test_corrupted_storage_fails_verification_and_keeps_original(tmp_path):
     assert stale_temporaries(tmp_path) == []
 
 
+def test_corrupted_storage_fails_verification_without_a_memory_map(tmp_path, monkeypatch):
+    """Where the written file cannot be memory-mapped, verification reads it into a buffer:
+    the same bytes are compared, the same corruption caught."""
+    from ckpt_guard.rewrite import verify
+
+    monkeypatch.setattr(verify, "_mapped", lambda fh, size: None)
+    path = tmp_path / "ckpt.pt"
+    _checkpoint(path)
+    before = path.read_bytes()
+    needle = torch.arange(5000, dtype=torch.int64)[100:140].numpy().tobytes()
+    progress, done = _corrupt_when(tmp_path, needle)
+    result = run_fix(path, progress=progress)
+    assert done and result.error and "verification failed" in result.error
+    assert path.read_bytes() == before
+    clean = tmp_path / "clean.pt"
+    _checkpoint(clean)
+    assert run_fix(clean).changed  # and an intact file verifies
+
+
 def test_corrupted_pickle_fails_verification(tmp_path):
     path = tmp_path / "ckpt.pt"
     _checkpoint(path)

@@ -231,8 +231,12 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         written = result.out_path or out_path or t.abspath
         # What verification read back is the file as renamed into place: judged from it,
         # not from a third read (a writer that hands nothing back is re-read).
+        verified = result.verified
+        if verified is not None and os.path.realpath(verified.path) != os.path.realpath(
+                written):
+            verified = None
         after = check_target(replace(t, abspath=os.path.abspath(written)), policy,
-                             ckpt=result.verified)
+                             ckpt=verified)
         remaining = after.findings
     status = status_of(remaining)
     report = replace(before, findings=remaining, size_after=result.size_after,

@@ -160,7 +160,7 @@ def _scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return got[0][:n], got[1][:n], got[2][:n]
 
 
-def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
+def f32_to_f16(x: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, CastStats]:
     """FP32 → FP16 bit patterns, round to nearest even — bit-identical to numpy's and
     torch's casts, NaN payloads included — plus the error stats.
 
@@ -173,15 +173,17 @@ def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
     smallest normal (zeros, subnormal results, flushes: a few per thousand in real weights)
     are redone with numpy's cast on their own. The result is that of
     :func:`f32_to_f16_int` bit for bit, stats included (tests compare both, and torch); the
-    rest (overflow, inf, NaN payloads) take :func:`f32_to_f16_int` itself."""
+    rest (overflow, inf, NaN payloads) take :func:`f32_to_f16_int` itself.
+
+    ``out`` (``uint16``, as many elements as ``x``) receives the result when given."""
     u = np.ascontiguousarray(x, dtype="<f4").view("<u4")
     if u.size == 0:
-        return np.empty(0, "<u2"), CastStats()
+        return (out if out is not None else np.empty(0, "<u2")), CastStats()
     t, d, sign = _scratch(u.size)
     np.bitwise_and(u, _U(0x7FFFFFFF), out=t)  # |x| bits
     amax = int(t.max())
     if amax >= _F16_OVERFLOW:
-        return f32_to_f16_int(x)
+        return _into(out, *f32_to_f16_int(x))
     small = None
     if int(t.min()) < _F16_MIN_NORMAL_BITS:  # zeros and FP16 subnormals (or flushed)
         small = np.flatnonzero(t < _U(_F16_MIN_NORMAL_BITS))
@@ -194,7 +196,8 @@ def f32_to_f16(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
     f = u.view("<f4")
     np.subtract(t.view("<f4"), f, out=d)  # the signed error of every normal-range result
     t >>= _U(13)
-    out = np.empty(u.size, "<u2")
+    if out is None:
+        out = np.empty(u.size, "<u2")
     np.copyto(out, t, casting="unsafe")  # exponent's low bits and the mantissa; sign and rebias below
     out -= np.uint16(0xC000)  # exponent 127 → 15 bias, modulo the 6 bits kept
     out &= np.uint16(0x7FFF)
@@ -305,17 +308,31 @@ def f32_to_f16_int(x: np.ndarray) -> tuple[np.ndarray, CastStats]:
     return out, stats
 
 
-def cast_chunk(x: np.ndarray, target: str) -> tuple[np.ndarray, CastStats]:
+def _into(out: np.ndarray | None, result: np.ndarray, stats: CastStats
+          ) -> tuple[np.ndarray, CastStats]:
+    if out is None:
+        return result, stats
+    out[...] = result
+    return out, stats
+
+
+def cast_chunk(x: np.ndarray, target: str, out: np.ndarray | None = None
+               ) -> tuple[np.ndarray, CastStats]:
     """Cast one chunk of FP32 values (little-endian) to ``target`` (bit patterns, little-
     endian) and measure the error introduced.
 
     Relative error is measured against ``max(|x|, smallest normal of the target)`` so that
     subnormal results (which keep fewer bits by design) do not drown the number.
+    ``out`` (``uint16``, as many elements as ``x``) receives the result when given.
     """
     if target == "float16":
-        return f32_to_f16(x)
+        return f32_to_f16(x, out)
     if target != "bfloat16":
         raise ValueError(f"unsupported cast target {target!r}")
+    return _into(out, *_f32_to_bf16(x, target))
+
+
+def _f32_to_bf16(x: np.ndarray, target: str) -> tuple[np.ndarray, CastStats]:
     out = f32_to_bf16_bits(x)
     back = bf16_bits_to_f32(out)
     stats = CastStats(count=x.size)

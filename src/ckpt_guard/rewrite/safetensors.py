@@ -12,7 +12,7 @@ import json
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
@@ -204,12 +204,14 @@ def _write(path: str, items: list[_Item], metadata: dict[str, str] | None, plan:
                 if not within_rounding(s, item.target):
                     raise VerifyError(f"cast of {item.paths[0]} went beyond rounding")
                 merged.merge(s)
-            atomic.sync_file(fh)
-            _verify(tmp, fh, entries, metadata, written, prog)
+            with atomic.syncing(fh):  # fsync while the output is read back
+                back = _verify(tmp, fh, entries, metadata, written, prog)
             fh.close()
             size_after = os.path.getsize(tmp)
             atomic.commit(tmp, target, mode_from=path, source=source)
-    return _res(path, plan, size_before, size_after, True, merged, out_path, False)
+    # The post-fix re-check judges what verification read back (no third read).
+    return replace(_res(path, plan, size_before, size_after, True, merged, out_path, False),
+                   verified=replace(back, path=target))
 
 
 def _code(ref: TensorRef) -> str:
@@ -218,7 +220,7 @@ def _code(ref: TensorRef) -> str:
 
 def _verify(tmp: str, fh: Any, entries: list[tuple[str, str, list[int], int]],
             metadata: dict[str, str] | None, written: dict[str, tuple[int, int]],
-            prog: Any) -> None:
+            prog: Any) -> Any:
     back = read_back(tmp, "safetensors")
     if back.metadata.get("__metadata__") != metadata:
         raise VerifyError("verification failed: __metadata__ changed")
@@ -228,6 +230,7 @@ def _verify(tmp: str, fh: Any, entries: list[tuple[str, str, list[int], int]],
             raise VerifyError(f"verification failed: tensor {name} differs")
     fh.seek(0)
     verify_storages(fh, back, {k: v for k, v in written.items() if k in back.storages}, prog)
+    return back
 
 
 def _res(path: str, plan: Plan, before: int, after: int, changed: bool,

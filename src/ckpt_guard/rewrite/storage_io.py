@@ -48,7 +48,7 @@ def copied(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray,
 
 
 class _Spare:
-    """One second read buffer per thread, reused from storage to storage: a fresh 8 MiB
+    """Reusable work buffers per thread, from storage to storage: a fresh 8 MiB
     ``bytearray`` is zero-filled on every allocation (a memset of the whole read volume).
     A buffer still in use (a generator not yet finished) is never handed out twice."""
 
@@ -56,14 +56,18 @@ class _Spare:
         self._local = threading.local()
 
     def take(self, size: int) -> bytearray:
-        free = getattr(self._local, "free", None)
-        if free is not None and len(free) == size:
-            self._local.free = None
-            return free
+        free: list[bytearray] = getattr(self._local, "free", None) or []
+        for i, buf in enumerate(free):
+            if len(buf) == size:
+                return free.pop(i)
         return bytearray(size)
 
-    def give(self, buf: bytearray) -> None:
-        self._local.free = buf
+    def give(self, *bufs: bytearray) -> None:
+        free = getattr(self._local, "free", None)
+        if free is None:
+            free = self._local.free = []
+        free.extend(bufs)
+        del free[:-4]  # two inputs and two outputs at most are in use at a time
 
 
 _spare = _Spare()
@@ -71,16 +75,16 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor | None:
-    """numpy's casts release the GIL: pieces of a chunk are cast on every core."""
+def _executor() -> tuple[ThreadPoolExecutor | None, int]:
+    """numpy's casts release the GIL: a chunk is cast on every core (the pool and its size)."""
     global _pool
     workers = min(8, os.cpu_count() or 1)
     if workers < 2:
-        return None
+        return None, 1
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-guard-cast")
-    return _pool
+    return _pool, workers
 
 
 def _read_exact(fh: BinaryIO, view: memoryview) -> None:
@@ -92,57 +96,80 @@ def _read_exact(fh: BinaryIO, view: memoryview) -> None:
         got += n
 
 
+def _cast_span(values: np.ndarray, target: str, out: np.ndarray) -> CastStats:
+    """Cast ``values`` into ``out`` piece by piece (each piece stays in cache)."""
+    stats = CastStats()
+    for i in range(0, values.size, CAST_CHUNK):
+        stats.merge(cast_chunk(values[i:i + CAST_CHUNK], target, out[i:i + CAST_CHUNK])[1])
+    return stats
+
+
 def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
            stats: CastStats, progress: Progress | None = None) -> Iterator[bytes | memoryview]:
     """FP32 little-endian bytes at ``offset`` cast to ``target``; errors merged into ``stats``.
 
-    Each chunk read is cast in ``CAST_CHUNK`` pieces on a thread pool when there are cores to
-    spare (numpy's casts release the GIL); the next chunk is read into a second buffer and
-    cast while this one's results are written. Results come back in order.
+    Each chunk read is split into one span per core, cast on a thread pool (numpy's casts
+    release the GIL) straight into an output buffer; the next chunk is read into a second
+    buffer and cast while this one's output is written. Results come back in order, one view
+    per chunk (valid until the next one is taken).
     """
-    pool = _executor()
-    if pool is None:
-        for chunk in read_chunks(fh, offset, nbytes, buf, progress):
-            values = np.frombuffer(chunk, dtype="<f4")
-            for i in range(0, values.size, CAST_CHUNK):
-                out, s = cast_chunk(values[i:i + CAST_CHUNK], target)
-                stats.merge(s)
-                yield memoryview(out).cast("B")
-        return
-    spare = _spare.take(len(buf))
+    pool, workers = _executor()
+    spares = (_spare.take(len(buf)), _spare.take(len(buf) // 2), _spare.take(len(buf) // 2))
     try:
-        yield from _casted_pool(pool, fh, offset, nbytes, (memoryview(buf), memoryview(spare)),
-                                target, stats, progress)
+        ins = (memoryview(buf), memoryview(spares[0]))
+        outs = (memoryview(spares[1]), memoryview(spares[2]))
+        yield from _casted(pool, workers, fh, offset, nbytes, ins, outs, target, stats,
+                           progress)
     finally:
-        _spare.give(spare)
+        _spare.give(*spares)
 
 
-def _casted_pool(pool: ThreadPoolExecutor, fh: BinaryIO, offset: int, nbytes: int,
-                 views: tuple[memoryview, memoryview], target: str, stats: CastStats,
-                 progress: Progress | None) -> Iterator[memoryview]:
-    buf = views[0]
+def _casted(pool: ThreadPoolExecutor | None, workers: int, fh: BinaryIO, offset: int,
+            nbytes: int, ins: tuple[memoryview, memoryview], outs: tuple[memoryview, memoryview],
+            target: str, stats: CastStats, progress: Progress | None) -> Iterator[memoryview]:
+    size = len(ins[0])
     fh.seek(offset)
     left = nbytes
     k = 0
-    previous: list = []
+    previous: tuple[list, memoryview] | None = None
     while left or previous:
-        current: list = []
+        current = None
         if left:
-            view = views[k % 2][:min(len(buf), left)]
+            view = ins[k % 2][:min(size, left)]
             _read_exact(fh, view)
             left -= len(view)
-            k += 1
             if progress is not None:
                 progress(len(view))
             values = np.frombuffer(view, dtype="<f4")
-            current = [pool.submit(cast_chunk, values[i:i + CAST_CHUNK], target)
-                       for i in range(0, values.size, CAST_CHUNK)]
-        # The buffer of `previous` is reused only after all its results are taken here.
-        for future in previous:
-            out, s = future.result()
-            stats.merge(s)
-            yield memoryview(out).cast("B")
+            out_view = outs[k % 2][:len(view) // 2]
+            out = np.frombuffer(out_view, dtype="<u2")
+            k += 1
+            # Spans of whole pieces, one per worker.
+            step = -(-values.size // workers // CAST_CHUNK) * CAST_CHUNK or CAST_CHUNK
+            spans = [(values[i:i + step], target, out[i:i + step])
+                     for i in range(0, values.size, step)]
+            if pool is None:
+                futures = [_Done(_cast_span(*a)) for a in spans]
+            else:
+                futures = [pool.submit(_cast_span, *a) for a in spans]
+            current = (futures, out_view)
+        # The buffers of `previous` are reused only after its output is taken here.
+        if previous is not None:
+            futures, out_view = previous
+            for future in futures:
+                stats.merge(future.result())
+            yield out_view
         previous = current
+
+
+class _Done:
+    """A finished result with a future's ``result()`` (no pool: one core)."""
+
+    def __init__(self, value: CastStats) -> None:
+        self.value = value
+
+    def result(self) -> CastStats:
+        return self.value
 
 
 def scan(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray,
