@@ -237,7 +237,8 @@ def test_the_action_fixes_without_a_stash(tmp_path: Path, no_user_cache: Path) -
     report = run_fix(["last.pt"], policy, repo)
     assert report.files[0].status == "fixed"
     assert not (repo / ".git" / "ckpt-guard").exists()
-    assert not no_user_cache.exists()
+    # Nothing stashed in the user cache either (the validated policy may be remembered there).
+    assert not (no_user_cache / "ckpt-guard" / "stash").exists()
 
 
 def test_git_dir_of_a_submodule_style_gitfile(tmp_path: Path) -> None:
