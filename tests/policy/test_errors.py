@@ -89,7 +89,7 @@ CASES = [
     pytest.param(
         "- version: 1\n",
         f"{F}:1:1: the policy must be a mapping of keys (version, include, exclude, rules, "
-        "convert, stash, overrides), got a list",
+        "convert, shards, stash, overrides), got a list",
         id="not-a-mapping"),
     pytest.param(
         "",

@@ -19,7 +19,7 @@ from typing import Any
 from ckpt_guard.analyze.safety import untrusted_pattern
 from ckpt_guard.policy.errors import PolicyError, Problem
 from ckpt_guard.policy.match import compile_globs
-from ckpt_guard.policy.model import Override, Policy, RuleConfig, StashConfig
+from ckpt_guard.policy.model import Override, Policy, RuleConfig, ShardsConfig, StashConfig
 from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.source import Source
@@ -152,13 +152,36 @@ def _build(src: Source, filename: str, path: Path | None, base: Policy | None) -
         paths = globs(("overrides", i, "paths"), ())
         overrides.append(Override(paths, _rule_changes(src, ("overrides", i, "rules"),
                                                        problems),
-                                  convert=(_entry or {}).get("convert")))
+                                  convert=(_entry or {}).get("convert"),
+                                  shards=_shards(src, ("overrides", i, "shards"), None,
+                                                 problems)))
     if problems:
         raise PolicyError(filename, problems)
     convert = data.get("convert") or (base.convert if base else "none")
     stash = _stash(data.get("stash"), base.stash if base else StashConfig())
+    shards = _shards(src, ("shards",), base.shards if base else ShardsConfig(), problems)
+    if problems:
+        raise PolicyError(filename, problems)
     return Policy(source=filename, rules=rules, include=include, exclude=exclude,
-                  overrides=tuple(overrides), path=path, convert=convert, stash=stash)
+                  overrides=tuple(overrides), path=path, convert=convert, stash=stash,
+                  shards=shards or ShardsConfig())
+
+
+def _shards(src: Source, key: tuple, base: ShardsConfig | None,
+            problems: list[Problem]) -> ShardsConfig | None:
+    """``shards: {max-shard-size: SIZE|null}`` at ``key`` over ``base`` (``None`` when
+    neither sets it: an override that leaves the top level's setting alone)."""
+    value = _get(src.data, key)
+    if not isinstance(value, Mapping) or "max-shard-size" not in value:
+        return base
+    size = value["max-shard-size"]
+    if size is None:
+        return ShardsConfig(None)
+    try:
+        return ShardsConfig(parse_size(size))
+    except SizeError as e:  # the schema's pattern should have caught it
+        problems.append(Problem(*src.at_value((*key, "max-shard-size")), str(e)))
+        return base
 
 
 def _stash(value: Any, base: StashConfig) -> StashConfig:

@@ -102,12 +102,21 @@ class StashConfig:
 
 
 @dataclass(frozen=True)
+class ShardsConfig:
+    """``shards:``: how ``fix`` writes sharded sets. ``max_shard_size`` (bytes of tensor data,
+    as huggingface_hub's ``max_shard_size``): re-shard on fix; ``None`` keeps the boundaries."""
+
+    max_shard_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Override:
     """``overrides[]`` entry: rule changes (partial, as written) for files matching ``paths``."""
 
     paths: tuple[str, ...]
     rules: Mapping[str, Mapping[str, Any]]
     convert: str | None = None  # None: not set here
+    shards: ShardsConfig | None = None  # None: not set here
 
     @cached_property
     def spec(self) -> pathspec.GitIgnoreSpec:
@@ -128,6 +137,7 @@ class Policy:
     path: Path | None = None
     convert: str = "none"  # what `fix` writes: "none" (same format) or "safetensors"
     stash: StashConfig = field(default_factory=StashConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
 
     @property
     def base_dir(self) -> Path | None:
@@ -176,6 +186,16 @@ class Policy:
             if override.convert is not None and override.spec.match_file(rel):
                 convert = override.convert
         return None if convert in (None, "none") else convert
+
+    def max_shard_size_for(self, relpath: str | PurePath) -> int | None:
+        """``shards.max-shard-size`` for the set ``relpath`` (its unsharded name), matching
+        overrides winning over the top level; ``None``: keep the set's shard boundaries."""
+        rel = normalize_relpath(relpath)
+        shards = self.shards
+        for override in self.overrides:
+            if override.shards is not None and override.spec.match_file(rel):
+                shards = override.shards
+        return shards.max_shard_size
 
     def rules_for(self, relpath: str | PurePath) -> dict[str, RuleConfig]:
         """Every rule's config for ``relpath``: the top-level rules, then each matching

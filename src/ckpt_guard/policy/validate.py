@@ -16,7 +16,8 @@ from ckpt_guard.policy.errors import Problem
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.yamlsrc import Path, Source
 
-TOP_KEYS = ("version", "include", "exclude", "rules", "convert", "stash", "overrides")
+TOP_KEYS = ("version", "include", "exclude", "rules", "convert", "shards", "stash",
+            "overrides")
 # Spellings users write for the dtypes `cast-to` accepts.
 _DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "f16": "float16", "bf16": "bfloat16",
                   "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
