@@ -184,7 +184,10 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         return before
     rules = policy.rules_for(t.relpath)
     convert = policy.convert_for(t.relpath)
-    if not convert and not any(f.action == Action.FIX for f in before.findings):
+    reshard = (policy.max_shard_size_for(t.relpath)
+               if analysis.checkpoint.format.startswith("sharded-") else None)
+    if not convert and reshard is None and not any(
+            f.action == Action.FIX for f in before.findings):
         return before
     if any(g.safety == "unsafe" for g in analysis.globals):
         # Whatever the policy's action for unsafe-pickle: a rewrite re-emits every object as
@@ -202,7 +205,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
                           progress=bar, convert=convert, stat_before=stat_before,
-                          keep=keeper)
+                          keep=keeper, max_shard_size=reshard)
     finally:
         bar.close()
     if result.error:

@@ -28,6 +28,8 @@ MAX_INDEX_BYTES = 64 * 1024 * 1024  # a 10k-tensor index is ~1 MB
 SHARD_NAME = re.compile(r"(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})(?P<ext>\.[A-Za-z0-9]+)")
 # Our own names while a fix swaps a set (see rewrite/sharded.py): never "extra shards".
 SET_TEMP_MARK = ".ckpt-guard-set-"
+# ".ckpt-guard-set-<id>.journal": the old shards a re-shard replaces (rewrite/reshard.py).
+JOURNAL_SUFFIX = ".journal"
 
 
 def is_index_name(name: str) -> bool:
@@ -247,12 +249,31 @@ def _extra_shards(index_path: str, wm: dict[str, str],
         names = sorted(listing if listing is not None else os.listdir(folder or "."))
     except OSError:
         return out
+    # A re-shard killed after its new index was in place: the old shards its journal lists
+    # are about to go (the next fix removes them), not foreign shards.
+    named |= replaced_shards(folder or ".", names, os.path.basename(index_path))
     for name in names:
         m = SHARD_NAME.fullmatch(name)
         if m and m["stem"] == stem and m["ext"] == ext and name not in named:
             out.append({"kind": "extra-shard", "shard": name,
                         "message": f"shard file {name} is not in the index (a stale or "
                                    f"foreign shard)"})
+    return out
+
+
+def replaced_shards(folder: str, names: list[str], index_name: str) -> set[str]:
+    """The old shard names the journals in ``folder`` (of a re-shard of ``index_name``)
+    list for removal."""
+    out: set[str] = set()
+    for name in names:
+        if name.startswith(SET_TEMP_MARK) and name.endswith(JOURNAL_SUFFIX):
+            try:
+                with open(os.path.join(folder, name), "rb") as fh:
+                    journal = json.loads(fh.read(1 << 20))
+                if journal.get("index") == index_name:
+                    out |= {r for r in journal.get("replaces", ()) if isinstance(r, str)}
+            except (OSError, ValueError, AttributeError):
+                continue  # a torn journal: written before any new file, nothing to excuse
     return out
 
 

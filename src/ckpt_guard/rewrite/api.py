@@ -41,7 +41,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
              out_path: str | None = None, dry_run: bool = False,
              progress: ProgressFn | None = None, convert: str | None = None,
              stat_before: os.stat_result | None = None,
-             keep: Callable[[str, os.stat_result, str], None] | None = None) -> FixResult:
+             keep: Callable[[str, os.stat_result, str], None] | None = None,
+             max_shard_size: int | None = None) -> FixResult:
     """Apply the ``fix`` rules to one weight file.
 
     In place by default (temporary file beside it, fsync, verify with our own reader,
@@ -57,7 +58,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
     since is not rewritten. In place, a symlink's target is rewritten (the link stays), owner,
     group and mode are kept, read-only files are refused, and leftovers of a killed run are
     removed. ``keep`` (see :mod:`.stash`) is called with the original just before an in-place
-    rewrite replaces it; when it raises, the file is not rewritten.
+    rewrite replaces it; when it raises, the file is not rewritten. ``max_shard_size``
+    (sharded sets): re-shard as huggingface_hub does (:mod:`.sharded`, :mod:`.reshard`).
     """
     ckpt = analysis.checkpoint
     size = ckpt.size_bytes
@@ -92,7 +94,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
 
         try:
             return fix_sharded(path, analysis, rules, out_path=out_path, dry_run=dry_run,
-                               progress=progress)
+                               progress=progress, convert=convert or _option(rules, "convert"),
+                               max_shard_size=max_shard_size)
         except (SetError, *_EXPECTED) as e:
             return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
     if ckpt.format not in _REWRITABLE:
