@@ -115,6 +115,19 @@ class SetFinder:
                 final = _step1_final(shard)
                 if final:  # a half-swapped set (see rewrite/sharded.py): still one unit
                     got.setdefault(os.path.normpath(os.path.join(folder, final)), path)
+        # A re-shard under way (rewrite/reshard.py): its new files, under names the old index
+        # does not know, and the old shards it replaces belong to the set its journal names
+        # (read once here: the fix of the set removes the journal while the walk goes on).
+        journals = {n[len(SET_TEMP_MARK):-len(JOURNAL_SUFFIX)]: n for n in names
+                    if n.startswith(SET_TEMP_MARK) and n.endswith(JOURNAL_SUFFIX)}
+        for token, journal in journals.items():
+            index = next((got[n] for n in _journal_indexes(folder, journal) if n in got), None)
+            if not index:
+                continue
+            mine = [n for n in names if n.startswith(f"{SET_TEMP_MARK}{token}.")]
+            mine += replaced_shards(folder, [journal], os.path.basename(index))
+            for name in mine:
+                got.setdefault(os.path.normpath(os.path.join(folder, name)), index)
         self._dirs[folder] = got
         return got
 
@@ -126,8 +139,21 @@ class SetFinder:
             return got[name]
         final = _step1_final(name)
         if final:  # a fix's own new file or link being made: part of the set it fixes
-            path = os.path.join(folder, final)
+            return got.get(os.path.normpath(os.path.join(folder, final))) \
+                or got.get(os.path.normpath(path))
         return got.get(os.path.normpath(path))
+
+
+def _journal_indexes(folder: str, journal: str) -> list[str]:
+    """The index names a journal gives: the index the new set is committed through, then the
+    one being fixed (a conversion's new index does not exist before its commit)."""
+    try:
+        with open(os.path.join(folder, journal), "rb") as fh:
+            data = json.loads(fh.read(1 << 20))
+        names = [data.get("index"), data.get("source")]
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [os.path.basename(n) for n in names if isinstance(n, str)]
 
 
 def _step1_final(name: str) -> str | None:

@@ -206,12 +206,19 @@ def _swap(folder: str, index_path: str, target: str, new_index: dict[str, Any],
           mode_from: str, plans: list[Shard]) -> None:
     """Write the new shards under hidden names, commit the index naming them, then give them
     their names and remove the old shards (:func:`.sharded.finish_swap`)."""
-    from ckpt_guard.rewrite.sharded import cleanup_folder, finish_swap, temp_name, write_index
+    from ckpt_guard.rewrite.set_swap import (
+        cleanup_folder,
+        finish_swap,
+        settle_journals,
+        temp_name,
+        write_index,
+    )
 
     token = secrets.token_hex(4)
     journal = os.path.join(folder, f"{SET_TEMP_MARK}{token}{JOURNAL_SUFFIX}")
     try:
-        write_journal(journal, os.path.basename(target), replaces)
+        write_journal(journal, os.path.basename(target), os.path.basename(index_path),
+                      replaces)
         temps = [temp_name(n, token) for n in names]
         for group, meta, temp in zip(shards, metas, temps, strict=True):
             write_shard(os.path.join(folder, temp), group, meta, sources, stats, prog,
@@ -224,14 +231,16 @@ def _swap(folder: str, index_path: str, target: str, new_index: dict[str, Any],
         finish_swap(target)  # final names, commit 2, old shards removed, journal last
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
+            settle_journals(folder)  # the journal goes unless the index is between commits
             cleanup_folder(folder)  # what no index names (before commit 1: all of ours)
         raise
 
 
-def write_journal(path: str, index_name: str, replaces: list[str]) -> None:
-    """The journal: which index the new set is committed through and which old shard files
-    go once that index names the new set. Written (fsynced) before any new file."""
-    data = json.dumps({"index": index_name, "replaces": replaces}).encode()
+def write_journal(path: str, index_name: str, source: str, replaces: list[str]) -> None:
+    """The journal: which index the new set is committed through (``source``: the index
+    being fixed) and which old shard files go once that index names the new set. Written
+    (fsynced) before any new file."""
+    data = json.dumps({"index": index_name, "source": source, "replaces": replaces}).encode()
     with open(path, "wb") as fh:
         fh.write(data)
         atomic.sync_file(fh)
@@ -239,7 +248,7 @@ def write_journal(path: str, index_name: str, replaces: list[str]) -> None:
 
 
 def _write_index(path: str, index: dict[str, Any]) -> None:
-    from ckpt_guard.rewrite.sharded import write_index
+    from ckpt_guard.rewrite.set_swap import write_index
 
     write_index(path, index)
 

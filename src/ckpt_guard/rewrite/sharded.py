@@ -15,13 +15,16 @@ Loaders reach shards only through the index, so the index is the commit point. T
 A kill at any moment leaves an index whose every entry is in a complete shard of one
 generation: all old before commit 1, all new after it. A run that finds an index still naming
 step-1 files (killed between the commits) finishes steps 3–5 first; leftovers no index names
-are removed.
+are removed (:mod:`.set_swap`).
+
+A fix that changes the set's file names — ``shards: {max-shard-size}`` re-sharding, or
+``convert: safetensors`` of a ``.bin`` set — writes the whole set anew through the same swap
+(:mod:`.reshard`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -32,159 +35,27 @@ from ckpt_guard.policy.model import RuleConfig
 from ckpt_guard.policy.rules.fp32_payload import set_payload, unlimited
 from ckpt_guard.read import read_path
 from ckpt_guard.read.checkpoint import UnreadableError
-from ckpt_guard.read.sharded import (
-    INDEX_SUFFIX,
-    JOURNAL_SUFFIX,
-    SET_TEMP_MARK,
-    SHARD_NAME,
-    expected_total_size,
-    load_index,
-)
+from ckpt_guard.read.sharded import expected_total_size, load_index
+from ckpt_guard.read.tree import DTYPE_SIZES
 from ckpt_guard.rewrite import atomic
 from ckpt_guard.rewrite.plan import Plan, make_plan
 from ckpt_guard.rewrite.result import FixResult
+from ckpt_guard.rewrite.set_swap import (
+    _names_step1,
+    cleanup_folder,
+    finish_swap,
+    recover,
+    temp_name,
+    write_index,
+)
 from ckpt_guard.rewrite.set_writer import index_bytes
+from ckpt_guard.rewrite.tree_ops import storages_of
 
 ProgressFn = Callable[[int, int], None]
 
 
 class SetError(Exception):
     """The set cannot be rewritten as a unit. One line for users."""
-
-
-def temp_name(final: str, token: str) -> str:
-    """``.ckpt-guard-set-<token>.<final name>``: hidden, and ending as the final name does
-    (transformers picks the safetensors or torch loader by a shard's extension)."""
-    head, base = os.path.split(final)
-    return os.path.join(head, f"{SET_TEMP_MARK}{token}.{base}")
-
-
-def _final_name(temp: str) -> str | None:
-    """The final shard name a step-1 file stands for (``None``: not one of ours)."""
-    head, base = os.path.split(temp)
-    if not base.startswith(SET_TEMP_MARK):
-        return None
-    _token, dot, final = base[len(SET_TEMP_MARK):].partition(".")
-    return os.path.join(head, final) if dot and final else None
-
-
-def write_index(path: str, index: dict[str, Any], *, mode_from: str | None = None) -> int:
-    """Replace (or create) the index atomically (temporary beside it, fsync, rename,
-    directory fsync)."""
-    data = index_bytes(index)
-    with atomic.temporary_beside(path) as (fh, tmp):
-        fh.write(data)
-        atomic.sync_file(fh)
-        fh.close()
-        atomic.commit(tmp, path, mode_from=path if os.path.exists(path) else mode_from)
-    return len(data)
-
-
-def _link_over(folder: str, temp: str, final: str) -> None:
-    """Make ``final`` the same file as ``temp``: link to a fresh name, rename over."""
-    link = os.path.join(folder, temp_name(final, "link-" + secrets.token_hex(4)))
-    os.link(os.path.join(folder, temp), link)
-    try:
-        os.replace(link, os.path.join(folder, final))
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(link)
-        raise
-
-
-def finish_swap(index_path: str) -> bool:
-    """Steps 3–5 for an index that still names step-1 files (a run killed between the two
-    commits), then remove leftovers no index names. Returns whether anything was done."""
-    folder = os.path.dirname(index_path) or "."
-    index = load_index(index_path)
-    wm: dict[str, str] = index["weight_map"]
-    pending = {s: _final_name(s) for s in set(wm.values()) if _final_name(s)}
-    done = False
-    if pending:
-        for temp, final in pending.items():
-            _link_over(folder, temp, final)  # type: ignore[arg-type]
-        atomic.sync_dir(folder)
-        index["weight_map"] = {k: pending.get(v) or v for k, v in wm.items()}
-        write_index(index_path, index)
-        done = True
-    done |= settle_journals(folder) > 0  # old shards a re-shard replaced, then its journal
-    done |= cleanup_folder(folder) > 0
-    done |= atomic.remove_stale(index_path) > 0
-    return done
-
-
-def _indexes(folder: str) -> list[str]:
-    """The readable shard indexes in ``folder``."""
-    out = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(INDEX_SUFFIX):
-            path = os.path.join(folder, name)
-            with contextlib.suppress(UnreadableError):
-                load_index(path)
-                out.append(path)
-    return out
-
-
-def cleanup_folder(folder: str) -> int:
-    """Remove our hidden set files (``.ckpt-guard-set-…``) that no index in ``folder`` names
-    (a converted set beside a ``.bin`` set is named by its own index); journals are left to
-    :func:`settle_journals`. Returns how many were removed."""
-    named: set[str] = set()
-    for idx in _indexes(folder):
-        named |= set(load_index(idx)["weight_map"].values())
-    n = 0
-    for name in os.listdir(folder):
-        if name.startswith(SET_TEMP_MARK) and not name.endswith(JOURNAL_SUFFIX) \
-                and name not in named:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
-                n += 1
-    return n
-
-
-def settle_journals(folder: str) -> int:
-    """Act on the journals a re-shard or set conversion wrote (see :mod:`.reshard`): once
-    the journal's index names the new set (none of the old shards, no hidden name), the old
-    shard files it lists go, then the journal; when the index still names the old set (killed
-    before commit 1), only the journal goes. An index between its two commits keeps its
-    journal until :func:`finish_swap` has run. Returns how many old shards were removed."""
-    removed = 0
-    for name in sorted(os.listdir(folder)):
-        if not (name.startswith(SET_TEMP_MARK) and name.endswith(JOURNAL_SUFFIX)):
-            continue
-        path = os.path.join(folder, name)
-        try:
-            with open(path, "rb") as fh:
-                journal = json.loads(fh.read(1 << 20))
-            index_name = os.path.basename(str(journal["index"]))
-            replaces = [os.path.basename(str(r)) for r in journal["replaces"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            replaces, index_name = [], ""  # torn before any new file was written
-        index_path = os.path.join(folder, index_name)
-        if index_name.endswith(INDEX_SUFFIX) and os.path.exists(index_path):
-            try:
-                named = set(load_index(index_path)["weight_map"].values())
-            except UnreadableError:
-                continue  # left as it is: check reports the index
-            if any(_final_name(s) for s in named):
-                continue  # between the commits: finish_swap first
-            if replaces and not named & set(replaces):
-                for old in replaces:
-                    if _shard_of(old, index_name):  # never anything but this set's shards
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(os.path.join(folder, old))
-                            removed += 1
-                atomic.sync_dir(folder)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    return removed
-
-
-def _shard_of(name: str, index_name: str) -> bool:
-    """Is ``name`` a shard name (``<stem>-0000i-of-0000N<ext>``) of the index ``index_name``?"""
-    stem, ext = os.path.splitext(index_name[: -len(INDEX_SUFFIX)])
-    m = SHARD_NAME.fullmatch(name)
-    return bool(m and m["stem"] == stem and m["ext"] == ext)
 
 
 def _shard_rules(analysis: Analysis, rules: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -277,8 +148,11 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
         sizes = {rel: os.path.getsize(os.path.join(folder, rel)) for rel, _c, _p in plans}
         sizes.update({rel: r.size_after for rel, r in results.items()})
         index = load_index(index_path)
-        if dry_run:
-            index_size = os.path.getsize(index_path)
+        if dry_run:  # the index as it would be written (total_size's digits count too)
+            projected = dict(index)
+            projected["metadata"] = {**(index.get("metadata") or {}),
+                                     "total_size": _projected_total(plans)}
+            index_size = len(index_bytes(projected))
             return _result(index_path, size, sum(sizes.values()) + index_size, results, kept,
                            notes, dry_run=True, out_path=out_path)
         new_children = []
@@ -303,6 +177,18 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
         raise
     return _result(index_path, size, sum(sizes.values()) + index_size, results, kept, notes,
                    dry_run=False, out_path=out_path)
+
+
+def _projected_total(plans: list[tuple[str, Analysis, Plan]]) -> int:
+    """The new ``total_size`` a dry run projects: each kept storage once, cast ones at the
+    size of their target."""
+    total = 0
+    for _rel, _child, plan in plans:
+        targets = {id(i.storage): i.target for i in plan.cast}
+        for sid, st in storages_of(plan.root).items():
+            target = targets.get(sid)
+            total += st.numel * DTYPE_SIZES[target] if target else st.nbytes
+    return total
 
 
 def _rewrite_set(index_path: str, analysis: Analysis, plans: list[tuple[str, Analysis, Plan]],
@@ -333,35 +219,6 @@ def _rewrite_set(index_path: str, analysis: Analysis, plans: list[tuple[str, Ana
         return FixResult(path=index_path, size_before=analysis.checkpoint.size_bytes,
                          size_after=analysis.checkpoint.size_bytes, kept_fp32=tuple(kept),
                          notes=(*notes, str(e)))
-
-
-def recover(index_path: str) -> str | None:
-    """Before a fix reads a set: finish the swap a killed run left between its two commits
-    (of any set in the folder: a conversion commits through a new index), remove the old
-    shards a re-shard replaced, or the files a run killed before commit 1 left (no index
-    names them). Returns a note when something was done."""
-    folder = os.path.dirname(index_path) or "."
-    try:
-        finished = False
-        for idx in _indexes(folder):
-            if _names_step1(idx):
-                finish_swap(idx)
-                finished = True
-        if finished:
-            return "finished the set replacement an interrupted fix began"
-        leftovers = [n for n in os.listdir(folder) if n.startswith(SET_TEMP_MARK)]
-        if leftovers:
-            settle_journals(folder)
-            cleanup_folder(folder)
-            return f"removed {len(leftovers)} file(s) left by an interrupted fix"
-    except (OSError, UnreadableError):
-        return None  # the check that follows reports what is wrong with the set
-    return None
-
-
-def _names_step1(index_path: str) -> bool:
-    """Does the index name step-1 files (a run killed between the two commits)?"""
-    return any(_final_name(s) for s in load_index(index_path)["weight_map"].values())
 
 
 def _copy(src: str, dest: str) -> None:
@@ -401,4 +258,4 @@ def _result(path: str, before: int, after: int, results: dict[str, FixResult],
         notes=tuple([*notes, *shard_notes]), out_path=out_path, dry_run=dry_run)
 
 
-__all__ = ["SetError", "finish_swap", "fix_sharded"]
+__all__ = ["SetError", "finish_swap", "fix_sharded", "recover"]
