@@ -165,7 +165,7 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
         sizes = [projected_size([tensors[n] for n in g], m) for g, m in zip(groups, metas, strict=True)]
         size_after = sum(sizes) + len(index_bytes(new_index))
         what = _what(index_path, shards_of(index), names, index_name, convert, max_shard_size,
-                     dry_run)
+                     dry_run, copy=bool(out_path))
         if dry_run:
             return _result(index_path, analysis, plans, size_after, notes + what, kept, None,
                            target if (convert or out_path) else None, dry_run=True)
@@ -254,19 +254,21 @@ def _write_index(path: str, index: dict[str, Any]) -> None:
 
 
 def _what(index_path: str, old: list[str], names: list[str], index_name: str, convert: bool,
-          limit: int | None, dry_run: bool) -> list[str]:
+          limit: int | None, dry_run: bool, *, copy: bool) -> list[str]:
     would = "would be " if dry_run else ""
     n = len(names)
     if convert:
-        out = [f"converted to a safetensors set{' (dry run)' if dry_run else ''}: "
-               f"{index_name} + {n} shard{'s' if n != 1 else ''}; the .bin set "
+        out = [f"{'would be ' if dry_run else ''}converted to a safetensors set: {index_name} "
+               f"+ {n} shard{'s' if n != 1 else ''}; the .bin set "
                f"{os.path.basename(index_path)} is kept (remove it once the new set loads)"]
         if limit is not None:
             out.append(f"sharded at max-shard-size {format_bytes(limit)}")
         return out
-    return [f"re-sharded at max-shard-size {format_bytes(limit or 0)}: {len(old)} shard"
-            f"{'s' if len(old) != 1 else ''} {would}rewritten as {n} ({names[0]} …); the old "
-            f"shard files {would}removed once the new index is in place"]
+    head = (f"re-sharded at max-shard-size {format_bytes(limit or 0)}: {len(old)} shard"
+            f"{'s' if len(old) != 1 else ''} {would}rewritten as {n} ({names[0]} …)")
+    if copy:
+        return [head]
+    return [f"{head}; the old shard files {would}removed once the new index is in place"]
 
 
 def _result(index_path: str, analysis: Analysis, plans: list[Shard], size_after: int,
