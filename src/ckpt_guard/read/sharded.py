@@ -276,14 +276,17 @@ def _extra_shards(index_path: str, wm: dict[str, str],
     except OSError:
         return out
     # A re-shard killed after its new index was in place: the old shards its journal lists
-    # are about to go (the next fix removes them), not foreign shards.
-    named |= replaced_shards(folder or ".", names, os.path.basename(index_path))
+    # are still there until the next fix removes them. Still findings (a journal is only a
+    # file in the folder: it must not make a stale shard pass), saying what they are.
+    leaving = replaced_shards(folder or ".", names, os.path.basename(index_path))
     for name in names:
         m = SHARD_NAME.fullmatch(name)
         if m and m["stem"] == stem and m["ext"] == ext and name not in named:
+            why = ("an old shard an interrupted `ckpt-guard fix` re-sharded away; the next "
+                   "`ckpt-guard fix` removes it" if name in leaving
+                   else "a stale or foreign shard")
             out.append({"kind": "extra-shard", "shard": name,
-                        "message": f"shard file {name} is not in the index (a stale or "
-                                   f"foreign shard)"})
+                        "message": f"shard file {name} is not in the index ({why})"})
     return out
 
 
