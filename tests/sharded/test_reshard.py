@@ -274,3 +274,28 @@ def test_convert_killed_at_each_stage_keeps_the_bin_set_and_recovers(tmp_path: P
         index = folder / "model.safetensors.index.json"
         assert _same(load_set(index), new), n
         assert not [f for f in _listing(folder) if f.startswith(".")], n
+
+
+def test_split_equals_huggingface_hub_factory_on_random_layouts() -> None:
+    """The layout rule alone, against huggingface_hub's own factory over random sizes
+    (tensors over the limit, exact fits, one shard)."""
+    import random
+
+    from huggingface_hub.serialization import split_state_dict_into_shards_factory
+
+    from ckpt_guard.rewrite.set_writer import shard_names, split, weight_map
+
+    rng = random.Random(7)
+    for _ in range(300):
+        limit = rng.choice([1, 10, 100, 1000])
+        sizes = {f"t{i}": rng.choice([0, 1, limit // 2, limit, limit + 1, rng.randint(0, 3 * limit)])
+                 for i in range(rng.randint(1, 12))}
+        hf = split_state_dict_into_shards_factory(
+            sizes, get_storage_size=lambda n: n, filename_pattern="model{suffix}.safetensors",
+            max_shard_size=limit)
+        groups = split(sizes.items(), limit)
+        if len(groups) == 1:  # huggingface_hub names a single shard "model.safetensors"
+            assert list(hf.filename_to_tensors.values()) == groups
+            continue
+        ours = weight_map(groups, shard_names("model", ".safetensors", len(groups)))
+        assert list(ours.items()) == list(hf.tensor_to_filename.items()), (limit, sizes)

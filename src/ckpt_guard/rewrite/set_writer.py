@@ -92,15 +92,21 @@ def _entries(tensors: list[SetTensor]) -> list[tuple[str, str, list[int], int]]:
 
 
 class Sources:
-    """The input shards, each opened once while the set is written."""
+    """The input shards, opened as the set is written; at most ``MAX_OPEN`` at a time (a
+    set of thousands of shards must not run out of file descriptors)."""
+
+    MAX_OPEN = 32
 
     def __init__(self) -> None:
         self._open: dict[str, BinaryIO] = {}
 
     def get(self, path: str) -> BinaryIO:
-        fh = self._open.get(path)
+        fh = self._open.pop(path, None)
         if fh is None:
-            fh = self._open[path] = open(path, "rb")  # noqa: SIM115 (closed in close())
+            if len(self._open) >= self.MAX_OPEN:  # the least recently used goes
+                self._open.pop(next(iter(self._open))).close()
+            fh = open(path, "rb")  # noqa: SIM115 (closed in close())
+        self._open[path] = fh  # most recently used last
         return fh
 
     def close(self) -> None:
