@@ -31,7 +31,6 @@ from ckpt_guard.read.sharded import (
     shards_of,
 )
 from ckpt_guard.read.tree import DTYPE_SIZES
-from ckpt_guard.report.units import format_bytes
 from ckpt_guard.rewrite import atomic
 from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.plan import Plan
@@ -49,6 +48,7 @@ from ckpt_guard.rewrite.set_writer import (
     write_shard,
 )
 from ckpt_guard.rewrite.verify import VerifyError
+from ckpt_guard.units import format_limit
 
 Shard = tuple[str, Analysis, Plan]  # (name in the index, its analysis, its plan)
 
@@ -262,9 +262,9 @@ def _what(index_path: str, old: list[str], names: list[str], index_name: str, co
                f"+ {n} shard{'s' if n != 1 else ''}; the .bin set "
                f"{os.path.basename(index_path)} is kept (remove it once the new set loads)"]
         if limit is not None:
-            out.append(f"sharded at max-shard-size {format_bytes(limit)}")
+            out.append(f"sharded at max-shard-size {format_limit(limit)}")
         return out
-    head = (f"re-sharded at max-shard-size {format_bytes(limit or 0)}: {len(old)} shard"
+    head = (f"re-sharded at max-shard-size {format_limit(limit or 0)}: {len(old)} shard"
             f"{'s' if len(old) != 1 else ''} {would}rewritten as {n} ({names[0]} …)")
     if copy:
         return [head]
