@@ -278,7 +278,8 @@ def _extra_shards(index_path: str, wm: dict[str, str],
     # A re-shard killed after its new index was in place: the old shards its journal lists
     # are still there until the next fix removes them. Still findings (a journal is only a
     # file in the folder: it must not make a stale shard pass), saying what they are.
-    leaving = replaced_shards(folder or ".", names, os.path.basename(index_path))
+    leaving = (replaced_shards(folder or ".", names, os.path.basename(index_path))
+               if listing is None else set())  # journals are local files
     for name in names:
         m = SHARD_NAME.fullmatch(name)
         if m and m["stem"] == stem and m["ext"] == ext and name not in named:
