@@ -120,14 +120,8 @@ TORCH_CLASS_PACKAGES = ("torch.nn.modules", "torch.optim", "torch.amp.grad_scale
                         "torch.distributions")
 
 
-# torch/distributed/checkpoint/metadata.py and filesystem.py (torch 2.13): the classes a DCP
-# ``.metadata`` pickle holds. Plain dataclasses and one Enum; TensorProperties.__setstate__
-# only unpacks a tuple. The rest of torch.distributed stays denied.
-DCP_METADATA_CLASSES = frozenset(
-    f"torch.distributed.checkpoint.metadata.{n}" for n in (
-        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
-        "ChunkStorageMetadata", "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING")
-) | {"torch.distributed.checkpoint.filesystem._StorageInfo"}
+# The classes of a DCP ``.metadata`` are judged in that context (analyze.dcp); elsewhere they
+# are known classes (known_classes.KNOWN_CLASSES) that weights_only=True refuses.
 
 # torch.save writes these two lookups (``_reduce_ex`` of a torch op kept as a value, and
 # ``type(None)``); what each is, for the reason users see.

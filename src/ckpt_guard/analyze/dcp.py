@@ -2,17 +2,72 @@
 (``dcp_to_torch_save``) builds — model, optimizer (nested or flattened), schedulers and
 other training state found by the same structural rules as any checkpoint — with every
 global of ``.metadata`` and of the items' pickles judged, and items that could not be read
-kept as the directory's failures."""
+kept as the directory's failures.
+
+Globals are judged by what torch does with the pickle they are in
+(torch/distributed/checkpoint/filesystem.py, default_planner.py, torch 2.13):
+
+* ``.metadata`` — ``FileSystemReader.read_metadata`` runs plain ``pickle.load`` on every
+  ``dcp.load``: there is no weights_only step a user could choose, so "needs code" means
+  nothing there. What torch's writer stores (:data:`~ckpt_guard.analyze.known_classes.
+  DCP_METADATA`: its dataclasses, the checkpoint's ``pathlib`` path) plus what torch's own
+  weights_only loader accepts (dtypes, ``torch.Size``) are values; anything else would run its
+  code unasked and is ``unsafe`` (fails closed).
+* items of ``BytesStorageMetadata`` — ``DefaultLoadPlanner.load_bytes``:
+  ``torch.load(weights_only=False)``; judged as any pickle torch executes (a custom class is
+  ``needs-code``: its code runs on load).
+"""
 
 from __future__ import annotations
 
-from ckpt_guard.analyze.analyzer import analyze_file
-from ckpt_guard.analyze.model import Analysis
-from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ckpt_guard.analyze.analyzer import analyze_file, verdicts
+from ckpt_guard.analyze.known_classes import DCP_METADATA
+from ckpt_guard.analyze.model import Analysis, GlobalVerdict
+from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, UnreadableError
+
+METADATA = ".metadata"
+_ORDER = {"safe": 0, "needs-code": 1, "unsafe": 2}
 
 
 def analyze_dcp(ckpt: Checkpoint) -> Analysis:
     result = analyze_file(ckpt)
+    result.globals = dcp_verdicts(ckpt.globals)
     result.children = [(rel, child, hint) for rel, child, hint in ckpt.children
                        if isinstance(child, UnreadableError)]
     return result
+
+
+def in_metadata(use: GlobalUse) -> bool:
+    return use.member == METADATA or use.member.startswith(METADATA + ":")
+
+
+def dcp_verdicts(uses: Iterable[GlobalUse]) -> list[GlobalVerdict]:
+    """One verdict per global: ``.metadata``'s judged in its context, the items' as usual;
+    a global in both keeps the worse verdict."""
+    uses = list(uses)
+    out: dict[str, GlobalVerdict] = {}
+    for v in [*map(metadata_verdict, verdicts(u for u in uses if in_metadata(u))),
+              *verdicts(u for u in uses if not in_metadata(u))]:
+        prev = out.get(v.use.qualname)
+        if prev is None or _ORDER[v.safety] > _ORDER[prev.safety]:
+            out[v.use.qualname] = v
+    return list(out.values())
+
+
+def metadata_verdict(v: GlobalVerdict) -> GlobalVerdict:
+    """A global of ``.metadata`` (judged as usual in ``v``) as torch's ``pickle.load`` of it
+    runs it: what DCP writes is a value, the weights_only allowlist stays safe, and anything
+    else fails closed."""
+    qual = v.use.qualname
+    if qual in DCP_METADATA:
+        return replace(v, safety="safe", reason=f"{DCP_METADATA[qual]}; dcp.load unpickles "
+                                                ".metadata with plain pickle.load")
+    if v.safety == "needs-code":
+        return replace(v, safety="unsafe", reason=(
+            f"not what torch.distributed.checkpoint writes in .metadata, which dcp.load "
+            f"unpickles with plain pickle.load (no weights_only): {qual} would be imported "
+            f"and run unasked"))
+    return v

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 
 from ckpt_guard.analyze.allowlists import (
     CLASS_NAME,
-    DCP_METADATA_CLASSES,
     LOOKUPS,
     NUMPY_DTYPE_CLASS,
     NUMPY_VALUES,
@@ -60,9 +59,6 @@ def judge(module: str, name: str, level: str) -> tuple[str, str]:
     qual = f"{module}.{name}"
     if qual in SAFE_GLOBALS:
         return SAFE, "allowed by torch's weights_only loader"
-    if qual in DCP_METADATA_CLASSES:
-        return SAFE, ("torch.distributed.checkpoint metadata dataclass (what torch writes in "
-                      "a DCP .metadata; building it runs no code beyond setting fields)")
     if level == LOOK:
         if qual in LOOKUPS:
             return NEEDS_CODE, (f"{LOOKUPS[qual]}; the result is only stored (calling it "

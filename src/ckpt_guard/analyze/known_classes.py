@@ -57,6 +57,45 @@ KNOWN_CLASSES: dict[str, str] = {
     "deepspeed.runtime.fp16.loss_scaler.[A-Z]*LossScaler": "DeepSpeed loss scaler state",
     "deepspeed.utils.tensor_fragment.fragment_address": "DeepSpeed optimizer state "
                                                         "(a dataclass with a lowercase name)",
+    # torch.distributed.checkpoint's metadata classes (DCP_METADATA below) outside a DCP
+    # .metadata: known, but weights_only=True refuses them.
+    **{name: "torch.distributed.checkpoint metadata dataclass"
+       for name in ("torch.distributed.checkpoint.metadata.[A-Z]*",
+                    "torch.distributed.checkpoint.metadata._MEM_FORMAT_ENCODING",
+                    "torch.distributed.checkpoint.filesystem._StorageInfo",
+                    "torch.distributed._shard.sharded_tensor.metadata.TensorProperties",
+                    "torch.distributed._shard.sharded_tensor.metadata.MEM_FORMAT_ENCODING")},
+}
+
+# What torch's DCP writers put in a ``.metadata`` (torch/distributed/checkpoint/metadata.py,
+# filesystem.py, torch 2.13; torch <= 2.1 pickled ``TensorProperties`` and its memory-format
+# enum from ``torch.distributed._shard.sharded_tensor.metadata``, still importable). torch's
+# ``FileSystemReader.read_metadata`` unpickles ``.metadata`` with plain ``pickle.load`` — no
+# weights_only step — so inside it these are judged as the values they are: plain dataclasses
+# (building one sets fields; ``MetadataIndex``'s hash reads its fields; ``TensorProperties
+# .__setstate__`` unpacks a 5-tuple and maps an enum), an Enum, and the checkpoint path
+# ``StorageMeta.checkpoint_id`` (``pathlib`` joins the strings it is given; nothing touches
+# the file system). Anything else in a ``.metadata`` is foreign to DCP (analyze.dcp).
+_DCP_CLASS = "written by torch.distributed.checkpoint's save in .metadata (a dataclass: " \
+             "building it sets fields)"
+DCP_METADATA: dict[str, str] = {
+    **{f"torch.distributed.checkpoint.metadata.{n}": _DCP_CLASS for n in (
+        "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
+        "ChunkStorageMetadata", "StorageMeta")},
+    "torch.distributed.checkpoint.metadata.TensorProperties":
+        f"{_DCP_CLASS}; its __setstate__ unpacks a 5-tuple",
+    "torch.distributed.checkpoint.metadata._MEM_FORMAT_ENCODING":
+        "memory-format enum of TensorProperties in a DCP .metadata",
+    "torch.distributed.checkpoint.filesystem._StorageInfo":
+        "where a DCP storage item lives (file, offset, length), written in .metadata",
+    "torch.distributed._shard.sharded_tensor.metadata.TensorProperties":
+        "TensorProperties as torch <= 2.1 wrote it in a DCP .metadata; its __setstate__ "
+        "unpacks a 5-tuple",
+    "torch.distributed._shard.sharded_tensor.metadata.MEM_FORMAT_ENCODING":
+        "memory-format enum as torch <= 2.1 wrote it in a DCP .metadata",
+    **{f"pathlib.{n}": "the checkpoint path (StorageMeta.checkpoint_id) in a DCP .metadata: "
+                       "building a path joins strings and touches no file" for n in (
+        "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path", "PurePath")},
 }
 
 # Third-party names that are classes although spelled in lowercase.

@@ -52,7 +52,6 @@ from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Iterable
 
 from ckpt_guard.analyze.allowlists import (
-    DCP_METADATA_CLASSES,
     NUMPY_VALUES,
     SAFE_GLOBALS,
     STDLIB_VALUES,
@@ -116,6 +115,6 @@ def _classify(module: str, name: str, level: str) -> tuple[str, str]:
     return max((judge(module, name, level), verdict), key=lambda v: order[v[0]])
 
 
-__all__ = ["CALL", "DCP_METADATA_CLASSES", "LOOK", "NEEDS_CODE", "NEW", "NUMPY_VALUES", "REF",
+__all__ = ["CALL", "LOOK", "NEEDS_CODE", "NEW", "NUMPY_VALUES", "REF",
            "SAFE", "SAFE_GLOBALS", "STDLIB_VALUES", "TORCHSCRIPT_HELPERS", "UNSAFE", "classify",
            "untrusted_pattern", "use_level"]

@@ -20,11 +20,19 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import replace
 from typing import Any
 
 from ckpt_guard.read import dcp_layout
-from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, JudgedPickle, UnreadableError
+from ckpt_guard.read.checkpoint import (
+    Checkpoint,
+    GlobalUse,
+    JudgedPickle,
+    LimitExceeded,
+    UnreadableError,
+    collect_globals,
+)
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.vocab import Format
 
@@ -70,13 +78,45 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
+def read_metadata(path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
+    """``.metadata`` as ``FileSystemReader.read_metadata`` reads it: ``pickle.load`` of the
+    file from offset 0 (one pickle, to its STOP; no ``persistent_load``, no format sniffing —
+    a zip, tar or legacy file there is just the pickle its first bytes are)."""
+    from ckpt_guard.read import _check_within, _os_message
+    from ckpt_guard.read.pickle_vm import run
+
+    if root is not None:
+        _check_within(path, root)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise UnreadableError(f"{METADATA}: {_os_message(e)}") from e
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableError(f"{METADATA} is not a regular file")
+        if st.st_size > limits.max_pickle_bytes:
+            raise LimitExceeded(f"{METADATA} of {st.st_size} bytes exceeds the pickle limit")
+        data = fh.read(limits.max_pickle_bytes + 1)
+    try:
+        with collect_globals():  # a failure carries what it read before
+            res = run(data, 0, persistent_load=None, limits=limits, member=METADATA)
+    except UnreadableError:
+        raise
+    except (RecursionError, MemoryError) as e:
+        raise LimitExceeded(f"{METADATA}: resource limit while reading") from e
+    return Checkpoint(path=path, format="pickle", size_bytes=len(data), root=res.root,
+                      globals=list(res.globals), pickles=[res.judged] if res.judged else [],
+                      pickle_protocol=res.protocol)
+
+
 def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) -> Checkpoint:
     """A DCP checkpoint directory (format ``dcp-dir``). ``root`` is the state dict torch's
     consolidation builds (tensors described from ``.metadata``, bytes items as read);
     ``children`` are ``.metadata`` and every item's slice (a ``Checkpoint`` or the
     ``UnreadableError`` reading it raised), whose globals all count for the directory;
     ``metadata["dcp_entries"]`` is the layout a consolidation reads."""
-    from ckpt_guard.read import read_path
     from ckpt_guard.read.torch_zip import read_torch_zip
 
     children: list[tuple[str, Checkpoint | UnreadableError, str]] = []
@@ -84,7 +124,7 @@ def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) ->
     items: dict[tuple, dcp_layout.Item] = {}
     meta: Checkpoint | None = None
     try:
-        meta = read_path(os.path.join(path, METADATA), limits, root=root)
+        meta = read_metadata(os.path.join(path, METADATA), limits, root=root)
     except UnreadableError as e:
         children.append((METADATA, e, ""))
     if meta is not None:
@@ -171,8 +211,9 @@ def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) ->
     return Checkpoint(path=path, format=Format.DCP_DIR, size_bytes=total, children=children,
                       root=tree if tree is not None else {}, storages=storages, globals=uses,
                       pickles=pickles,
-                      notes=["torch.distributed.checkpoint directory: .metadata is unpickled "
-                             "by pickle.load, non-tensor items by torch.load(weights_only="
+                      notes=["torch.distributed.checkpoint directory: dcp.load unpickles "
+                             ".metadata with plain pickle.load, tensor items with torch.load("
+                             "weights_only=True), non-tensor items with torch.load(weights_only="
                              "False)"],
                       metadata={"items": len(items), "dcp_entries": entries})
 

@@ -38,6 +38,16 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
         return RULE.finding(cfg, msg, 0, {"classes": classes})
     packages = third_party([u.module for u in uses])
     one = n == 1
+    if a.checkpoint.format == Format.DCP_DIR:
+        # .metadata's foreign globals are unsafe (analyze.dcp): these are in non-tensor items,
+        # which DefaultLoadPlanner.load_bytes reads with torch.load(weights_only=False).
+        need = (f"needs {'packages' if len(packages) != 1 else 'package'} "
+                f"{and_([repr(p) for p in packages])} importable and " if packages else "")
+        msg = (f"{n} {'class or function' if one else 'classes or functions'} outside torch's "
+               f"weights_only allowlist in non-tensor items ({listing(classes, 3)}): dcp.load "
+               f"reads those items with torch.load(weights_only=False), which {need}runs "
+               f"{'its' if one else 'their'} code")
+        return RULE.finding(cfg, msg, 0, {"classes": classes})
     msg = (f"{n} {'class or function' if one else 'classes or functions'} outside torch's "
            f"weights_only allowlist ({listing(classes, 3)}): torch.load(weights_only=True) "
            f"refuses this file")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.rules.base import Context, Finding, Rule, listing
-from ckpt_guard.vocab import Action
+from ckpt_guard.vocab import Action, Format
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
@@ -25,13 +26,27 @@ def trusted(qualnames: list[str], patterns: tuple[str, ...]) -> set[str]:
 
 
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
+    if a.checkpoint.format == Format.DCP_DIR:
+        return from_verdicts(a.globals, cfg, ctx, loader=_dcp_loader)
     return from_verdicts(a.globals, cfg, ctx)
 
 
+def _dcp_loader(verdicts: list) -> str:
+    """What torch.distributed.checkpoint's load does with the pickles named (filesystem.py
+    ``read_metadata``; default_planner.py ``load_bytes``)."""
+    meta = any(v.use.member.split(":", 1)[0] == ".metadata" for v in verdicts)
+    items = any(v.use.member.split(":", 1)[0] != ".metadata" for v in verdicts)
+    how = ([".metadata with plain pickle.load"] if meta else []) + (
+        ["non-tensor items with torch.load(weights_only=False)"] if items else [])
+    return f"dcp.load unpickles {' and '.join(how)}: loading this checkpoint can run arbitrary code"
+
+
 def from_verdicts(judged: list, cfg: RuleConfig, ctx: Context, *,
-                  partial: bool = False) -> Finding | None:
+                  partial: bool = False, loader: Callable[[list], str] | None = None
+                  ) -> Finding | None:
     """The finding for ``judged`` global verdicts; ``partial``: the globals of a file read
-    only up to a failure (what its pickles referenced before it stops parsing)."""
+    only up to a failure (what its pickles referenced before it stops parsing); ``loader``
+    words what runs the pickles named (default: ``torch.load(weights_only=False)``)."""
     verdicts = [g for g in judged if g.safety == "unsafe"]
     if not verdicts:
         return None
@@ -40,8 +55,9 @@ def from_verdicts(judged: list, cfg: RuleConfig, ctx: Context, *,
     code = [v for v in verdicts if v.use.opcode == "TorchScript"]
     before = " before it stops parsing" if partial else ""
     if pickled:
-        parts.append(f"references {_named(pickled, ctx)}{before}: torch.load(weights_only="
-                     "False) on this file can run arbitrary code")
+        runs = loader(pickled) if loader else ("torch.load(weights_only=False) on this file "
+                                               "can run arbitrary code")
+        parts.append(f"references {_named(pickled, ctx)}{before}: {runs}")
     if code:  # a TorchScript archive is a program: torch.load hands it to torch.jit.load
         parts.append(f"TorchScript code calls {_named(code, ctx)}: torch.load/torch.jit.load "
                      "compile and run this code")
