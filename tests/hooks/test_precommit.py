@@ -1,69 +1,25 @@
 """The real `pre-commit` runs our `.pre-commit-hooks.yaml` from a git copy of this project.
 
 pre-commit clones the hook repository at a revision and installs it into its own virtualenv
-(from PyPI), exactly as users get it; PRE_COMMIT_HOME is shared across this module so the
-environment is built once.
+(from PyPI), exactly as users get it; PRE_COMMIT_HOME is shared across the session
+(tests/hooks/conftest.py) so the environment is built once.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.hooks.conftest import ROOT
+from tests.hooks.conftest import git as _git
+from tests.hooks.conftest import pre_commit as _pre_commit
+from tests.hooks.conftest import user_repo as _user_repo
+
 WEIGHT_RE = None
-
-
-def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A committed copy of the working tree (what a user's `rev:` would point at)."""
-    dst = tmp_path_factory.mktemp("hookrepo") / "ckpt-guard"
-    files = _git("ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).splitlines()
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(("tests/", "benchmarks/", "fuzz/", "examples/")):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    _git("init", "-q", "-b", "main", cwd=dst)
-    _git("add", "-A", cwd=dst)
-    _git("-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "hooks",
-         cwd=dst)
-    return dst, _git("rev-parse", "HEAD", cwd=dst)
-
-
-@pytest.fixture(scope="module")
-def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pre-commit-home")
-
-
-def _user_repo(tmp_path: Path, hook_repo: tuple[Path, str], hook_id: str) -> Path:
-    repo = tmp_path / "user"
-    repo.mkdir()
-    _git("init", "-q", "-b", "main", cwd=repo)
-    _git("config", "user.email", "t@example.invalid", cwd=repo)
-    _git("config", "user.name", "t", cwd=repo)
-    path, rev = hook_repo
-    config = {"repos": [{"repo": str(path), "rev": rev, "hooks": [{"id": hook_id}]}]}
-    (repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
-    return repo
-
-
-def _pre_commit(repo: Path, home: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PRE_COMMIT_HOME=str(home), PRE_COMMIT_COLOR="never")
-    return subprocess.run([sys.executable, "-m", "pre_commit", "run"], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 def _training_ckpt(path: Path) -> None:
