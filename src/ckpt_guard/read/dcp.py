@@ -148,15 +148,21 @@ def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) ->
             if os.path.dirname(full) != os.path.normpath(path):
                 raise UnreadableError(f"storage item {fqn!r} points outside the directory "
                                       f"({rel!r})")
-            if it.transformed:
-                raise UnreadableError(f"storage item {fqn!r} is stored transformed "
-                                      "(transform_descriptors): its bytes are not read as is")
             size = sizes.setdefault(rel, os.path.getsize(full))
             if off < 0 or ln < 0 or off + ln > size:
                 raise UnreadableError(f"storage item {fqn!r}: bytes {off}+{ln} are not in "
                                       f"{rel} ({size} bytes)")
             with open(full, "rb") as fh:
-                child = read_torch_zip(f"{full}@{off}", _Slice(fh, off, ln), ln, limits)
+                if it.transforms:  # e.g. zstd: read what torch's reader decodes
+                    from ckpt_guard.read.dcp_transform import decode
+
+                    src, n = decode(_Slice(fh, off, ln), it.transforms,
+                                    f"storage item {fqn!r}")
+                    with src:
+                        child = read_torch_zip(f"{full}@{off}", src, n, limits)
+                    child.metadata["dcp_transforms"] = list(it.transforms)
+                else:
+                    child = read_torch_zip(f"{full}@{off}", _Slice(fh, off, ln), ln, limits)
             child.metadata["dcp_fqn"] = fqn
             read[key] = child
             children.append((name, child, ""))
@@ -182,7 +188,8 @@ def read_dcp_directory(path: str, limits: Limits, *, root: str | None = None) ->
                         f"DCP .metadata: no storage item for a chunk of {e.fqn!r}"), ""))
                 continue
             try:
-                dcp_layout.check_chunk(e, c, got.root, c.item.rel, c.item.offset)
+                dcp_layout.check_chunk(e, c, got.root, c.item.rel,
+                                       None if c.item.transforms else c.item.offset)
             except UnreadableError as err:
                 children.append((f"{c.item.rel}@{c.item.offset}", err, ""))
     tree = None

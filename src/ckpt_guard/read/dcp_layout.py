@@ -41,7 +41,7 @@ class Item:
     rel: str
     offset: int
     length: int
-    transformed: bool = False  # transform_descriptors (e.g. compression): not read as is
+    transforms: tuple[str, ...] = ()  # transform_descriptors (e.g. "stream.zstd/1")
 
 
 @dataclass
@@ -132,7 +132,12 @@ def _items(meta: dict) -> dict[tuple, Item]:
         fqn = ia.get("fqn")
         offsets = ia.get("offset")
         key = (fqn, None if offsets is None else _size(offsets, f"offset of {fqn!r}"))
-        out[key] = Item(rel, off, ln, transformed=bool(sa.get("transform_descriptors")))
+        td = sa.get("transform_descriptors")
+        if td is not None and not (isinstance(td, (list, tuple))
+                                   and all(isinstance(d, str) for d in td)):
+            raise UnreadableError(f"DCP .metadata: transform_descriptors of {fqn!r} are not "
+                                  "a list of strings")
+        out[key] = Item(rel, off, ln, transforms=tuple(td or ()))
     return out
 
 
@@ -248,9 +253,10 @@ def build_tree(entries: list[Entry], values: dict[str, Any]) -> dict:
     return root
 
 
-def check_chunk(e: Entry, c: Chunk, saved: Any, rel: str, slice_offset: int) -> None:
+def check_chunk(e: Entry, c: Chunk, saved: Any, rel: str, slice_offset: int | None) -> None:
     """The tensor a chunk's item holds must be the chunk torch expects (same dtype and
-    size, inside its storage); records where its elements are."""
+    size, inside its storage); records where its elements are (``slice_offset`` ``None``:
+    the item was decoded from a transform, its elements are nowhere in ``rel`` as such)."""
     if not isinstance(saved, TensorRef) or saved.kind not in ("tensor", "parameter"):
         raise UnreadableError(f"item of {e.fqn!r} does not hold a tensor")
     if saved.dtype != e.dtype or tuple(saved.shape) != c.sizes:
@@ -270,5 +276,6 @@ def check_chunk(e: Entry, c: Chunk, saved: Any, rel: str, slice_offset: int) -> 
                                                                          strict=True))
         if last >= numel:
             raise UnreadableError(f"item of {e.fqn!r}: the tensor reaches past its storage")
-    c.data = ChunkData(rel, None if st.offset is None else slice_offset + st.offset, numel,
+    c.data = ChunkData(rel, None if st.offset is None or slice_offset is None
+                       else slice_offset + st.offset, numel,
                        saved.storage_offset, stride)

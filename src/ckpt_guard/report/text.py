@@ -168,8 +168,12 @@ def _globals_table(color: bool, globals_: Iterable[dict]) -> list:
         out.append(t)
     safe = [g["name"] for g in unique if g["safety"] == "safe"]
     if safe:
-        out.append(Text(f"{_plural(len(safe), 'safe global')} (torch's weights_only "
-                        f"allowlist): " + ", ".join(safe), style="dim"))
+        # A DCP .metadata's own classes are safe there, not by the allowlist (analyze.dcp).
+        why = ("torch's weights_only allowlist, or what torch's DCP writer stores in .metadata"
+               if any("DCP" in g.get("reason", "") for g in unique if g["safety"] == "safe")
+               else "torch's weights_only allowlist")
+        out.append(Text(f"{_plural(len(safe), 'safe global')} ({why}): " + ", ".join(safe),
+                        style="dim"))
     return out
 
 

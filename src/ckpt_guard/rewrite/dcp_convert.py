@@ -73,6 +73,9 @@ def _names(analysis: Analysis, entries: list[Entry]) -> tuple[dict[str, Entry], 
 def _view(directory: str, e: Entry, c: Chunk) -> np.ndarray:
     """The chunk's elements, as the saved tensor views its storage (memory-mapped)."""
     d = c.data
+    if c.item is not None and c.item.transforms:
+        raise FixError(f"{e.fqn}: stored through {', '.join(c.item.transforms)} (compressed): "
+                       "convert maps chunks in place and does not decode transformed items")
     if d is None or d.offset is None:
         raise FixError(f"{e.fqn}: the location of a chunk's bytes is unknown (compressed?)")
     size = DTYPE_SIZES[e.dtype]
