@@ -71,3 +71,64 @@ def metadata_verdict(v: GlobalVerdict) -> GlobalVerdict:
             f"unpickles with plain pickle.load (no weights_only): {qual} would be imported "
             f"and run unasked"))
     return v
+
+
+# torch/distributed/checkpoint/hf_storage.py + _hf_utils.py (torch 2.13): HuggingFaceStorage-
+# Writer writes plain safetensors shards whose ``__metadata__`` carries DCP_SHARDING_INFO (each
+# FQN's saved offsets) and DCP_VERSION, plus ``model.safetensors.index.json``; the reader takes
+# every ``*.safetensors`` of the folder by key. Nothing is pickled. Keys are DCP's flattened
+# FQNs: ``get_state_dict``'s ``optim.state.<param>.<slot>`` (torchtitan: ``optimizer.``) is
+# optimizer state, with no param_groups (non-tensors cannot be stored in safetensors).
+HF_DCP_KEYS = ("DCP_SHARDING_INFO", "DCP_VERSION")
+HF_OPTIMIZER_PREFIXES = ("optim.state.", "optimizer.state.")
+
+
+def is_hf_dcp(ckpt: Checkpoint) -> bool:
+    """A sharded set every readable shard of which HuggingFaceStorageWriter wrote."""
+    shards = [c for _r, c, _h in ckpt.children if isinstance(c, Checkpoint)]
+    return bool(shards) and all(
+        c.format == "safetensors"
+        and all(k in ((c.metadata or {}).get("__metadata__") or {}) for k in HF_DCP_KEYS)
+        for c in shards)
+
+
+def hf_dcp_roles(result: Analysis) -> None:
+    """Optimizer state of an HF-storage DCP set, recognised by its FQNs in every shard's
+    analysis (roles, byte totals and one subtree per shard) and in the set's totals."""
+    from ckpt_guard.analyze.model import RoleSubtree
+
+    for _rel, sub, _hint in result.children:
+        if not isinstance(sub, Analysis):
+            continue
+        moved = 0
+        keys = []
+        tensors = []
+        for t in sub.tensors:
+            if t.path.startswith(HF_OPTIMIZER_PREFIXES) and t.role != "optimizer":
+                nbytes = t.ref.storage.nbytes if t.ref.storage is not None else 0
+                for a in (sub, result):
+                    a.bytes_by_role[t.role] = a.bytes_by_role.get(t.role, 0) - nbytes
+                    a.bytes_by_role["optimizer"] = a.bytes_by_role.get("optimizer", 0) + nbytes
+                t = replace(t, role="optimizer")
+                moved += nbytes
+                keys.append(t.path)
+            tensors.append(t)
+        sub.tensors = tensors
+        if keys:
+            prefix = next(p for p in HF_OPTIMIZER_PREFIXES if keys[0].startswith(p))
+            sub.subtrees.append(RoleSubtree(
+                path=prefix.rstrip("."), role="optimizer", bytes=moved,
+                what=f"optimizer state in DCP FQNs ({len(keys)} tensors, "
+                     f"{prefix}<param>.<slot>)"))
+    from ckpt_guard.analyze.roles import RANK
+
+    roles = {}
+    for rel, sub, _hint in result.children:
+        nonzero = {r: b for r, b in sub.bytes_by_role.items() if b} \
+            if isinstance(sub, Analysis) else {}
+        if nonzero:
+            roles[rel] = max(nonzero.items(), key=lambda kv: (kv[1], -RANK[kv[0]]))[0]
+    result.top_level = [replace(k, role=roles.get(k.key, k.role)) for k in result.top_level]
+    # the set's own list names tensors by key (analyze.sharded strips the shard prefix)
+    result.tensors = [replace(t, role="optimizer") if t.path.startswith(HF_OPTIMIZER_PREFIXES)
+                      else t for t in result.tensors]

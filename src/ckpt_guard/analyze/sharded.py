@@ -12,10 +12,15 @@ from ckpt_guard.read.checkpoint import Checkpoint
 
 
 def analyze_sharded(ckpt: Checkpoint) -> Analysis:
+    from ckpt_guard.analyze.dcp import hf_dcp_roles, is_hf_dcp
+
     result = analyze_directory(ckpt)
     result.framework = "generic"
     prefixes = tuple(f"{rel}:" for rel, _c, _h in ckpt.children)
     result.tensors = [replace(t, path=_unprefixed(t.path, prefixes)) for t in result.tensors]
+    if is_hf_dcp(ckpt):  # torch.distributed.checkpoint's HuggingFaceStorageWriter
+        result.framework = "dcp"
+        hf_dcp_roles(result)
     return result
 
 

@@ -117,6 +117,7 @@ def evaluate_failure(err: BaseException, rules: Rules, *, member: str = "") -> l
 
 # Judged over a whole sharded set, not per shard.
 _SET_RULES = ("fp32-payload", "file-size", "size-growth")
+_NO_STRIP = ("optimizer-state", "training-state", "ema-duplicate")
 
 
 def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
@@ -137,6 +138,14 @@ def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
             continue  # a pointer in place of a shard: shard-index names it
         child_findings, child_removable = evaluate(
             child, per_shard, path=f"{folder}/{member}" if folder else member)
+        if a.framework == "dcp":
+            # torch.distributed.checkpoint's HF-storage set (analyze.dcp): fix casts its
+            # shards but takes no entry out of it.
+            child_removable -= sum(f.bytes for f in child_findings if f.rule in _NO_STRIP)
+            child_findings = [replace(f, fixable=False, message=f"{f.message} (fix takes no "
+                                      "entry out of a DCP HuggingFaceStorageWriter set: save "
+                                      "the model's state dict alone)")
+                              if f.rule in _NO_STRIP else f for f in child_findings]
         findings.extend(in_member(f, member) for f in child_findings)
         removable += child_removable
     cfg = rules.get(shard_index.RULE.id)
