@@ -24,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("restore", help="put back the original `fix` kept of a file",
                         description="Move the newest kept original of PATH back in place "
                                     "(atomically) and drop it from the stash.")
-    sp.add_argument("path", metavar="PATH", help="the file fix rewrote")
+    sp.add_argument("path", metavar="PATH", help="the file fix rewrote (for a sharded set: "
+                    "its index or any of its shards; the whole set is put back)")
     sp.add_argument("--force", action="store_true",
                     help="restore even when PATH changed since ckpt-guard wrote it (the "
                          "current file is then kept in the stash)")
@@ -48,7 +49,11 @@ def cmd_stash(args: argparse.Namespace) -> int:
         return Exit.OK
     for e in es:
         rules = ", ".join(e.rules) or "-"
-        print(f"{e.when}  {format_bytes(e.size):>9}  {e.original}  (fixed by {rules}; "
+        what = e.original
+        if e.kind == "set":
+            n = len(e.files) - 1
+            what += f" + {n} shard{'s' if n != 1 else ''} (sharded set)"
+        print(f"{e.when}  {format_bytes(e.size):>9}  {what}  (fixed by {rules}; "
               f"{e.how}; {e.path})")
     total = sum(e.size for e in es)
     print(f"{len(es)} original{'s' if len(es) != 1 else ''}, {format_bytes(total)}; "
@@ -67,5 +72,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"ckpt-guard: cannot restore {args.path}: {e.strerror or e}", file=sys.stderr)
         return Exit.VIOLATIONS
+    if entry.kind == "set":
+        n = len(entry.files) - 1
+        print(f"restored the sharded set of {args.path} (its index and {n} shard"
+              f"{'s' if n != 1 else ''} kept on {entry.when})")
+        return Exit.OK
     print(f"restored {args.path} (the original kept on {entry.when})")
     return Exit.OK

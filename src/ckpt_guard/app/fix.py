@@ -155,8 +155,19 @@ def _stash_info(keeper) -> dict | None:
     if keeper is None or keeper.entry is None:
         return None
     e = keeper.entry
-    return {"path": e.path, "id": e.id, "how": e.how, "size": e.size,
+    info = {"path": e.path, "id": e.id, "how": e.how, "size": e.size,
             "pruned": keeper.pruned}
+    if e.kind == "set":  # a sharded set: its index and the shards the fix replaced
+        info["files"] = list(e.files)
+    return info
+
+
+def _kept_line(kept: dict, shown: str) -> str:
+    what = "original"
+    if "files" in kept:
+        n = len(kept["files"]) - 1
+        what = f"original set (index + {n} shard{'s' if n != 1 else ''})"
+    return f"{what} kept: {kept['path']} (`ckpt-guard restore {shown}` puts it back)"
 
 
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
@@ -245,8 +256,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     report = replace(before, findings=remaining, size_after=result.size_after,
                      status=Status.FIXED if status in (Status.PASS, Status.WARN) else status,
                      notes=before.notes + _describe(result) + (
-                         [f"original kept: {kept['path']} (`ckpt-guard restore {t.path}` puts "
-                          f"it back)"] if kept else []),
+                         [_kept_line(kept, t.path)] if kept else []),
                      details={**before.details, "fix": fix_info})
     return report
 

@@ -95,7 +95,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         try:
             return fix_sharded(path, analysis, rules, out_path=out_path, dry_run=dry_run,
                                progress=progress, convert=convert or _option(rules, "convert"),
-                               max_shard_size=max_shard_size)
+                               max_shard_size=max_shard_size, keep=keep)
         except (SetError, *_EXPECTED) as e:
             return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
     if ckpt.format not in _REWRITABLE:

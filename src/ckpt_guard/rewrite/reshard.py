@@ -116,7 +116,7 @@ def _base_metadata(plans: list[Shard], convert: bool) -> dict[str, str] | None:
 def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, convert: bool,
                 max_shard_size: int | None, out_path: str | None, dry_run: bool,
                 progress: Callable[[int, int], None] | None, notes: list[str],
-                kept: list[tuple[str, str]]) -> FixResult | None:
+                kept: list[tuple[str, str]], keep: Any = None) -> FixResult | None:
     """Write the set anew (see the module docstring). ``None``: the layout asked for is the
     set's own and nothing is converted (the caller fixes the shards under their names)."""
     from ckpt_guard.rewrite.fix import ProgressCounter, decide_overflow
@@ -183,7 +183,8 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
         else:
             _swap(folder, index_path, target, new_index, shards, metas, names,
                   replaces=[] if convert else sorted(set(shards_of(index)) - set(names)),
-                  sources=sources, stats=stats, prog=prog, mode_from=mode_from, plans=plans)
+                  sources=sources, stats=stats, prog=prog, mode_from=mode_from, plans=plans,
+                  keep=None if convert else keep)
         merged = CastStats()
         for s in stats.values():
             merged.merge(s)
@@ -203,9 +204,10 @@ def _check_casts(plans: list[Shard], stats: dict[int, CastStats]) -> None:
 def _swap(folder: str, index_path: str, target: str, new_index: dict[str, Any],
           shards: list[list[SetTensor]], metas: list[dict[str, str] | None], names: list[str],
           *, replaces: list[str], sources: Sources, stats: dict[int, CastStats], prog: Any,
-          mode_from: str, plans: list[Shard]) -> None:
+          mode_from: str, plans: list[Shard], keep: Any = None) -> None:
     """Write the new shards under hidden names, commit the index naming them, then give them
-    their names and remove the old shards (:func:`.sharded.finish_swap`)."""
+    their names and remove the old shards (:func:`.sharded.finish_swap`). ``keep``: the
+    old index and every old shard replaced or removed are stashed before commit 1."""
     from ckpt_guard.rewrite.set_swap import (
         cleanup_folder,
         finish_swap,
@@ -227,8 +229,13 @@ def _swap(folder: str, index_path: str, target: str, new_index: dict[str, Any],
         atomic.sync_dir(folder)
         staged = dict(new_index)
         staged["weight_map"] = {k: temp_name(v, token) for k, v in new_index["weight_map"].items()}
+        if keep is not None:
+            old = shards_of(load_index(index_path))
+            keep.keep_set(index_path, [s for s in old if s in names or s in replaces])
         write_index(target, staged, mode_from=index_path)  # commit 1
         finish_swap(target)  # final names, commit 2, old shards removed, journal last
+        if keep is not None:
+            keep.set_written(target)
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
             settle_journals(folder)  # the journal goes unless the index is between commits

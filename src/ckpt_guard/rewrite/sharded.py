@@ -79,12 +79,14 @@ def _shard_rules(analysis: Analysis, rules: Mapping[str, Any]) -> tuple[dict[str
 def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                 out_path: str | None = None, dry_run: bool = False,
                 progress: ProgressFn | None = None, convert: str | None = None,
-                max_shard_size: int | None = None) -> FixResult:
+                max_shard_size: int | None = None, keep: Any = None) -> FixResult:
     """Apply the ``fix`` rules to every shard of the set ``index_path`` names; see the module
     docstring for how the set is replaced. ``out_path``: write the fixed set there (the index
     at ``out_path``, shards beside it) and leave the input as it is. ``convert=
     "safetensors"`` (a ``.bin`` set) and ``max_shard_size`` (re-shard) write the set anew,
-    under new names (:mod:`.reshard`)."""
+    under new names (:mod:`.reshard`). ``keep`` (a :class:`.stash.Keeper`, in place only):
+    the index and every shard the fix replaces or removes are stashed as one entry before
+    the first commit; when that fails, the set is left as it was."""
     from ckpt_guard.rewrite.fix import ProgressCounter, decide_overflow, fix_torch
     from ckpt_guard.rewrite.safetensors import fix_safetensors
 
@@ -114,7 +116,7 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
         plans.append((rel, child, plan))
     renamed = _rewrite_set(index_path, analysis, plans, ckpt.format, convert, max_shard_size,
                            out_path=out_path, dry_run=dry_run, progress=progress, notes=notes,
-                           kept=kept)
+                           kept=kept, keep=keep)
     if renamed is not None:
         return renamed
     changed = [(rel, child, plan) for rel, child, plan in plans if plan.changed]
@@ -166,10 +168,14 @@ def fix_sharded(index_path: str, analysis: Analysis, rules: Mapping[str, Any], *
         wm = index["weight_map"]
         index["weight_map"] = {k: written.get(v, v) for k, v in wm.items()}
         target_index = out_path or index_path
+        if keep is not None and not out_path:  # the originals, before any is replaced
+            keep.keep_set(index_path, sorted(results))
         index_size = write_index(target_index, index)  # commit 1 (in place)
         if not out_path:
             finish_swap(index_path)  # steps 3–5: final names, commit 2, cleanup
             index_size = os.path.getsize(index_path)
+            if keep is not None:
+                keep.set_written(index_path)
     except BaseException:
         if not out_path and not dry_run:
             with contextlib.suppress(OSError, UnreadableError, ValueError):
@@ -194,7 +200,8 @@ def _projected_total(plans: list[tuple[str, Analysis, Plan]]) -> int:
 def _rewrite_set(index_path: str, analysis: Analysis, plans: list[tuple[str, Analysis, Plan]],
                  fmt: str, convert: str | None, max_shard_size: int | None, *,
                  out_path: str | None, dry_run: bool, progress: ProgressFn | None,
-                 notes: list[str], kept: list[tuple[str, str]]) -> FixResult | None:
+                 notes: list[str], kept: list[tuple[str, str]],
+                 keep: Any = None) -> FixResult | None:
     """The set written anew when it is converted or re-sharded; ``None``: fixed shard by
     shard under its own names (nothing to convert, the layout already as asked)."""
     from ckpt_guard.rewrite.reshard import SetRefused, convert_refusal, rewrite_set
@@ -214,7 +221,7 @@ def _rewrite_set(index_path: str, analysis: Analysis, plans: list[tuple[str, Ana
     try:
         return rewrite_set(index_path, analysis, plans, convert=to_safetensors,
                            max_shard_size=max_shard_size, out_path=out_path, dry_run=dry_run,
-                           progress=progress, notes=notes, kept=kept)
+                           progress=progress, notes=notes, kept=kept, keep=keep)
     except SetRefused as e:
         return FixResult(path=index_path, size_before=analysis.checkpoint.size_bytes,
                          size_after=analysis.checkpoint.size_bytes, kept_fp32=tuple(kept),

@@ -16,6 +16,9 @@ completely (fsynced) or not at all — and it exists before the working file is 
 
 ``ckpt-guard restore PATH`` moves the newest original of PATH back (atomically), refusing
 when the current file is not the one ckpt-guard wrote unless forced.
+
+A sharded set fixed in place is kept as one entry (``kind: set``): the index and every shard
+the fix replaces or removes, under ``originals/`` (:mod:`.stash_set`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ckpt_guard.rewrite import atomic
 
 ENTRY_FILE = "entry.json"
 ORIGINAL = "original"
+SET_ORIGINALS = "originals"
 _PARTIAL = ".partial"
 # errnos meaning "no hard link here", not "something is wrong": copy instead.
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
@@ -70,11 +74,27 @@ class Entry:
     how: str  # "hard link" | "reflink" | "copy"
     written: tuple[int, int, int, int]  # (dev, ino, size, mtime_ns) of the file fix wrote
     stash: str = field(default="", compare=False)  # the stash directory (not stored)
+    # A sharded set (kind "set"): ``original`` is its index; ``files`` the names (in the
+    # index's folder) kept under ``originals/``, the index first; ``written_set`` the
+    # (name, dev, ino, size, mtime_ns) of each file of the set the fix wrote — recorded once
+    # the swap is done (empty: the fix did not finish, so restore wants --force).
+    kind: str = "file"
+    files: tuple[str, ...] = ()
+    written_set: tuple[tuple[str, int, int, int, int], ...] = ()
 
     @property
     def path(self) -> str:
-        """Where the original's bytes are."""
-        return os.path.join(self.stash, self.id, ORIGINAL)
+        """Where the original's bytes are (a set: the folder holding its files)."""
+        return os.path.join(self.stash, self.id, SET_ORIGINALS if self.kind == "set"
+                            else ORIGINAL)
+
+    def names(self) -> set[str]:
+        """Every real path this entry is about (a set: its files, old and new)."""
+        if self.kind != "set":
+            return {self.original}
+        folder = os.path.dirname(self.original)
+        return {self.original, *(os.path.join(folder, n) for n in self.files),
+                *(os.path.join(folder, w[0]) for w in self.written_set)}
 
     @property
     def when(self) -> str:
@@ -83,6 +103,9 @@ class Entry:
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("stash")
+        if self.kind != "set":
+            for k in ("files", "written_set"):
+                d.pop(k)
         d["path"] = self.path
         d["when"] = self.when
         return d
@@ -165,38 +188,81 @@ class Keeper:
         with contextlib.suppress(OSError):
             self.pruned = prune(Path(self.entry.stash), self.limits, keep_id=self.entry.id)
 
+    def keep_set(self, index_path: str, names: list[str]) -> None:
+        """Keep the set's index and the shards ``names`` (the ones its fix replaces or
+        removes) as one entry, before the set's first commit; raises :class:`StashError`."""
+        from ckpt_guard.rewrite.stash_set import keep_set
+
+        try:
+            self.entry = keep_set(index_path, names, rules=self.rules,
+                                  shown=self.shown or index_path,
+                                  directory=self.directory or stash_dir_for(index_path))
+        except OSError as e:
+            raise StashError(f"cannot keep the original set in the stash, so it was not "
+                             f"rewritten: {e.strerror or e}"
+                             + (f": {e.filename}" if e.filename else "")) from e
+        with contextlib.suppress(OSError):
+            self.pruned = prune(Path(self.entry.stash), self.limits, keep_id=self.entry.id)
+
+    def set_written(self, index_path: str) -> None:
+        """After the swap: record the set as the fix left it (what restore checks)."""
+        from ckpt_guard.rewrite.stash_set import record_written
+
+        if self.entry is not None and self.entry.kind == "set":
+            with contextlib.suppress(OSError, ValueError):
+                self.entry = record_written(self.entry, index_path)
+
+
+def new_partial(directory: Path) -> tuple[str, Path]:
+    """A fresh entry id and the hidden directory its entry is built in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    eid = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(4)}"
+    partial = directory / f".{eid}{_PARTIAL}"
+    partial.mkdir()
+    return eid, partial
+
+
+def write_entry_json(folder: Path, entry: Entry) -> None:
+    """``entry.json`` written atomically and fsynced (replacing an older one)."""
+    data = {k: v for k, v in asdict(entry).items() if k != "stash"}
+    tmp = folder / f".{ENTRY_FILE}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / ENTRY_FILE)
+    fsync_path(folder)
+
+
+def publish(partial: Path, directory: Path, eid: str) -> None:
+    """Rename a complete entry into place (fsynced): from now on it exists."""
+    fsync_path(partial)
+    os.rename(partial, directory / eid)
+    fsync_path(directory)
+
 
 def keep(original: str, before: os.stat_result, replacement: str, *, rules: tuple[str, ...],
          shown: str, directory: Path) -> Entry:
     """Stash ``original`` (still the file ``before`` describes) as a new complete, fsynced
     entry in ``directory``; ``replacement`` is the file about to be renamed over it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    eid = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(4)}"
-    partial = directory / f".{eid}{_PARTIAL}"
-    partial.mkdir()
+    eid, partial = new_partial(directory)
     try:
         dest = partial / ORIGINAL
-        how = _place(original, dest, before)
-        _fsync_path(dest)
+        how = place(original, dest, before)
+        fsync_path(dest)
         rep = os.stat(replacement)  # os.replace keeps inode, size and mtime
         entry = Entry(eid, original, shown, time.time(), before.st_size, tuple(rules), how,
                       (rep.st_dev, rep.st_ino, rep.st_size, rep.st_mtime_ns),
                       stash=str(directory))
-        data = {k: v for k, v in asdict(entry).items() if k != "stash"}
-        with open(partial / ENTRY_FILE, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_path(partial)
-        os.rename(partial, directory / eid)
-        _fsync_path(directory)
+        write_entry_json(partial, entry)
+        publish(partial, directory, eid)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return entry
 
 
-def _place(original: str, dest: Path, before: os.stat_result) -> str:
+def place(original: str, dest: Path, before: os.stat_result) -> str:
     """Hard-link (else reflink, else copy) ``original`` to ``dest``; check that what was
     placed is the file ``before`` describes. Returns how."""
     try:
@@ -204,7 +270,7 @@ def _place(original: str, dest: Path, before: os.stat_result) -> str:
     except OSError as e:
         if e.errno not in _NO_LINK:
             raise
-        how = _copy(original, dest)
+        how = copy_file(original, dest)
         now = os.stat(original)
         ident = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns)
         if ident != (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns) \
@@ -220,7 +286,7 @@ def _place(original: str, dest: Path, before: os.stat_result) -> str:
     return "hard link"
 
 
-def _copy(src: str, dest: Path) -> str:
+def copy_file(src: str, dest: Path) -> str:
     with open(src, "rb") as fi, open(dest, "xb") as fo:
         if sys.platform.startswith("linux"):
             import fcntl
@@ -236,7 +302,7 @@ def _copy(src: str, dest: Path) -> str:
     return "copy"
 
 
-def _fsync_path(p: str | os.PathLike[str]) -> None:
+def fsync_path(p: str | os.PathLike[str]) -> None:
     try:
         fd = os.open(p, os.O_RDONLY)
     except OSError:
@@ -268,7 +334,10 @@ def entries(directory: Path) -> list[Entry]:
             out.append(Entry(id=d["id"], original=d["original"], shown=d["shown"],
                              time=float(d["time"]), size=int(d["size"]),
                              rules=tuple(d["rules"]), how=d["how"],
-                             written=tuple(d["written"]), stash=str(directory)))
+                             written=tuple(d["written"]), stash=str(directory),
+                             kind=str(d.get("kind", "file")),
+                             files=tuple(map(str, d.get("files", ()))),
+                             written_set=tuple(tuple(w) for w in d.get("written_set", ()))))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return sorted(out, key=lambda e: (e.time, e.id))
@@ -310,10 +379,14 @@ def restore(path: str, *, force: bool = False) -> Entry:
     wrote, unless ``force`` — and then the current file is stashed first."""
     real = os.path.realpath(path)
     directory = stash_dir_for(real)
-    mine = [e for e in entries(directory) if e.original == real]
+    mine = [e for e in entries(directory) if real in e.names()]
     if not mine:
         raise StashError(f"no stashed original of {path} (in {directory})")
     entry = mine[-1]
+    if entry.kind == "set":
+        from ckpt_guard.rewrite.stash_set import restore_set
+
+        return restore_set(entry, path, force=force)
     try:
         now = os.stat(real)
     except FileNotFoundError:
@@ -332,7 +405,7 @@ def restore(path: str, *, force: bool = False) -> Entry:
         if e.errno != errno.EXDEV:
             raise StashError(f"cannot restore {path}: {e.strerror or e}") from e
         _copy_back(src, real)
-    _fsync_path(os.path.dirname(real) or ".")
+    fsync_path(os.path.dirname(real) or ".")
     shutil.rmtree(Path(entry.stash) / entry.id, ignore_errors=True)
     return entry
 
