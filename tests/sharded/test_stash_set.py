@@ -152,3 +152,33 @@ def test_restore_refuses_a_set_changed_since_unless_forced(tmp_path: Path,
     assert entry["rules"] == ["restore --force"]
     assert {n: hashlib.sha256((Path(entry["path"]) / n).read_bytes()).hexdigest()
             for n in entry["files"]} == changed
+
+
+def test_a_restore_killed_at_its_commits_leaves_one_whole_set(tmp_path: Path,
+                                                              cache: Path) -> None:
+    """SIGKILL (tests/sharded/killer.py) just before and after each of restore's two index
+    commits: the index names the fixed set or the original one, whole, never a mix; a
+    forced restore then gives the original files back exactly."""
+    from tests.sharded.sets import load_set
+    from tests.sharded.test_fix import _run as killer
+
+    probe = tmp_path / "probe"
+    _setup(probe, RESHARD, git=True)
+    _fix(probe)
+    log = killer(probe, "restore", "m/model.safetensors.index.json").stderr
+    steps = log.split("LOG=")[1].split()
+    commits = [i + 1 for i, s in enumerate(steps) if s == "replace:model.safetensors.index.json"]
+    assert len(commits) == 2
+    for k in sorted({commits[0], commits[0] + 1, commits[1], commits[1] + 1}):
+        root = tmp_path / f"k{k}"
+        index = _setup(root, RESHARD, git=True)
+        before, original = _files(index.parent), load_set(index)
+        _fix(root)
+        fixed = load_set(index)
+        p = killer(root, "restore", "m/model.safetensors.index.json", kill_at=k)
+        assert p.returncode == -9, p.stderr
+        now = load_set(index)
+        assert _equal(now, original if k > commits[0] else fixed), k
+        p = _run("restore", "m/model.safetensors.index.json", "--force", cwd=root)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert _files(index.parent) == before, k

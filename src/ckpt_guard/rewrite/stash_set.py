@@ -156,6 +156,7 @@ def restore_set(entry: Entry, shown: str, *, force: bool) -> Entry:
         atomic.sync_dir(folder)
         settle_journals(folder)  # the shards only the fixed set had, then the journal
         cleanup_folder(folder)
+        atomic.remove_stale(index_path)  # an index temporary a killed run left
     except OSError as e:
         # Before commit 1 the fixed set stands, after it the original (a run between the
         # commits is finished by the next fix): only what no index names goes.
