@@ -23,11 +23,30 @@ def verdict(qualname: str, safety: str, reason: str = "", member: str = "archive
     return GlobalVerdict(GlobalUse(module, name, "STACK_GLOBAL", member), safety, reason)
 
 
+def tree_of(tensors: Iterable[TensorEntry]) -> dict | None:
+    """The nested dicts the tensors' dotted paths describe (``None``: no tensors), so that a
+    rule's plan finds in the tree what the analysis says is there."""
+    root: dict = {}
+    for t in tensors:
+        *parents, leaf = t.path.split(".")
+        node = root
+        for key in parents:
+            nxt = node.setdefault(key, {})
+            if not isinstance(nxt, dict):
+                break
+            node = nxt
+        else:
+            node.setdefault(leaf, t.ref)
+    return root or None
+
+
 def analysis(tensors: Iterable[TensorEntry] = (), *, subtrees: Iterable[RoleSubtree] = (),
              globals_: Iterable[GlobalVerdict] = (), root: Any = None, fmt: str = "torch-zip",
              size: int | None = None, children: Iterable = (), metadata: dict | None = None,
              path: str = "/tmp/x.pt", bytes_by_role: dict[str, int] | None = None) -> Analysis:
     tensors = list(tensors)
+    if root is None:
+        root = tree_of(tensors)
     by_role: dict[str, int] = {}
     seen: set[str] = set()
     for t in tensors:

@@ -4,16 +4,25 @@ RF-DETR ``strip_checkpoint``), on trees built here, plus the differences the REA
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ckpt_guard.policy.plan_types import Change
+from ckpt_guard.policy.rules.base import PlanContext
+from ckpt_guard.policy.rules.registry import PLAN_ORDER
+from ckpt_guard.policy.strips import rule_view
 from ckpt_guard.read.tree import GlobalRef, Opaque
-from ckpt_guard.rewrite.plan import Plan
-from ckpt_guard.rewrite.strip import Stripper
+from tests.policy.build import analysis
 from tests.rewrite.helpers import fix_rules, run_fix
 
 
-def _strip(framework: str, tree: dict) -> Plan:
-    plan = Plan(root=tree)
-    Stripper(plan, fix_rules()).framework(framework, tree)
-    return plan
+def _strip(framework: str, tree: dict) -> list[Change]:
+    """The strip rules' plans, in plan order, on ``tree`` itself (edited in place)."""
+    a = replace(analysis(root=tree), framework=framework)
+    ctx = PlanContext(rules=fix_rules(), tree=tree)
+    changes: list[Change] = []
+    for rule in PLAN_ORDER[:-1]:  # the strips; fp32-payload casts
+        changes.extend(rule.plan(a, rule_view(ctx.rules, rule.id), ctx).changes)
+    return changes
 
 
 def test_ultralytics_sets_stopper_to_none_and_trims_train_args():
@@ -26,12 +35,12 @@ def test_ultralytics_sets_stopper_to_none_and_trims_train_args():
             "stopper": {"best_epoch": 3}, "best_fitness": 0.5, "scaler": {"scale": 1.0},
             "train_args": {"task": "detect", "lr0": 0.01, "save_dir": "/home/me/runs/train",
                            "my_local_flag": True}}
-    plan = _strip("ultralytics", tree)
+    changes = _strip("ultralytics", tree)
     assert tree["stopper"] is None and tree["epoch"] == -1 and tree["ema"] is None
     assert tree["train_args"] == {"task": "detect", "lr0": 0.01}
     assert tree["model"] is model and model.state["args"] == ns.state
     assert type(model.state["args"]) is dict and model.state["criterion"] is None
-    assert "stopper → None" in plan.changes and "model.args → a dict" in plan.changes
+    assert "stopper → None" in changes and "model.args → a dict" in changes
 
 
 def test_yolov5_keeps_its_opt_untouched():

@@ -339,7 +339,8 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
                             f"{format_bytes(ckpt.metadata['remote_bytes'])} of "
                             f"{format_bytes(ckpt.size_bytes)} transferred")
         fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath,
-                                                   base_size=t.base_size)
+                                                   base_size=t.base_size,
+                                                   output_size=_output_size)
         fr.status = status_of(fr.findings)
         if details:
             fr.details = describe(analysis)
@@ -354,6 +355,13 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
             e.partial_globals = list(ckpt.globals)  # type: ignore[attr-defined]
         raise
     return fr, analysis
+
+
+def _output_size(analysis, plan) -> int | None:
+    """The size of the zip a fix would write for ``plan`` (asked only of legacy files)."""
+    from ckpt_guard.rewrite.plan import projected_size
+
+    return projected_size(analysis, plan)
 
 
 def shard_rows(analysis) -> list[dict]:

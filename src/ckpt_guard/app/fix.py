@@ -111,30 +111,6 @@ def _describe(result) -> list[str]:
     return lines
 
 
-def _projected(analysis, rules, result, findings: list[Finding], relpath: str) -> list[Finding]:
-    """What check would say of the file a dry run only projects (issue 9, defect 3): the
-    findings of the planned (stripped) tree, judged as check judges the written file. Casts
-    are not in the tree: fp32-payload is gone when the fix casts, since what it leaves FP32
-    for its values is recorded in the output and honoured by check."""
-    from ckpt_guard.analyze import analyze
-    from ckpt_guard.policy import evaluate
-    from ckpt_guard.rewrite import plan_fix
-
-    ckpt = analysis.checkpoint
-    if ckpt.format == "dcp-dir":
-        # convert: safetensors writes the model weights alone into a new file (the directory
-        # stays): what the policy fixes is gone from it, as the real run's re-check sees
-        return [f for f in findings if f.action != Action.FIX]
-    if ckpt.children or ckpt.root is None or ckpt.format not in (
-            "torch-zip", "torch-legacy", "safetensors") or result.out_path:
-        return [f for f in findings if not f.fixable]  # what fix removes is what is fixable
-    plan = plan_fix(analysis, rules)
-    stripped = analyze(replace(ckpt, root=plan.root, size_bytes=result.size_after))
-    projected, _ = evaluate(stripped, rules, path=relpath)
-    # A rewrite casts every castable storage, or records why it kept one FP32.
-    return [f for f in projected if not (f.rule == "fp32-payload" and f.fixable)]
-
-
 def _keeper(policy, t: Target, before: FileReport, stash: str | None, convert: str | None):
     """The stash hook for an in-place fix of ``t`` (None: originals are not kept).
     ``stash`` overrides the policy's ``stash.when`` (the Action: ``never`` unless ``always``).
@@ -172,7 +148,8 @@ def _kept_line(kept: dict, shown: str) -> str:
 
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
                progress: bool, stash: str | None = None) -> FileReport:
-    from ckpt_guard.rewrite import fix_file
+    from ckpt_guard.policy.planning import project, refusal
+    from ckpt_guard.rewrite import fix_file, plan_fix
 
     recovered = None
     if not dry_run and not out_dir and not t.outside:
@@ -213,10 +190,13 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     bar = _Progress(f"{'scanning (dry run)' if dry_run else 'fixing'} {t.path}",
                     terminal=progress)
     keeper = None if dry_run or out_path else _keeper(policy, t, before, stash, convert)
+    # One plan, the rules' own (check's "fixable" came from the same function): the rewrite
+    # carries it out and the dry run projects it.
+    plan = plan_fix(analysis, rules) if not refusal(analysis) else None
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
                           progress=bar, convert=convert, stat_before=stat_before,
-                          keep=keeper, max_shard_size=reshard)
+                          keep=keeper, max_shard_size=reshard, plan=plan)
     finally:
         bar.close()
     if result.error:
@@ -239,7 +219,8 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
         before.notes.extend(result.notes)
         return before
     if dry_run:
-        remaining = _projected(analysis, rules, result, before.findings, t.relpath)
+        remaining = project(analysis, plan, rules, before.findings, path=t.relpath,
+                            size_after=result.size_after, out_path=result.out_path)
     else:
         # Judge the rewritten file as check would: what is left after the fix.
         written = result.out_path or out_path or t.abspath

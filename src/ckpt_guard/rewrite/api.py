@@ -42,8 +42,10 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
              progress: ProgressFn | None = None, convert: str | None = None,
              stat_before: os.stat_result | None = None,
              keep: Callable[[str, os.stat_result, str], None] | None = None,
-             max_shard_size: int | None = None) -> FixResult:
-    """Apply the ``fix`` rules to one weight file.
+             max_shard_size: int | None = None,
+             plan: Plan | None = None) -> FixResult:
+    """Apply the ``fix`` rules to one weight file: carry out ``plan`` (made by
+    :func:`plan_fix` when not given — the same plan check's "fixable" comes from).
 
     In place by default (temporary file beside it, fsync, verify with our own reader,
     ``os.replace``, mode kept); with ``out_path`` the result goes there and ``path`` is only
@@ -102,7 +104,10 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         return FixResult(path=path, size_before=size, size_after=size,
                          notes=(f"{ckpt.format} files are not rewritten",))
     try:
-        plan = make_plan(analysis, rules)
+        plan = plan if plan is not None else make_plan(analysis, rules)
+        if plan.refused:
+            return FixResult(path=path, size_before=size, size_after=size,
+                             notes=(f"not rewritten: {plan.refused}",))
         convert = convert or _option(rules, "convert")
         if convert == "safetensors" and ckpt.format != "safetensors":
             _pairs, why = convertible(plan.root)

@@ -1,8 +1,12 @@
 """What a rule is, what it says, and the wording helpers rules share.
 
 A rule module (one per rule, e.g. :mod:`.optimizer_state`) defines ``RULE``, a :class:`Rule`:
-its id, its options with their defaults, whether ``fix`` can act on it, its help (SARIF) and
-init-template text, and ``evaluate(analysis, cfg, ctx) -> Finding | None``. The registry
+its id, its options with their defaults, its help (SARIF) and init-template text,
+``evaluate(analysis, cfg, ctx) -> Finding | None`` and — for a rule ``fix`` can act on —
+``plan(analysis, cfg, ctx) -> RulePlan | None``: what its fix does to this file (typed tree
+changes, casts), made on the plan's copy of the tree. A finding is fixable iff its rule's
+action is ``fix`` and the rule has a non-empty plan for the file
+(:mod:`ckpt_guard.policy.planning` assembles the rules' plans into one file plan). The registry
 (:mod:`.registry`) lists the modules; the schema, the built-in defaults, the init template
 and SARIF rule metadata are generated from it (``scripts/gen_policy_files.py``, and tests
 that fail when the shipped files drift).
@@ -18,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ckpt_guard.policy.strips import RuleView, rule_view
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.units import format_percent
 from ckpt_guard.vocab import Action
@@ -25,6 +30,7 @@ from ckpt_guard.vocab import Action
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
+    from ckpt_guard.policy.plan_types import RulePlan
 
 Rules = Mapping[str, "RuleConfig"]
 
@@ -84,9 +90,27 @@ Evaluate = Callable[["Analysis", "RuleConfig", Context], "Finding | None"]
 
 
 @dataclass(frozen=True)
+class PlanContext:
+    """What a rule's ``plan`` may consult and edit: every rule's config (read through
+    :func:`view`), and ``tree``, the plan's copy of the file's tree with the earlier rules'
+    changes already applied — a plan edits it only through ``Edits``/``apply``, which record
+    each typed change."""
+
+    rules: Mapping[str, Any]
+    tree: Any
+
+    def view(self, rule_id: str) -> RuleView:
+        return rule_view(self.rules, rule_id)
+
+
+Plan = Callable[["Analysis", RuleView, PlanContext], "RulePlan | None"]
+
+
+@dataclass(frozen=True)
 class Rule:
-    """A rule, first-class. ``fixable``: ``ckpt-guard fix`` can remove its findings (the rule
-    then accepts the ``fix`` action). ``removes``: its finding's ``bytes`` are bytes a fix
+    """A rule, first-class. ``plan``: what a fix of it does to one file (``None``: the rule has
+    no fix). ``fixable``: ``ckpt-guard fix`` can act on it (the rule then accepts the ``fix``
+    action) — set by having a ``plan``. ``removes``: its finding's ``bytes`` are bytes a fix
     takes out (counted in ``bytes_removable``). ``summary``/``help``: SARIF's short and full
     description. ``template``: the rule's block in ``ckpt-guard init``'s policy (YAML with
     comments, two-space indented under ``rules:``). ``security``: SARIF security-severity."""
@@ -101,6 +125,11 @@ class Rule:
     fixable: bool = False
     removes: bool = False
     security: str | None = None
+    plan: Plan | None = None
+
+    def __post_init__(self) -> None:
+        if self.plan is not None:
+            object.__setattr__(self, "fixable", True)  # fixable means: has a plan
 
     @property
     def actions(self) -> tuple[Action, ...]:
@@ -121,8 +150,9 @@ class Rule:
 
     def finding(self, cfg: RuleConfig, message: str, nbytes: int, detail: dict[str, Any],
                 *, can_fix: bool = True) -> Finding:
-        """A finding of this rule under ``cfg`` (fixable when this rule fixes and
-        ``can_fix``)."""
+        """A finding of this rule under ``cfg``: fixable when this rule fixes (and
+        ``can_fix``); for a rule with a ``plan``, :mod:`ckpt_guard.policy.planning` then
+        keeps it fixable only where the file's plan fixes it."""
         return Finding(rule=self.id, action=cfg.action, message=message, bytes=nbytes,
                        fixable=cfg.fixes and can_fix and self.fixable, detail=detail)
 
@@ -194,14 +224,6 @@ def in_member(f: Finding, member: str, *, fixable: bool | None = None) -> Findin
     return Finding(rule=f.rule, action=f.action, message=message, bytes=f.bytes,
                    fixable=f.fixable if fixable is None else fixable,
                    detail={**f.detail, "member": member})
-
-
-def whole_file(subtrees: list) -> str:
-    """A file that *is* the state (a per-file ``optimizer.pt``, ``rng_state.pth``): fix
-    does not strip it to nothing, so it is not fixable (issue 9, defect 2); say what to do."""
-    if any(s.path == "" for s in subtrees):
-        return "; the whole file is this state: remove the file instead"
-    return ""
 
 
 def enabled(rules: Rules, rule_id: str) -> RuleConfig | None:

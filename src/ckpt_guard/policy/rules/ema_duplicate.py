@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.keep_fp32 import ema_dropped_role
-from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at
+from ckpt_guard.policy.plan_types import RulePlan
+from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule, at
+from ckpt_guard.policy.strips import Edits, RuleView, plan_ema
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
@@ -33,12 +35,20 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
     return RULE.finding(cfg, msg, freed, detail)
 
 
+def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
+    """One copy of the weights kept, as the framework's own strip does (``keep: ema``: the
+    EMA copy becomes the weights; ``keep: weights``: the EMA copy goes)."""
+    rp = RulePlan(RULE.id)
+    plan_ema(a, Edits(ctx.tree, rp), str(cfg.options.get("keep", "ema")))
+    return rp
+
+
 RULE = Rule(
     id="ema-duplicate",
     default_action=Action.WARN,
-    fixable=True,
     removes=True,
     evaluate=evaluate,
+    plan=plan,
     options=(Option("keep", "ema", {"type": "string", "enum": ["ema", "weights"]}),),
     summary="Duplicate EMA copy of the weights",
     help="The file holds the weights twice: the trained weights and their exponential moving "

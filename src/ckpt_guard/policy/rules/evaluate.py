@@ -4,16 +4,17 @@ warn).
 
 ``evaluate`` also returns ``bytes_removable``: the bytes a ``ckpt-guard fix`` of the enabled
 size rules would take out — optimizer and training state, the duplicate EMA/weights copy,
-half of the castable FP32 bytes, and a checkpoint directory's training files (which ``fix``
-deletes only with ``remove-training-files: true``; they are counted because they are
-baggage either way).
+half of the castable FP32 bytes — where the rule has a plan for the file (were it set to
+``fix``: :mod:`ckpt_guard.policy.planning`), and a checkpoint directory's training files
+(which ``fix`` deletes only with ``remove-training-files: true``; they are counted because
+they are baggage either way).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ckpt_guard.policy.planning import OutputSize, settle
 from ckpt_guard.policy.rules import file_size, fp32_payload, shard_index
 from ckpt_guard.policy.rules.base import (
     Context,
@@ -39,10 +40,12 @@ _HINT_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
 
 
 def evaluate(analysis: Analysis, rules: Rules, *, path: str,
-             base_size: int | None = None) -> tuple[list[Finding], int]:
+             base_size: int | None = None,
+             output_size: OutputSize | None = None) -> tuple[list[Finding], int]:
     """Findings for ``analysis`` under ``rules`` and the bytes a fix would remove.
     ``path`` is the checked path as reported (used in advice such as ``git lfs pull``);
-    ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file)."""
+    ``base_size`` the file's size in the base revision (``size-growth``; 0: a new file);
+    ``output_size`` the size ``rewrite`` would write for a plan (a legacy file's zip)."""
     fmt = analysis.checkpoint.format
     if fmt in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
         return _sharded(analysis, rules, path)
@@ -51,7 +54,6 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
         return _directory(analysis, rules, path)
     ctx = Context(rules=rules, path=path, base_size=base_size)
     findings: list[Finding] = []
-    removable = 0
     # A DCP directory is judged as the state dict it consolidates to (analyze.dcp); its
     # unreadable items stay failures (their globals are among the directory's own).
     for member, err, _hint in analysis.children:
@@ -66,27 +68,10 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
         finding = rule.evaluate(analysis, cfg, ctx)
         if finding is not None:
             findings.append(finding)
-            removable += finding.bytes if rule.removes else 0
-    why_not = _not_rewritable(analysis)
-    if why_not:
-        # Fixable means `fix` removes it: a file fix never rewrites has no fixable finding
-        # (else the fix hook loops on it forever; issue 9, defect 2).
-        findings = [replace(f, fixable=False, message=f"{f.message} ({why_not})")
-                    if f.fixable else f for f in findings]
+    # Fixable means the rule's plan for this file removes it (else the fix hook loops on it
+    # forever; issue 9, defect 2): decided, with the bytes a fix removes, by the file's plan.
+    findings, removable = settle(analysis, rules, findings, output_size=output_size)
     return by_severity(findings), removable
-
-
-# The formats `fix` rewrites (rewrite.api); anything else is never written.
-_REWRITABLE = (Format.TORCH_ZIP, Format.TORCH_LEGACY, Format.SAFETENSORS)
-
-
-def _not_rewritable(a: Analysis) -> str | None:
-    """Why ``fix`` leaves this file as it is whatever the policy says, or ``None``."""
-    if a.checkpoint.format not in _REWRITABLE:
-        return f"fix does not rewrite {a.checkpoint.format} files"
-    if any(g.safety == "unsafe" for g in a.globals):
-        return "fix does not rewrite a file whose pickle is unsafe"
-    return None
 
 
 def evaluate_unreadable(err: BaseException, rules: Rules, *, member: str = "") -> Finding | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ckpt_guard.policy.keep_fp32 import FP32Payload, fp32_payload
-from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule
+from ckpt_guard.analyze.tree_ops import path_text, tensor_storages, walk
+from ckpt_guard.policy.keep_fp32 import VALUES, FP32Payload, KeepFP32, fp32_payload, recorded_kept
+from ckpt_guard.policy.plan_types import CastItem, RulePlan, role_by_storage
+from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule
+from ckpt_guard.read.tree import Storage, TensorRef
 from ckpt_guard.units import format_bytes, format_limit
-from ckpt_guard.vocab import Action, Format
+from ckpt_guard.vocab import Action, Format, Role
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
@@ -73,12 +76,72 @@ def finding_for(payload: FP32Payload | None, cfg: RuleConfig) -> Finding | None:
     return RULE.finding(cfg, msg, saved, detail)
 
 
+CASTABLE_ROLES = frozenset({Role.WEIGHTS, Role.EMA})
+CASTABLE_KINDS = frozenset({"tensor", "parameter"})
+
+
+def plan(a: Analysis, cfg: Any, ctx: PlanContext) -> RulePlan:
+    """The storages a fix casts: every float32 storage of the weights (or EMA) left in the
+    plan's tree, unless keep-fp32 (or a previous fix's record of its values) keeps it —
+    and only over ``max-bytes`` (one decision with check: ``keep_fp32.fp32_payload``)."""
+    rp = RulePlan(RULE.id)
+    payload = fp32_payload(a, ctx.rules)
+    if payload is None or not payload.over_limit:
+        # check reports fp32-payload only above max-bytes; a fix made for another rule must
+        # not cast below it either.
+        if payload is not None and payload.castable:
+            rp.notes.append(f"float32 weights not cast: {payload.castable:,} castable bytes, "
+                            f"not over fp32-payload max-bytes ({payload.limit:,})")
+        return rp
+    if a.checkpoint.byteorder != "little":
+        rp.notes.append("big-endian storages are not cast")
+        rp.why_not = " (fix does not cast big-endian storages)"
+        return rp
+    target = str(cfg.options.get("cast-to", "float16"))
+    roles = role_by_storage(a)
+    by_storage: dict[int, tuple[Storage, list[tuple[str, TensorRef]]]] = {}
+
+    def visit(path: tuple, node: Any, inh: Any) -> Any:
+        if isinstance(node, TensorRef):
+            for st in tensor_storages(node):
+                by_storage.setdefault(id(st), (st, []))[1].append((path_text(path), node))
+        return None
+
+    walk(ctx.tree, visit)
+    recorded = recorded_kept(a.checkpoint.metadata)
+    keep = KeepFP32(dict(cfg.options), (pr for _, refs in by_storage.values() for pr in refs),
+                    ctx.tree)
+    for st, refs in by_storage.values():
+        if st.dtype != "float32":
+            continue
+        paths = sorted({p for p, _ in refs})
+        if roles.get(st.key, Role.WEIGHTS if not a.tensors else "") not in CASTABLE_ROLES:
+            continue
+        odd = [p for p, r in refs if r.kind not in CASTABLE_KINDS or r.dtype != "float32"]
+        if odd:
+            rp.kept_fp32.extend((p, f"shares its storage with {odd[0]}") for p in paths
+                                if p not in odd)
+            continue
+        reason = next((r for r in map(keep.reason, paths) if r is not None), None)
+        if reason is None and any(p in recorded for p in paths):
+            why = next(recorded[p] for p in paths if p in recorded)
+            rp.value_kept.update((p, why) for p in paths)
+            reason = VALUES + why
+        if reason is not None:
+            rp.kept_fp32.extend((p, reason) for p in paths)
+            continue
+        rp.cast.append(CastItem(st, paths, target))
+    if not rp.cast:
+        rp.why_not = " (every float32 tensor left in the fixed file stays float32)"
+    return rp
+
+
 RULE = Rule(
     id="fp32-payload",
     default_action=Action.WARN,
-    fixable=True,
     removes=True,
     evaluate=evaluate,
+    plan=plan,
     options=(
         Option("max-bytes", "10MB", SIZE_SCHEMA, size=True),
         Option("cast-to", "float16", {"type": "string", "enum": ["float16", "bfloat16"]}),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.describe import find, optimizer_summary
-from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at, share, whole_file
+from ckpt_guard.policy.plan_types import RulePlan
+from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule, at, share
+from ckpt_guard.policy.strips import Edits, RuleView, plan_optimizer
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
@@ -31,17 +33,23 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
            else f"state{where} (no tensor data)")
     if descriptions:
         msg += f": {'; '.join(descriptions)}"
-    whole = whole_file(subtrees)
-    return RULE.finding(cfg, msg + whole, nbytes, {"paths": [s.path for s in subtrees]},
-                        can_fix=not whole)
+    return RULE.finding(cfg, msg, nbytes, {"paths": [s.path for s in subtrees]})
+
+
+def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
+    """The framework's own strip of its optimizer keys, then every optimizer subtree left
+    set to None (a file that *is* the state has no plan: remove the file instead)."""
+    rp = RulePlan("optimizer-state")
+    plan_optimizer(a, Edits(ctx.tree, rp))
+    return rp
 
 
 RULE = Rule(
     id="optimizer-state",
     default_action=Action.FAIL,
-    fixable=True,
     removes=True,
     evaluate=evaluate,
+    plan=plan,
     options=(REMOVE_TRAINING_FILES,),
     summary="Optimizer state in a weight file",
     help="Optimizer state (e.g. Adam's exp_avg/exp_avg_sq, SGD momentum) is only needed to "

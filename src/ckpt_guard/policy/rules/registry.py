@@ -1,7 +1,8 @@
 """Every rule, in the order the documentation, the schema and the init template list them.
 
-Adding a rule: write its module (``RULE`` + ``evaluate``), add it to :data:`ALL` (and, if it
-judges single files, to :data:`EVALUATION_ORDER`), run ``scripts/gen_policy_files.py`` to
+Adding a rule: write its module (``RULE`` + ``evaluate``, and ``plan`` when ``fix`` can act on
+it), add it to :data:`ALL` (and, if it judges single files, to :data:`EVALUATION_ORDER`; if it
+plans, to :data:`PLAN_ORDER`), run ``scripts/gen_policy_files.py`` to
 regenerate the schema, the built-in defaults and the init template, and test it.
 """
 
@@ -42,3 +43,9 @@ EVALUATION_ORDER: tuple[Rule, ...] = (
 
 def get(rule_id: str) -> Rule:
     return BY_ID[rule_id]
+# The order the rules' plans edit a file's tree in (policy.planning): which copy of the
+# weights is kept first (a framework's strip then trims what will be the model: ultralytics'
+# model.args, model.criterion), then what is stripped, then what is left is cast.
+PLAN_ORDER: tuple[Rule, ...] = (
+    ema_duplicate.RULE, optimizer_state.RULE, training_state.RULE, fp32_payload.RULE,
+)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ckpt_guard.policy.rules.base import Context, Finding, Rule, at, share, whole_file
+from ckpt_guard.policy.plan_types import RulePlan
+from ckpt_guard.policy.rules.base import Context, Finding, PlanContext, Rule, at, share
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
+from ckpt_guard.policy.strips import Edits, RuleView, plan_training
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import TRAINING_ROLES, Action
 
@@ -30,16 +32,24 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
     msg = f"{', '.join(parts)} ({size})"
     detail = {"paths": [s.path for s in subtrees],
               "by_role": {str(r): a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
-    whole = whole_file(subtrees)
-    return RULE.finding(cfg, msg + whole, nbytes, detail, can_fix=not whole)
+    return RULE.finding(cfg, msg, nbytes, detail)
+
+
+def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
+    """The framework's own strip of its training keys, then every scheduler, scaler and RNG
+    subtree left set to None."""
+    rp = RulePlan("training-state")
+    plan_training(a, Edits(ctx.tree, rp),
+                  optimizer_fixed=ctx.view("optimizer-state").fixes)
+    return rp
 
 
 RULE = Rule(
     id="training-state",
     default_action=Action.WARN,
-    fixable=True,
     removes=True,
     evaluate=evaluate,
+    plan=plan,
     options=(REMOVE_TRAINING_FILES,),
     summary="Training-loop state in a weight file",
     help="LR scheduler, AMP grad scaler and RNG state only matter for resuming training. Set "

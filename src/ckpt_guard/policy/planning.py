@@ -1,0 +1,159 @@
+"""One file's fix plan, assembled from the fixing rules' own plans — the single source of
+check's "fixable" and removable bytes, ``fix --dry-run``'s projection and what ``fix`` does.
+
+:func:`plan_file` copies the file's tree and lets each rule with a ``plan`` and the ``fix``
+action edit the copy, in :data:`~ckpt_guard.policy.rules.registry.PLAN_ORDER` (which weights
+are kept first, then what is stripped, then what is cast of what is left). ``rewrite`` only
+carries a :class:`~ckpt_guard.policy.plan_types.FilePlan` out. :func:`settle` makes the
+findings of those rules fixable exactly where the plan fixes them (and says why not), and
+:func:`project` is what check would say of the fixed file before it is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ckpt_guard.analyze.tree_ops import copy_tree, storages_of
+from ckpt_guard.policy.plan_types import FilePlan, RulePlan, role_by_storage
+from ckpt_guard.policy.rules.base import Finding, PlanContext
+from ckpt_guard.policy.rules.registry import BY_ID, PLAN_ORDER
+from ckpt_guard.policy.strips import WHOLE_FILE, rule_view
+from ckpt_guard.vocab import Action, Format, Role
+
+if TYPE_CHECKING:
+    from ckpt_guard.analyze.model import Analysis
+
+# The size of the file ``rewrite`` would write for a plan (``None``: it cannot tell). Given
+# by the layer above (``rewrite.api.projected_size``): policy does not write files.
+OutputSize = Callable[["Analysis", FilePlan], "int | None"]
+
+# The formats `fix` rewrites (rewrite.api); anything else is never written.
+REWRITABLE = (Format.TORCH_ZIP, Format.TORCH_LEGACY, Format.SAFETENSORS)
+NO_PLAN = " (fix has nothing to change for it in this file)"
+
+
+def refusal(a: Analysis) -> str:
+    """Why ``fix`` leaves this file as it is whatever the policy says (``""``: it may not)."""
+    if a.checkpoint.format not in REWRITABLE:
+        return f"fix does not rewrite {a.checkpoint.format} files"
+    if any(g.safety == "unsafe" for g in a.globals):
+        return "fix does not rewrite a file whose pickle is unsafe"
+    return ""
+
+
+def what_if(rules: Mapping[str, Any]) -> dict[str, Any]:
+    """``rules`` with every enabled rule that has a plan set to ``fix`` (options kept): what
+    a fix could remove once the policy asks for it (check's ``bytes_removable``)."""
+    out = dict(rules)
+    for rule in PLAN_ORDER:
+        view = rule_view(rules, rule.id)
+        if view.enabled and not view.fixes:
+            out[rule.id] = {**view.options, "action": Action.FIX}
+    return out
+
+
+def plan_file(analysis: Analysis, rules: Mapping[str, Any], *,
+              output_size: OutputSize | None = None) -> FilePlan:
+    """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig, or plain
+    ``{action: …}`` dicts) does. The reader's tree is left as read."""
+    ckpt = analysis.checkpoint
+    fp32 = rule_view(rules, "fp32-payload")
+    plan = FilePlan(root=copy_tree(ckpt.root),
+                    on_overflow=str(fp32.options.get("on-overflow", "keep")),
+                    refused=refusal(analysis))
+    if plan.refused:
+        return plan
+    ctx = PlanContext(rules=rules, tree=plan.root)
+    for rule in PLAN_ORDER:
+        view = rule_view(rules, rule.id)
+        if not view.fixes or rule.plan is None:
+            continue
+        rp = rule.plan(analysis, view, ctx) or RulePlan(rule.id)
+        plan.rules[rule.id] = rp
+        plan.changes.extend(rp.changes)
+        plan.cast.extend(rp.cast)
+        plan.notes.extend(rp.notes)
+        plan.kept_fp32.extend(rp.kept_fp32)
+        plan.value_kept.update(rp.value_kept)
+    if plan.changes:
+        after = storages_of(plan.root)
+        roles = role_by_storage(analysis)
+        for sid, st in storages_of(ckpt.root).items():
+            if sid not in after:
+                role = roles.get(st.key, Role.OTHER)
+                plan.removed[role] = plan.removed.get(role, 0) + st.nbytes
+    if ckpt.format == Format.TORCH_LEGACY and plan.changed and output_size is not None:
+        # A legacy file is rewritten as a zip: a tiny one whose only fix is a cast can grow
+        # (zip records cost more than the cast saves). No plan then, as fix would refuse.
+        size = output_size(analysis, plan)
+        if size is not None and size > ckpt.size_bytes:
+            plan.refused = (f"as a torch zip the output would be larger than the input: "
+                            f"{size:,} vs {ckpt.size_bytes:,} bytes")
+    return plan
+
+
+def settle(analysis: Analysis, rules: Mapping[str, Any], findings: list[Finding], *,
+           output_size: OutputSize | None = None) -> tuple[list[Finding], int]:
+    """``findings`` with the fixable flag of every rule that has a plan decided by the file's
+    plan (fixable iff the rule's action is ``fix`` and its plan for this file is non-empty;
+    else the message says why not), and the bytes a fix removes: the findings' bytes of
+    the rules that would have a plan were they set to ``fix``."""
+    planned = {id(f) for f in findings if f.rule in BY_ID and BY_ID[f.rule].plan is not None}
+    removable = sum(f.bytes for f in findings
+                    if f.rule in BY_ID and BY_ID[f.rule].removes and id(f) not in planned)
+    if not planned:
+        return findings, removable
+    plans: dict[bool, FilePlan] = {}
+
+    def plan_for(fixing: bool) -> FilePlan:
+        if fixing not in plans:
+            plans[fixing] = plan_file(analysis, rules if fixing else what_if(rules),
+                                      output_size=output_size)
+        return plans[fixing]
+
+    out: list[Finding] = []
+    for f in findings:
+        if id(f) not in planned:
+            out.append(f)
+            continue
+        fixing = rule_view(rules, f.rule).fixes
+        plan = plan_for(fixing)
+        ok = plan.fixes(f.rule)
+        removable += f.bytes if ok and BY_ID[f.rule].removes else 0
+        message = f.message
+        if not ok:
+            why = plan.why_not(f.rule)
+            if plan.refused:
+                message += f" ({why})" if fixing else ""
+            elif fixing:
+                message += why or NO_PLAN
+            elif why == WHOLE_FILE:  # advice whatever the action
+                message += why
+        out.append(replace(f, fixable=ok and fixing, message=message))
+    return out, removable
+
+
+def project(analysis: Analysis, plan: FilePlan | None, rules: Mapping[str, Any], findings:
+            list[Finding], *, path: str, size_after: int, out_path: str | None = None
+            ) -> list[Finding]:
+    """What check would say of the file a dry run only plans: the findings of the planned
+    (stripped) tree, judged as check judges the written file. Casts are not in the tree:
+    a rule whose plan casts has no finding left, since what the cast keeps FP32 for its
+    values is recorded in the output and honoured by check."""
+    from ckpt_guard.analyze import analyze
+    from ckpt_guard.policy.rules.evaluate import evaluate
+
+    ckpt = analysis.checkpoint
+    if ckpt.format == Format.DCP_DIR:
+        # convert: safetensors writes the model weights alone into a new file (the directory
+        # stays): what the policy fixes is gone from it, as the real run's re-check sees
+        return [f for f in findings if f.action != Action.FIX]
+    if plan is None or ckpt.children or ckpt.root is None or ckpt.format not in REWRITABLE \
+            or out_path:
+        return [f for f in findings if not f.fixable]  # what fix removes is what is fixable
+    stripped = analyze(replace(ckpt, root=plan.root, size_bytes=size_after))
+    projected, _ = evaluate(stripped, rules, path=path)
+    casting = {rid for rid, rp in plan.rules.items() if rp.cast}
+    return [f for f in projected if not (f.rule in casting and f.fixable)]
