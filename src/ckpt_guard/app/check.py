@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.report.model import FileReport, Finding, Report
-from ckpt_guard.vocab import Action, Status
+from ckpt_guard.vocab import Action, Format, Status
 
 # Above this many files, reading fans out to one worker process per core.
 PARALLEL_THRESHOLD = 64
@@ -270,7 +270,7 @@ def _crashed(t: Target, policy, err: Exception) -> FileReport:
     from ckpt_guard.policy import evaluate_failure
     from ckpt_guard.read import one_line
 
-    fr = FileReport(path=t.path, status="error")
+    fr = FileReport(path=t.path, status=Status.ERROR)
     reason = f"internal error while examining the file ({one_line(err)})"
     try:
         fr.findings = [f for f in evaluate_failure(err, policy.rules_for(t.relpath))
@@ -278,7 +278,7 @@ def _crashed(t: Target, policy, err: Exception) -> FileReport:
     except Exception:  # noqa: BLE001 - the file's verdict below does not depend on it
         fr.findings = []
     # Always a failure, whatever the unreadable rule says: the file was not judged.
-    fr.findings.append(Finding("unreadable", "fail", reason, detail={
+    fr.findings.append(Finding("unreadable", Action.FAIL, reason, detail={
         "error": type(err).__name__}))
     with contextlib.suppress(OSError):
         fr.size_bytes = os.stat(t.abspath).st_size
@@ -322,14 +322,14 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
         fr.format = ckpt.format
         fr.framework = analysis.framework
         fr.size_bytes = ckpt.size_bytes
-        if ckpt.format == "lfs-pointer" and isinstance(ckpt.metadata.get("size"), int):
+        if ckpt.format == Format.LFS_POINTER and isinstance(ckpt.metadata.get("size"), int):
             fr.size_bytes = ckpt.metadata["size"]  # the weights' size, not the pointer's
         fr.tensor_bytes_total = analysis.tensor_bytes_total
         fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
         fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
         fr.tensor_count = analysis.tensor_count
         fr.notes = list(ckpt.notes)
-        if ckpt.format.startswith("sharded-"):
+        if ckpt.format in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
             fr.shards = shard_rows(analysis)
         if "remote_bytes" in ckpt.metadata:
             from ckpt_guard.report.units import format_bytes
@@ -467,8 +467,8 @@ def _isolated(targets: list[Target], policy, details: bool) -> list[FileReport]:
             with ProcessPoolExecutor(max_workers=1) as pool:
                 out.append(pool.submit(check_target, t, policy, details=details).result())
         except Exception as e:  # noqa: BLE001 - this file kills the process that reads it
-            fr = FileReport(path=t.path, status="error", findings=[Finding(
-                "unreadable", "fail", f"the process examining the file died ({type(e).__name__})",
+            fr = FileReport(path=t.path, status=Status.ERROR, findings=[Finding(
+                "unreadable", Action.FAIL, f"the process examining the file died ({type(e).__name__})",
                 detail={"error": type(e).__name__})])
             out.append(fr)
     return out

@@ -1,5 +1,5 @@
 """What each framework's own strip keeps and drops (shared/notes/frameworks.md): the data the
-rules that plan strips follow, and :mod:`ckpt_guard.rewrite.strip` carries out.
+rules that plan strips follow (:mod:`ckpt_guard.policy.strips` has the functions).
 
 Each entry names the framework's own function it mirrors. Keys are top-level checkpoint keys
 unless written with dots.
@@ -47,7 +47,7 @@ CONVENTIONS: dict[str, Convention] = {
                          none_training=("best_fitness", "stopper", "scaler"),
                          training_minus_one=("epoch",), ema=("ema", "model")),
     # ultralytics 8.4 also trims train_args to ULTRALYTICS_CFG_KEYS, turns model.args into a
-    # dict and sets model.criterion to None (see rewrite/strip.py).
+    # dict and sets model.criterion to None (see policy/strips.py).
     "ultralytics": Convention("ultralytics 8.4 strip_optimizer()", none_optimizer=("optimizer",),
                               none_training=("best_fitness", "stopper", "scaler"),
                               training_minus_one=("epoch",), ema=("ema", "model")),

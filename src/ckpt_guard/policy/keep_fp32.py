@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import tensor_matches
 from ckpt_guard.read.tree import Opaque, TensorRef
+from ckpt_guard.vocab import Action, Role
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
@@ -146,27 +147,27 @@ def _action_options(cfg: Any) -> tuple[str, dict]:
     """``(action, options)`` of a RuleConfig, a ``{action: …, option: …}`` dict or a bare
     action string (hand-built rule mappings, as tests and the rewrite API accept)."""
     if cfg is None:
-        return "off", {}
+        return Action.OFF, {}
     if isinstance(cfg, str):
         return cfg, {}
     if isinstance(cfg, Mapping):
-        return str(cfg.get("action", "off")), {k: v for k, v in cfg.items() if k != "action"}
-    return str(getattr(cfg, "action", "off")), dict(getattr(cfg, "options", {}) or {})
+        return str(cfg.get("action", Action.OFF)), {k: v for k, v in cfg.items() if k != "action"}
+    return str(getattr(cfg, "action", Action.OFF)), dict(getattr(cfg, "options", {}) or {})
 
 
 def ema_dropped_role(a: Analysis, rules: Mapping[str, Any]) -> str | None:
     """The role a fix of ``ema-duplicate`` drops as the duplicate copy (``weights`` or
     ``ema``), if the file has both and the rule is on."""
     action, options = _action_options(rules.get("ema-duplicate"))
-    if action == "off":
+    if action == Action.OFF:
         return None
-    if not (a.bytes_by_role.get("ema", 0) and a.bytes_by_role.get("weights", 0)):
+    if not (a.bytes_by_role.get(Role.EMA, 0) and a.bytes_by_role.get(Role.WEIGHTS, 0)):
         return None
     if a.framework == "mmengine":
         # mmengine's EMAHook already swapped the EMA into state_dict; the fix (either keep)
         # deletes ema_state_dict, as publish_model.py does: that is the copy removed.
-        return "ema"
-    return "weights" if str(options.get("keep", "ema")) == "ema" else "ema"
+        return Role.EMA
+    return Role.WEIGHTS if str(options.get("keep", Role.EMA)) == Role.EMA else Role.EMA
 
 
 @dataclass
@@ -215,13 +216,13 @@ def fp32_payload(a: Analysis, rules: Mapping[str, Any]) -> FP32Payload | None:
     Storages, not tensors, are what a cast rewrites; a storage that any kept-FP32 view uses
     stays FP32 (so savings are never overstated)."""
     action, options = _action_options(rules.get("fp32-payload"))
-    if action == "off":
+    if action == Action.OFF:
         return None
     # The duplicate copy is out of the cast only when a fix drops it: with ema-duplicate at
     # warn the file keeps both, and fix casts both (issue 9, defect 3).
     dropped = (ema_dropped_role(a, rules)
-               if _action_options(rules.get("ema-duplicate"))[0] == "fix" else None)
-    kept_roles = {"weights", "ema"} - {dropped}
+               if _action_options(rules.get("ema-duplicate"))[0] == Action.FIX else None)
+    kept_roles = {Role.WEIGHTS, Role.EMA} - {dropped}
     storages: dict[str, tuple[int, str | None]] = {}
     tensors_by_storage: dict[str, list[str]] = {}
     keep = KeepFP32(options, ((t.path, t.ref) for t in a.tensors), a.checkpoint.root)

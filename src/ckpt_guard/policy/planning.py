@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.analyze.tree_ops import copy_tree, storages_of
 from ckpt_guard.policy.plan_types import FilePlan, RulePlan, role_by_storage
+from ckpt_guard.policy.rules import registry
 from ckpt_guard.policy.rules.base import Finding, PlanContext
-from ckpt_guard.policy.rules.registry import BY_ID, PLAN_ORDER
 from ckpt_guard.policy.strips import WHOLE_FILE, rule_view
 from ckpt_guard.vocab import Action, Format, Role
 
@@ -47,7 +47,7 @@ def what_if(rules: Mapping[str, Any]) -> dict[str, Any]:
     """``rules`` with every enabled rule that has a plan set to ``fix`` (options kept): what
     a fix could remove once the policy asks for it (check's ``bytes_removable``)."""
     out = dict(rules)
-    for rule in PLAN_ORDER:
+    for rule in registry.PLAN_ORDER:
         view = rule_view(rules, rule.id)
         if view.enabled and not view.fixes:
             out[rule.id] = {**view.options, "action": Action.FIX}
@@ -66,7 +66,7 @@ def plan_file(analysis: Analysis, rules: Mapping[str, Any], *,
     if plan.refused:
         return plan
     ctx = PlanContext(rules=rules, tree=plan.root)
-    for rule in PLAN_ORDER:
+    for rule in registry.PLAN_ORDER:
         view = rule_view(rules, rule.id)
         if not view.fixes or rule.plan is None:
             continue
@@ -100,9 +100,10 @@ def settle(analysis: Analysis, rules: Mapping[str, Any], findings: list[Finding]
     plan (fixable iff the rule's action is ``fix`` and its plan for this file is non-empty;
     else the message says why not), and the bytes a fix removes: the findings' bytes of
     the rules that would have a plan were they set to ``fix``."""
-    planned = {id(f) for f in findings if f.rule in BY_ID and BY_ID[f.rule].plan is not None}
+    by_id = registry.BY_ID
+    planned = {id(f) for f in findings if f.rule in by_id and by_id[f.rule].plan is not None}
     removable = sum(f.bytes for f in findings
-                    if f.rule in BY_ID and BY_ID[f.rule].removes and id(f) not in planned)
+                    if f.rule in by_id and by_id[f.rule].removes and id(f) not in planned)
     if not planned:
         return findings, removable
     plans: dict[bool, FilePlan] = {}
@@ -121,7 +122,7 @@ def settle(analysis: Analysis, rules: Mapping[str, Any], findings: list[Finding]
         fixing = rule_view(rules, f.rule).fixes
         plan = plan_for(fixing)
         ok = plan.fixes(f.rule)
-        removable += f.bytes if ok and BY_ID[f.rule].removes else 0
+        removable += f.bytes if ok and by_id[f.rule].removes else 0
         message = f.message
         if not ok:
             why = plan.why_not(f.rule)

@@ -120,8 +120,8 @@ def _ema_moves(ed: Edits, m: dict, ema_key: str, weights_key: str, keep: str) ->
     it becomes them anyway. True when ``ema_key`` is to go."""
     if m.get(ema_key) is None:
         return False
-    if keep == "ema" or m.get(weights_key) is None:
-        if keep != "ema":
+    if keep == Role.EMA or m.get(weights_key) is None:
+        if keep != Role.EMA:
             ed.note(f"{ema_key} kept as the weights: {weights_key} is empty")
         elif m.get(weights_key) is not None:
             # The weights a user loads change: say so plainly, not only as "a → b".
@@ -150,7 +150,7 @@ def _ema_mmengine(ed: Edits, m: dict, keep: str, fw: str) -> None:
     # publish_model.py keeps meta + state_dict. EMAHook already swapped EMA into state_dict.
     if m.get("ema_state_dict") is None:
         return
-    if keep == "weights":
+    if keep == Role.WEIGHTS:
         ema_sd = as_mapping(m["ema_state_dict"]) or {}
         sd = as_mapping(m.get("state_dict"))
         if sd is not None:
@@ -166,7 +166,7 @@ def _ema_mmengine(ed: Edits, m: dict, keep: str, fw: str) -> None:
 def _ema_generic(ed: Edits, m: dict, keep: str, a: Analysis) -> None:
     """A generic ``{"model": …, "ema": …}`` dict with ``keep: ema``: the EMA becomes the
     weights and its own key None. Only for one weights and one EMA key at the top level."""
-    if keep != "ema":
+    if keep != Role.EMA:
         return
     ema = [s.path for s in a.subtrees if s.role == Role.EMA]
     weights = [s.path for s in a.subtrees if s.role == Role.WEIGHTS]
@@ -191,7 +191,7 @@ def plan_ema(a: Analysis, ed: Edits, keep: str) -> None:
         fn(ed, m, keep, a.framework)
     elif m is not None and a.framework == "generic":
         _ema_generic(ed, m, keep, a)
-    if keep == "weights":
+    if keep == Role.WEIGHTS:
         by_role(a, ed, (Role.EMA,))
 
 

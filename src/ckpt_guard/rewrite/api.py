@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.planning import REWRITABLE
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.rewrite import atomic
 from ckpt_guard.rewrite.atomic import TargetError
@@ -24,10 +25,10 @@ from ckpt_guard.rewrite.safetensors import (
 )
 from ckpt_guard.rewrite.storage_io import InputChanged
 from ckpt_guard.rewrite.verify import VerifyError
+from ckpt_guard.vocab import Format
 
 ProgressFn = Callable[[int, int], None]
 _DEBUG_ENV = "CKPT_GUARD_DEBUG"
-_REWRITABLE = ("torch-zip", "torch-legacy", "safetensors")
 _EXPECTED = (FixError, VerifyError, PickleWriteError, InputChanged, UnreadableError,
              TargetError, OSError, ValueError)
 
@@ -71,7 +72,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         # so it would launder nothing; the output is re-checked as well (verify.read_back).
         return FixResult(path=path, size_before=size, size_after=size, error=(
             f"the pickle is unsafe ({unsafe[0]}): not rewritten; remove its payload first"))
-    if ckpt.format in ("hf-checkpoint-dir", "deepspeed-dir"):
+    if ckpt.format in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR):
         if out_path is not None:
             # A directory's fix deletes training files in place: with --out (a copy wanted,
             # the original untouched) it must not run at all.
@@ -82,8 +83,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                     f"its training files in place ({', '.join(planned.removed_files)}); run "
                     "fix without --out to remove them"))
         return fix_directory(path, analysis, rules, dry_run=dry_run)
-    if ckpt.format == "dcp-dir":
-        if (convert or _option(rules, "convert")) != "safetensors":
+    if ckpt.format == Format.DCP_DIR:
+        if (convert or _option(rules, "convert")) != Format.SAFETENSORS:
             return FixResult(path=path, size_before=size, size_after=size, notes=(
                 "a DCP directory is not rewritten; `convert: safetensors` in the policy writes "
                 "its model weights as one safetensors file beside it",))
@@ -91,7 +92,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
 
         return convert_dcp(path, analysis, rules, out_path=out_path, dry_run=dry_run,
                            progress=progress)
-    if ckpt.format.startswith("sharded-"):
+    if ckpt.format in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
         from ckpt_guard.rewrite.sharded import SetError, fix_sharded
 
         try:
@@ -100,7 +101,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                                max_shard_size=max_shard_size, keep=keep)
         except (SetError, *_EXPECTED) as e:
             return FixResult(path=path, size_before=size, size_after=size, error=_one_line(e))
-    if ckpt.format not in _REWRITABLE:
+    if ckpt.format not in REWRITABLE:
         return FixResult(path=path, size_before=size, size_after=size,
                          notes=(f"{ckpt.format} files are not rewritten",))
     try:
@@ -109,7 +110,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
             return FixResult(path=path, size_before=size, size_after=size,
                              notes=(f"not rewritten: {plan.refused}",))
         convert = convert or _option(rules, "convert")
-        if convert == "safetensors" and ckpt.format != "safetensors":
+        if convert == Format.SAFETENSORS and ckpt.format != Format.SAFETENSORS:
             _pairs, why = convertible(plan.root)
             if _pairs is None:
                 # Not a flat state dict (Lightning, YOLO, resume dicts): still fixed, as a
@@ -121,7 +122,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                              kept_fp32=tuple(plan.kept_fp32), notes=tuple(plan.notes))
         if out_path is not None:
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        if convert == "safetensors" and ckpt.format != "safetensors":
+        if convert == Format.SAFETENSORS and ckpt.format != Format.SAFETENSORS:
             # Never safetensors bytes under a torch name, with --out too.
             target = str(Path(out_path or path).with_suffix(".safetensors"))
             beside = out_path is None and os.path.realpath(target) != os.path.realpath(path)
@@ -137,7 +138,7 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         source = atomic.source_for(path, stat_before, in_place=in_place,
                                    keep=keep if in_place else None)
         cleaned = atomic.remove_stale(source.real) if in_place else 0
-        if ckpt.format == "safetensors":
+        if ckpt.format == Format.SAFETENSORS:
             result = fix_safetensors(path, analysis, plan, out_path=out_path, dry_run=dry_run,
                                      progress=progress, decide_overflow=decide_overflow,
                                      progress_cls=ProgressCounter, source=source)

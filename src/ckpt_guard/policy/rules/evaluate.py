@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.planning import OutputSize, settle
-from ckpt_guard.policy.rules import file_size, fp32_payload, shard_index
+from ckpt_guard.policy.rules import file_size, fp32_payload, registry, shard_index
 from ckpt_guard.policy.rules.base import (
     Context,
     Finding,
@@ -25,18 +25,19 @@ from ckpt_guard.policy.rules.base import (
     listing,
     stat_size,
 )
-from ckpt_guard.policy.rules.registry import EVALUATION_ORDER, get
+from ckpt_guard.policy.rules.registry import get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
 from ckpt_guard.units import format_bytes
-from ckpt_guard.vocab import Format
+from ckpt_guard.vocab import Format, Role
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
 
 # Directory members whose name marks them as training files, by the rule that owns them.
-_HINT_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
-              "scaler": "training-state", "rng": "training-state", "training": "training-state"}
+_HINT_RULE = {Role.OPTIMIZER: "optimizer-state", Role.SCHEDULER: "training-state",
+              Role.SCALER: "training-state", Role.RNG: "training-state",
+              "training": "training-state"}
 
 
 def evaluate(analysis: Analysis, rules: Rules, *, path: str,
@@ -61,7 +62,7 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
             unreadable = evaluate_unreadable(err, rules, member=member)
             if unreadable is not None:
                 findings.append(unreadable)
-    for rule in EVALUATION_ORDER:
+    for rule in registry.EVALUATION_ORDER:
         cfg = rules.get(rule.id)
         if cfg is None or not cfg.enabled or rule.evaluate is None:
             continue

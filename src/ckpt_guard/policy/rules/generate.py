@@ -12,8 +12,8 @@ import copy
 import json
 from typing import Any
 
+from ckpt_guard.policy.rules import registry
 from ckpt_guard.policy.rules.base import Rule
-from ckpt_guard.policy.rules.registry import ALL
 
 SIZE_OR_NULL = {"title": "size", "type": ["integer", "string", "null"], "minimum": 0}
 
@@ -25,8 +25,9 @@ def schema(current: dict[str, Any]) -> dict[str, Any]:
     for key in [k for k in defs if k.startswith("rule-")]:
         del defs[key]
     defs["size-or-null"] = {**SIZE_OR_NULL, "pattern": defs["size"]["pattern"]}
-    defs["rules"]["properties"] = {r.id: {"$ref": f"#/$defs/rule-{r.id}"} for r in ALL}
-    for r in ALL:
+    defs["rules"]["properties"] = {r.id: {"$ref": f"#/$defs/rule-{r.id}"}
+                                   for r in registry.ALL}
+    for r in registry.ALL:
         defs[f"rule-{r.id}"] = _rule_schema(r)
     return out
 
@@ -52,7 +53,7 @@ def _scalar(value: Any) -> str:
 def defaults_rules_yaml() -> str:
     """The ``rules:`` section of ``defaults.yml``."""
     lines = ["rules:"]
-    for r in ALL:
+    for r in registry.ALL:
         d = r.defaults()
         if isinstance(d, str):
             lines.append(f"  {r.id}: {d}")
@@ -71,7 +72,7 @@ def defaults_rules_yaml() -> str:
 
 def init_rules_yaml() -> str:
     """The ``rules:`` section of ``init_template.yml``: each rule's explained block."""
-    return "rules:\n" + "\n".join(r.template for r in ALL)
+    return "rules:\n" + "\n".join(r.template for r in registry.ALL)
 
 
 def splice(text: str, section: str) -> str:
@@ -98,12 +99,12 @@ def rules_markdown() -> str:
            "do not edit -->", "",
            "| rule | built-in action | `fix` can remove it | options (built-in value) |",
            "|---|---|---|---|"]
-    for r in ALL:
+    for r in registry.ALL:
         opts = ", ".join(f"`{o.name}` ({_scalar(o.default) if not isinstance(o.default, list) else json.dumps(o.default)})"  # noqa: E501
                          for o in r.options) or "—"
         out.append(f"| [`{r.id}`](#{r.id}) | {r.default_action} | "
                    f"{'yes' if r.fixable else 'no'} | {opts} |")
-    for r in ALL:
+    for r in registry.ALL:
         out += ["", f"## {r.id}", "", f"**{r.summary}.** {r.help}", "",
                 "As `ckpt-guard init` writes it:", "", "```yaml", r.template.rstrip("\n"),
                 "```"]

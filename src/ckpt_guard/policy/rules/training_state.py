@@ -9,13 +9,13 @@ from ckpt_guard.policy.rules.base import Context, Finding, PlanContext, Rule, at
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
 from ckpt_guard.policy.strips import Edits, RuleView, plan_training
 from ckpt_guard.units import format_bytes
-from ckpt_guard.vocab import TRAINING_ROLES, Action
+from ckpt_guard.vocab import TRAINING_ROLES, Action, Role
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
 
-ROLE_WORDS = {"scheduler": "LR scheduler", "scaler": "grad scaler", "rng": "RNG state",
+ROLE_WORDS = {Role.SCHEDULER: "LR scheduler", Role.SCALER: "grad scaler", Role.RNG: "RNG state",
               "training": "training metadata"}
 
 
