@@ -34,9 +34,9 @@ REWRITABLE = (Format.TORCH_ZIP, Format.TORCH_LEGACY, Format.SAFETENSORS)
 NO_PLAN = " (fix has nothing to change for it in this file)"
 
 
-def refusal(a: Analysis) -> str:
+def refusal(a: Analysis, formats: tuple[str, ...] = REWRITABLE) -> str:
     """Why ``fix`` leaves this file as it is whatever the policy says (``""``: it may not)."""
-    if a.checkpoint.format not in REWRITABLE:
+    if a.checkpoint.format not in formats:
         return f"fix does not rewrite {a.checkpoint.format} files"
     if any(g.safety == "unsafe" for g in a.globals):
         return "fix does not rewrite a file whose pickle is unsafe"
@@ -55,14 +55,17 @@ def what_if(rules: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plan_file(analysis: Analysis, rules: Mapping[str, Any], *,
-              output_size: OutputSize | None = None) -> FilePlan:
+              output_size: OutputSize | None = None,
+              formats: tuple[str, ...] = REWRITABLE) -> FilePlan:
     """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig, or plain
-    ``{action: …}`` dicts) does. The reader's tree is left as read."""
+    ``{action: …}`` dicts) does. The reader's tree is left as read. ``formats``: the formats
+    planned for (a DCP directory is planned only for ``convert: safetensors``, which writes
+    a new file: none of its findings is fixable in place)."""
     ckpt = analysis.checkpoint
     fp32 = rule_view(rules, "fp32-payload")
     plan = FilePlan(root=copy_tree(ckpt.root),
                     on_overflow=str(fp32.options.get("on-overflow", "keep")),
-                    refused=refusal(analysis))
+                    refused=refusal(analysis, formats))
     if plan.refused:
         return plan
     ctx = PlanContext(rules=rules, tree=plan.root)

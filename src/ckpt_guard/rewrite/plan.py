@@ -15,9 +15,10 @@ from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.analyze.tree_ops import copy_tree
 from ckpt_guard.policy.plan_types import CastItem, Change, apply
 from ckpt_guard.policy.plan_types import FilePlan as Plan
-from ckpt_guard.policy.planning import plan_file
+from ckpt_guard.policy.planning import REWRITABLE, plan_file
 from ckpt_guard.policy.strips import RuleView as Rule
 from ckpt_guard.policy.strips import rule_view as rule
+from ckpt_guard.vocab import Format
 
 __all__ = ["CastItem", "Plan", "Rule", "make_plan", "projected_size", "replay", "rule"]
 
@@ -36,7 +37,9 @@ def projected_size(analysis: Analysis, plan: Plan) -> int | None:
 
 def make_plan(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
     """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig) does."""
-    return plan_file(analysis, rules, output_size=projected_size)
+    # A DCP directory is planned for its conversion to safetensors (rewrite/dcp_convert.py).
+    return plan_file(analysis, rules, output_size=projected_size,
+                     formats=(*REWRITABLE, Format.DCP_DIR))
 
 
 def replay(root: Any, changes: Iterable[Change]) -> Any:
