@@ -50,9 +50,16 @@ def tensor_storages(ref: TensorRef) -> list[Storage]:
     return [storage for storage, _dtype in views(ref)]
 
 
+_ATOMS = (str, bytes, int, float, bool, complex, type(None), TensorRef, Storage, GlobalRef)
+
+
 def copy_tree(root: Any) -> Any:
     """Copy containers and opaque objects (sharing and cycles preserved); tensors, storages
-    and globals stay the same objects."""
+    and globals stay the same objects.
+
+    Dicts and lists (most of a training checkpoint: optimizer state) are copied here
+    directly; anything else (opaque objects, tuples, sets) by ``copy.deepcopy`` with the
+    tensors, storages and globals below it kept as they are."""
     memo: dict[int, Any] = {id(NO_STATE): NO_STATE}
 
     def seed(path: tuple, node: Any, inh: Any) -> Any:
@@ -64,11 +71,31 @@ def copy_tree(root: Any) -> Any:
             memo[id(node)] = node
         return None
 
-    walk(root, seed)
+    def cp(x: Any) -> Any:
+        if isinstance(x, _ATOMS):
+            return x
+        hit = memo.get(id(x), memo)
+        if hit is not memo:
+            return hit
+        t = type(x)
+        if t is dict:
+            new: Any = {}
+            memo[id(x)] = new
+            for k, v in x.items():
+                new[k if isinstance(k, _ATOMS) else cp(k)] = v if isinstance(v, _ATOMS) else cp(v)
+            return new
+        if t is list:
+            new = []
+            memo[id(x)] = new
+            new.extend(v if isinstance(v, _ATOMS) else cp(v) for v in x)
+            return new
+        walk(x, seed)
+        return copy.deepcopy(x, memo)
+
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, 20_000))
     try:
-        return copy.deepcopy(root, memo)
+        return cp(root)
     finally:
         sys.setrecursionlimit(old)
 

@@ -43,24 +43,27 @@ def refusal(a: Analysis, formats: tuple[str, ...] = REWRITABLE) -> str:
     return ""
 
 
-def what_if(rules: Mapping[str, Any]) -> dict[str, Any]:
-    """``rules`` with every enabled rule that has a plan set to ``fix`` (options kept): what
-    a fix could remove once the policy asks for it (check's ``bytes_removable``)."""
+def what_if(rules: Mapping[str, Any], rule_ids: set[str] | None = None) -> dict[str, Any]:
+    """``rules`` with every enabled rule that has a plan (of ``rule_ids``, when given) set to
+    ``fix``, options kept: what a fix could remove once the policy asks for it (check's
+    ``bytes_removable``)."""
     out = dict(rules)
     for rule in registry.PLAN_ORDER:
         view = rule_view(rules, rule.id)
-        if view.enabled and not view.fixes:
+        if view.enabled and not view.fixes and (rule_ids is None or rule.id in rule_ids):
             out[rule.id] = {**view.options, "action": Action.FIX}
     return out
 
 
 def plan_file(analysis: Analysis, rules: Mapping[str, Any], *,
               output_size: OutputSize | None = None,
-              formats: tuple[str, ...] = REWRITABLE) -> FilePlan:
+              formats: tuple[str, ...] = REWRITABLE, account: bool = True) -> FilePlan:
     """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig, or plain
     ``{action: …}`` dicts) does. The reader's tree is left as read. ``formats``: the formats
     planned for (a DCP directory is planned only for ``convert: safetensors``, which writes
-    a new file: none of its findings is fixable in place)."""
+    a new file: none of its findings is fixable in place). ``account=False`` leaves
+    ``removed`` empty (check needs only which rules have a plan: two walks of the tree
+    saved)."""
     ckpt = analysis.checkpoint
     fp32 = rule_view(rules, "fp32-payload")
     plan = FilePlan(root=copy_tree(ckpt.root),
@@ -80,7 +83,7 @@ def plan_file(analysis: Analysis, rules: Mapping[str, Any], *,
         plan.notes.extend(rp.notes)
         plan.kept_fp32.extend(rp.kept_fp32)
         plan.value_kept.update(rp.value_kept)
-    if plan.changes:
+    if plan.changes and account:
         after = storages_of(plan.root)
         roles = role_by_storage(analysis)
         for sid, st in storages_of(ckpt.root).items():
@@ -113,8 +116,11 @@ def settle(analysis: Analysis, rules: Mapping[str, Any], findings: list[Finding]
 
     def plan_for(fixing: bool) -> FilePlan:
         if fixing not in plans:
-            plans[fixing] = plan_file(analysis, rules if fixing else what_if(rules),
-                                      output_size=output_size)
+            # (The what-if plan sets only the rules with findings to fix: planning the
+            # others would cost time and change nothing check reports.)
+            asked = {f.rule for f in findings if id(f) in planned}
+            plans[fixing] = plan_file(analysis, rules if fixing else what_if(rules, asked),
+                                      output_size=output_size, account=False)
         return plans[fixing]
 
     out: list[Finding] = []
