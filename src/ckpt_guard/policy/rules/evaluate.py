@@ -12,6 +12,7 @@ they are baggage either way).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.planning import OutputSize, settle
@@ -28,6 +29,7 @@ from ckpt_guard.policy.rules.base import (
 from ckpt_guard.policy.rules.registry import get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
+from ckpt_guard.policy.strips import NOT_SAFETENSORS
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Format, Role
 
@@ -106,6 +108,10 @@ _SET_RULES = ("fp32-payload", "file-size", "size-growth")
 _NO_STRIP = ("optimizer-state", "training-state", "ema-duplicate")
 
 
+def _no_suffix(message: str) -> str:
+    return message[:-len(NOT_SAFETENSORS)] if message.endswith(NOT_SAFETENSORS) else message
+
+
 def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
     """A sharded set: each shard's own findings (named by shard), ``shard-index`` for every
     disagreement between the index and its shards, and the size rules over the whole set
@@ -126,11 +132,13 @@ def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
             child, per_shard, path=f"{folder}/{member}" if folder else member)
         if a.framework == "dcp":
             # torch.distributed.checkpoint's HF-storage set (analyze.dcp): fix casts its
-            # shards but takes no entry out of it.
-            child_removable -= sum(f.bytes for f in child_findings if f.rule in _NO_STRIP)
-            child_findings = [replace(f, fixable=False, message=f"{f.message} (fix takes no "
-                                      "entry out of a DCP HuggingFaceStorageWriter set: save "
-                                      "the model's state dict alone)")
+            # shards but takes no entry out of it. (Its shards are safetensors files, which
+            # no strip rule has a plan for: neither fixable nor removable already; say why in
+            # the set's words.)
+            child_findings = [replace(f, fixable=False, message=f"{_no_suffix(f.message)} "
+                                      "(fix takes no entry out of a DCP "
+                                      "HuggingFaceStorageWriter set: save the model's state "
+                                      "dict alone)")
                               if f.rule in _NO_STRIP else f for f in child_findings]
         findings.extend(in_member(f, member) for f in child_findings)
         removable += child_removable
