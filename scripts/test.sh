@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 py=${PYTHON:-python3}
 # torch is pinned (CPU build) in the [test] extra: a looser requirement pulls GBs of CUDA wheels.
-"$py" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# [frameworks]: Lightning, for the real-trainer comparison (tests/frameworks; ~10 s to install,
+# ~15 s to run). The torchvision-based trainers run with scripts/test-frameworks.sh instead.
+"$py" -m pip install --quiet --disable-pip-version-check -e ".[test,frameworks]"
 
 # git-lfs for the LFS tests; a Docker engine (and a stand-in base image) for the container test.
 if ! command -v git-lfs >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

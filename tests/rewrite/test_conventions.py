@@ -15,13 +15,15 @@ from tests.policy.build import analysis
 from tests.rewrite.helpers import fix_rules, run_fix
 
 
-def _strip(framework: str, tree: dict) -> list[Change]:
+def _strip(framework: str, tree: dict, rules: dict | None = None) -> list[Change]:
     """The strip rules' plans, in plan order, on ``tree`` itself (edited in place)."""
     a = replace(analysis(root=tree), framework=framework)
-    ctx = PlanContext(rules=fix_rules(), tree=tree)
+    ctx = PlanContext(rules=fix_rules() if rules is None else rules, tree=tree)
     changes: list[Change] = []
     for rule in PLAN_ORDER[:-1]:  # the strips; fp32-payload casts
-        changes.extend(rule.plan(a, rule_view(ctx.rules, rule.id), ctx).changes)
+        view = rule_view(ctx.rules, rule.id)
+        if view.fixes:  # fix plans the rules set to fix only
+            changes.extend(rule.plan(a, view, ctx).changes)
     return changes
 
 
@@ -68,3 +70,53 @@ def test_rfdetr_says_plainly_that_the_kept_weights_change(ckpt_factory, tmp_path
     assert "ema_model → model" in result.changes
     assert any(n.startswith("the weights change: model now holds the EMA weights from "
                             "ema_model") for n in result.notes), result.notes
+
+
+def test_ultralytics_ema_only_training_file_moves_the_ema_to_model():
+    # A trainer's epochN.pt / last.pt before strip_optimizer: model None, the EMA the only
+    # weights. Fixing training-state moves it as strip_optimizer does, even with
+    # ema-duplicate off (there is no duplicate); compared with the real trainer in
+    # tests/frameworks/test_ultralytics.py.
+    ns = Opaque(GlobalRef("ultralytics.utils", "IterableSimpleNamespace"), "reduce",
+                state={"task": "detect"})
+    model = Opaque(GlobalRef("ultralytics.nn.tasks", "DetectionModel"), "newobj",
+                   state={"args": ns, "training": False})
+    tree = {"epoch": 0, "best_fitness": None, "model": None, "ema": model, "updates": 4,
+            "optimizer": {"state": {}}, "train_args": {"task": "detect"}}
+    changes = _strip("ultralytics", tree, fix_rules(ema_duplicate={"action": "off"}))
+    assert tree["model"] is model and tree["ema"] is None and tree["updates"] is None
+    assert type(model.state["args"]) is dict
+    assert "ema → model" in changes
+
+
+def test_ema_only_file_keeps_its_layout_when_training_state_is_not_fixed():
+    tree = {"epoch": 0, "model": None, "ema": {"w": 1}, "updates": 4, "optimizer": {}}
+    rules = fix_rules(ema_duplicate={"action": "off"}, training_state={"action": "warn"})
+    _strip("ultralytics", tree, rules)
+    assert tree["model"] is None and tree["ema"] == {"w": 1} and tree["optimizer"] is None
+
+
+def test_rfdetr_lightning_era_drops_epoch_and_the_resume_keys():
+    # RF-DETR 1.11 strip_checkpoint drops `epoch` in both eras; it keeps callbacks/
+    # optimizer_states/lr_schedulers for resuming, which ckpt-guard drops on purpose (README).
+    tree = {"model": {}, "epoch": 1, "state_dict": {}, "global_step": 5,
+            "pytorch-lightning_version": "2.6.6", "loops": {}, "callbacks": {"X": {}},
+            "optimizer_states": [], "lr_schedulers": [], "args": {}, "model_name": "RFDETRNano"}
+    _strip("rfdetr", tree)
+    assert set(tree) == {"model", "state_dict", "global_step", "pytorch-lightning_version",
+                         "loops", "args", "model_name"}
+
+
+def test_module_attribute_tensors_are_not_cast(tmp_path):
+    # Module.half() casts parameters and buffers only; a tensor held as a plain attribute
+    # (ultralytics/yolov5 DetectionModel.stride) stays FP32 in their strips, and in ours.
+    import torch
+
+    lin = torch.nn.Linear(8, 8)
+    lin.stride = torch.tensor([8.0, 16.0, 32.0])
+    path = tmp_path / "m.pt"
+    torch.save({"model": lin}, path)
+    result = run_fix(path)
+    out = torch.load(path, weights_only=False)["model"]
+    assert out.weight.dtype == torch.float16 and out.stride.dtype == torch.float32
+    assert torch.equal(out.stride, lin.stride), result.notes

@@ -19,7 +19,9 @@ class Convention:
     training-state are fixed. ``none_optimizer``/``none_training``: keys set to None instead
     (the framework keeps the key). ``ema``: (EMA key, weights key) — with ``keep: ema`` the
     EMA copy becomes the weights. ``training_minus_one``: keys set to -1 (ultralytics'
-    ``epoch``)."""
+    ``epoch``). ``ema_when_weights_empty``: fixing training-state moves the EMA to the
+    weights key when that key is empty (a training file whose only weights are the EMA), as
+    the framework's strip does whatever else is set."""
 
     mirrors: str
     drop_optimizer: tuple[str, ...] = ()
@@ -28,6 +30,7 @@ class Convention:
     none_training: tuple[str, ...] = ()
     training_minus_one: tuple[str, ...] = ()
     ema: tuple[str, str] | None = None
+    ema_when_weights_empty: bool = False
 
 
 # Roles a strip removes, and the rule that governs each.
@@ -45,12 +48,14 @@ NAMESPACE_GLOBALS = frozenset({"ultralytics.utils.IterableSimpleNamespace",
 CONVENTIONS: dict[str, Convention] = {
     "yolov5": Convention("yolov5/ultralytics strip_optimizer()", none_optimizer=("optimizer",),
                          none_training=("best_fitness", "stopper", "scaler"),
-                         training_minus_one=("epoch",), ema=("ema", "model")),
+                         training_minus_one=("epoch",), ema=("ema", "model"),
+                         ema_when_weights_empty=True),
     # ultralytics 8.4 also trims train_args to ULTRALYTICS_CFG_KEYS, turns model.args into a
     # dict and sets model.criterion to None (see policy/strips.py).
     "ultralytics": Convention("ultralytics 8.4 strip_optimizer()", none_optimizer=("optimizer",),
                               none_training=("best_fitness", "stopper", "scaler"),
-                              training_minus_one=("epoch",), ema=("ema", "model")),
+                              training_minus_one=("epoch",), ema=("ema", "model"),
+                              ema_when_weights_empty=True),
     # Plus every key matching LIGHTNING_SCALER (precision plugin / AMP scaler state).
     "lightning": Convention("Lightning save_weights_only", drop_optimizer=("optimizer_states",),
                             drop_training=("lr_schedulers", "callbacks")),

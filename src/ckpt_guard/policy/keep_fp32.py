@@ -13,6 +13,10 @@ substring or by shape:
 * the pickle names the layer's class (full-module pickles): ``torch.nn.BatchNorm2d``,
   ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``InstanceNorm*``, ``FrozenBatchNorm2d``, …
 
+A tensor a full-module pickle holds as a plain attribute of a module (not a parameter or a
+buffer: ultralytics' ``DetectionModel.stride``) stays as it is too: ``Module.half()``, which
+the frameworks' own strips call, leaves it FP32.
+
 A one-dimensional ``weight`` alone says nothing (flattened linear weights of equivariant
 networks are 1-D too).
 """
@@ -41,6 +45,7 @@ NORM_LEAVES = frozenset({"weight", "bias", "running_mean", "running_var",
                          "num_batches_tracked"})
 BN_STATS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 NORMALIZATION = "normalization layer"
+ATTRIBUTE = "module attribute, not a parameter or buffer"
 
 # camelCase and acronym boundaries (LayerNorm → Layer Norm, RMSNorm → RMS Norm), digits.
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
@@ -72,6 +77,33 @@ def norm_module_paths(root: Any) -> set[str]:
         if isinstance(node, Opaque) and module_attributes(node) is not None \
                 and is_norm_name(node.name):
             out.add(path_text(keys_of(path)))
+        return None
+
+    walk(root, visit)
+    return out
+
+
+def attribute_tensor_paths(root: Any) -> set[str]:
+    """Paths of tensors that full-module pickles hold as plain module attributes (outside
+    ``_parameters``/``_buffers``): ``Module.half()`` does not cast them, so neither do we."""
+    from ckpt_guard.analyze.walk import (
+        MODULE_INTERNALS,
+        keys_of,
+        module_attributes,
+        path_text,
+        walk,
+    )
+
+    out: set[str] = set()
+
+    def visit(path: Any, node: Any, inh: Any) -> None:
+        attrs = module_attributes(node)
+        if attrs is not None:
+            here = keys_of(path)
+            for k, v in attrs.items():
+                if k not in MODULE_INTERNALS and isinstance(k, str) \
+                        and isinstance(v, TensorRef):
+                    out.add(path_text((*here, k)))
         return None
 
     walk(root, visit)
@@ -121,8 +153,10 @@ class KeepFP32:
         if structural(options):
             classes = norm_module_paths(root) if root is not None else set()
             self.norms = norm_prefixes(tensors, classes)
+            self.attributes = attribute_tensor_paths(root) if root is not None else set()
         else:
             self.norms = set()
+            self.attributes = set()
 
     def reason(self, path: str) -> str | None:
         """Why ``path`` stays FP32 (``keep-fp32 '<glob>'`` or ``normalization layer``), or
@@ -133,6 +167,8 @@ class KeepFP32:
         prefix, _, leaf = path.rpartition(".")
         if prefix in self.norms and leaf in NORM_LEAVES:
             return NORMALIZATION
+        if path in self.attributes:
+            return ATTRIBUTE
         return None
 
 

@@ -243,6 +243,22 @@ def _training_ultralytics(ed: Edits, m: dict) -> None:
         ed.to_none("model", "criterion")  # the loss object: training only
 
 
+def _ema_only_weights(ed: Edits, m: dict, fw: str) -> None:
+    """A training file whose only weights are the EMA (ultralytics: ``model: None``,
+    ``ema: DetectionModel``): ``strip_optimizer`` moves it to ``model`` whatever else is set,
+    so fixing training-state does too — the weights do not change, only their key (compared
+    with the real trainer in tests/frameworks)."""
+    c = CONVENTIONS[fw]
+    if not (c.ema_when_weights_empty and c.ema):
+        return
+    ema_key, weights_key = c.ema
+    if m.get(ema_key) is None or weights_key not in m or m[weights_key] is not None:
+        return
+    ed.move(ema_key, weights_key)
+    ed.set_present(m, ema_key, None)
+    ed.set_present(m, "updates", None)
+
+
 def _lightning_training(ed: Edits, m: dict) -> None:
     # What Lightning's own save_weights_only omits (callbacks: ModelCheckpoint/
     # EarlyStopping state, scores, paths), and its precision plugin / AMP scaler state.
@@ -261,6 +277,7 @@ def plan_training(a: Analysis, ed: Edits, *, optimizer_fixed: bool) -> None:
     if m is None:
         pass
     elif fw in ("yolov5", "ultralytics"):
+        _ema_only_weights(ed, m, fw)
         for key in c.none_training:
             ed.set_present(m, key, None)
         for key in c.training_minus_one:
@@ -272,8 +289,9 @@ def plan_training(a: Analysis, ed: Edits, *, optimizer_fixed: bool) -> None:
     elif fw == "rfdetr":
         if _lightning_like(m):
             _lightning_training(ed, m)
-        if "state_dict" not in m:  # pre-Lightning checkpoint_best_total.pth: {model, args}
-            ed.drop_all(m, c.drop_training)
+        # checkpoint_best_total.pth keeps {model, args}; strip_checkpoint drops `epoch` in
+        # both eras (RF-DETR 1.11, compared with the real trainer in tests/frameworks).
+        ed.drop_all(m, c.drop_training)
     elif fw == "detectron2":
         keep = () if optimizer_fixed else ("trainer",)
         ed.drop_all(m, tuple(k for k in c.drop_training if k not in keep))
