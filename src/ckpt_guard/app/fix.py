@@ -78,6 +78,20 @@ def _mirror(t: Target, out_dir: str, root: Path) -> str:
     return os.path.join(out_dir, rel)
 
 
+def _kept_kind(why: str) -> str:
+    """The kind of reason a tensor stayed FP32, without its own figures: a real file can keep
+    dozens of tensors for their values, each with its own counts (one line, not seventy)."""
+    prefix = "values: " if why.startswith("values: ") else ""
+    rest = why[len(prefix):]
+    if rest.startswith("shares its storage with "):
+        return "shares its storage with a tensor that is not cast"
+    if " range (max |x| " in rest:
+        return prefix + "values beyond the target's range"
+    if "would flush to zero" in rest or "would be subnormal" in rest:
+        return prefix + "too many values would flush to zero or be subnormal"
+    return why
+
+
 def _describe(result) -> list[str]:
     lines = summarize(result.changes, result.dry_run)
     if result.cast_bytes:
@@ -98,10 +112,16 @@ def _describe(result) -> list[str]:
         lines.append(line)
     if result.kept_fp32:
         reasons: dict[str, int] = {}
+        collapsed = False
         for _, why in result.kept_fp32:
-            reasons[why] = reasons.get(why, 0) + 1
-        lines.append("kept FP32: " + ", ".join(f"{n} tensor{'s' if n > 1 else ''} ({why})"
-                                               for why, n in reasons.items()))
+            kind = _kept_kind(why)
+            collapsed |= kind != why
+            reasons[kind] = reasons.get(kind, 0) + 1
+        line = "kept FP32: " + ", ".join(f"{n} tensor{'s' if n > 1 else ''} ({why})"
+                                         for why, n in reasons.items())
+        if collapsed:
+            line += "; each tensor's figures in --format json (details.fix.kept_fp32)"
+        lines.append(line)
     lines.extend(result.notes)
     if result.out_path and not result.dry_run:
         lines.append(f"wrote {result.out_path}")
