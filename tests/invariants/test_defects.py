@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import torch
 import yaml
@@ -58,3 +60,32 @@ def test_convert_with_out_never_writes_safetensors_under_a_torch_name(tmp_path):
     resume = torch.load(tmp_path / "out" / "resume.pth", weights_only=True)  # a torch zip
     assert resume["optimizer"] is None and torch.equal(resume["state_dict"]["w"], sd["w"])
     assert "not converted to safetensors" in p.stdout
+
+
+def test_lightning_callbacks_tensors_are_counted_as_training_state(tmp_path):
+    """RF-DETR saves its EMA weights in a Lightning callback (RFDETREMACallback's
+    average_model_state_dict): a training-state fix drops `callbacks` as Lightning's
+    save_weights_only does, so check must count those bytes — it promised 240 MB on a real
+    480 MB RF-DETR file while fix removed 360 MB."""
+    w = {f"l{i}.weight": torch.randn(64, 64) for i in range(4)}
+    opt = {"state": {i: {"exp_avg": torch.zeros(64, 64), "exp_avg_sq": torch.zeros(64, 64),
+                         "step": torch.tensor(2.0)} for i in range(4)},
+           "param_groups": [{"lr": 1e-3, "params": [0, 1, 2, 3]}]}
+    torch.save({"epoch": 1, "global_step": 2, "pytorch-lightning_version": "2.5.0",
+                "state_dict": w, "loops": {}, "optimizer_states": [opt],
+                "lr_schedulers": [{"last_epoch": 2}], "hyper_parameters": {"lr": 1e-3},
+                "callbacks": {"RFDETREMACallback": {
+                    "average_model_state_dict": {k: v.clone() for k, v in w.items()}}}},
+               tmp_path / "checkpoint_0.ckpt")
+    _policy(tmp_path, {"optimizer-state": "fix", "training-state": "fix"})
+    before = _check(tmp_path, "checkpoint_0.ckpt")[0]
+    training = next(f for f in before["findings"] if f["rule"] == "training-state")
+    assert training["fixable"] and training["bytes"] == 4 * 64 * 64 * 4, training
+    assert "callbacks" in training["message"]
+    subprocess.run([sys.executable, "-m", "ckpt_guard", "fix", "--no-stash", "--policy",
+                    "p.yml", "checkpoint_0.ckpt"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    after = _check(tmp_path, "checkpoint_0.ckpt")[0]
+    removed = before["tensor_bytes"]["total"] - after["tensor_bytes"]["total"]
+    assert removed == before["bytes_removable"], (removed, before["bytes_removable"])
+    assert "callbacks" not in torch.load(tmp_path / "checkpoint_0.ckpt", weights_only=True)

@@ -266,6 +266,31 @@ def _lightning_training(ed: Edits, m: dict) -> None:
     ed.drop_all(m, tuple(k for k in m if isinstance(k, str) and LIGHTNING_SCALER.search(k)))
 
 
+def mirrors(a: Analysis) -> str:
+    """The framework function whose strip this file's is ("Lightning save_weights_only")."""
+    m = as_mapping(a.checkpoint.root)
+    if a.framework == "rfdetr" and m is not None and _lightning_like(m):
+        return CONVENTIONS["lightning"].mirrors
+    c = CONVENTIONS.get(a.framework)
+    return c.mirrors if c is not None else f"{a.framework}'s strip"
+
+
+def training_keys(a: Analysis) -> frozenset[str]:
+    """Top-level keys :func:`plan_training` deletes or sets to None for this file's framework
+    (Lightning's ``callbacks``, mmengine's ``message_hub``…): the tensors under them go with
+    a training-state fix whatever role analysis gave them, so check counts them too."""
+    m = as_mapping(a.checkpoint.root)
+    c = CONVENTIONS.get(a.framework)
+    if m is None or c is None:
+        return frozenset()
+    keys = set(c.drop_training) | set(c.none_training)
+    if a.framework in ("lightning", "rfdetr") and (a.framework == "lightning"
+                                                   or _lightning_like(m)):
+        keys |= set(CONVENTIONS["lightning"].drop_training)
+        keys |= {k for k in m if isinstance(k, str) and LIGHTNING_SCALER.search(k)}
+    return frozenset(k for k in keys if k in m)
+
+
 def plan_training(a: Analysis, ed: Edits, *, optimizer_fixed: bool) -> None:
     """``optimizer_fixed``: detectron2's trainer holds the optimizer state, so it goes only
     when optimizer-state is fixed too (else only its schedulers and scalers, generically)."""

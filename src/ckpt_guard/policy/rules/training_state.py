@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ckpt_guard.policy.plan_types import RulePlan
 from ckpt_guard.policy.rules.base import Context, Finding, PlanContext, Rule, at, share
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
-from ckpt_guard.policy.strips import Edits, RuleView, plan_training
+from ckpt_guard.policy.strips import Edits, RuleView, mirrors, plan_training, training_keys
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import TRAINING_ROLES, Action, Role
 
@@ -19,18 +19,47 @@ ROLE_WORDS = {Role.SCHEDULER: "LR scheduler", Role.SCALER: "grad scaler", Role.R
               "training": "training metadata"}
 
 
+def _dropped_with_training(a: Analysis) -> tuple[list[str], int]:
+    """Keys the framework's own strip drops as training state whose tensors no rule owns
+    (role ``other``: an EMA callback's averaged weights in Lightning's ``callbacks``, as
+    RF-DETR saves them), and the bytes of the storages only they hold: a training-state fix
+    removes them, so check must say so (else it promises less than fix removes)."""
+    keys = training_keys(a)
+    if not keys:
+        return [], 0
+    held: dict[str, tuple[bool, int]] = {}  # storage key → (only under those keys, bytes)
+    for e in a.tensors:
+        st = e.ref.storage
+        if st is None:
+            continue
+        top = e.path.split(".", 1)[0]
+        ours = e.role == Role.OTHER and top in keys
+        prev = held.get(st.key)
+        held[st.key] = ((prev[0] if prev else True) and ours, st.nbytes)
+    nbytes = sum(n for only, n in held.values() if only)
+    if not nbytes:
+        return [], 0
+    paths = sorted({e.path.split(".", 1)[0] for e in a.tensors
+                    if e.role == Role.OTHER and e.path.split(".", 1)[0] in keys})
+    return paths, nbytes
+
+
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
     subtrees = [s for s in a.subtrees if s.role in TRAINING_ROLES]
     nbytes = sum(a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES)
+    dropped, dropped_bytes = _dropped_with_training(a)
+    nbytes += dropped_bytes
     if not (subtrees or nbytes):
         return None
     parts = [f"{ROLE_WORDS[s.role]}{at([s.path])}" for s in subtrees]
+    if dropped:
+        parts.append(f"state {mirrors(a)} drops{at(dropped)}")
     if not parts:
         parts = [ROLE_WORDS[r] for r in TRAINING_ROLES if a.bytes_by_role.get(r)]
     size = (f"{format_bytes(nbytes)}{share(nbytes, a, short=True)}" if nbytes
             else "no tensor data")
     msg = f"{', '.join(parts)} ({size})"
-    detail = {"paths": [s.path for s in subtrees],
+    detail = {"paths": [s.path for s in subtrees] + dropped,
               "by_role": {str(r): a.bytes_by_role.get(r, 0) for r in TRAINING_ROLES}}
     return RULE.finding(cfg, msg, nbytes, detail)
 
