@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ckpt_guard import __version__
 from ckpt_guard.exitcodes import Exit
@@ -20,8 +21,48 @@ FORMATS = ("text", "json", "markdown", "sarif")
 INSPECT_FORMATS = ("text", "json")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``, without importing shutil (and with it zlib,
+    bz2, lzma: ~2 ms of a cold check that argparse spends on every formatter it makes)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, as wide as argparse makes it (the terminal's columns less 2)."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        if len(args) < 3 and kwargs.get("width") is None:
+            kwargs["width"] = _columns() - 2
+        super().__init__(prog, *args, **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help (and its subcommands') uses :class:`_Formatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. With ``command`` (the first argument, when it names a
+    command) only that command's arguments are built: the others' ~70 ``add_argument`` calls
+    were ~7 ms of a cold ``check``. Usage, help and errors of the command are the same; the
+    top-level help and errors build all (``command=None``)."""
+
+    def wanted(*names: str) -> bool:
+        return command is None or command in names
+
+    p = _Parser(
         prog="ckpt-guard",
         description="Keep training baggage out of shipped PyTorch weights. Files are read "
                     "without executing them.")
@@ -38,68 +79,75 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--output", "-o", metavar="FILE",
                             help="write the report to FILE instead of standard output")
 
-    sp = sub.add_parser("inspect", help="show what is inside weight files")
-    sp.add_argument("paths", nargs="+", metavar="PATH",
-                    help="weight files or checkpoint directories to describe")
-    sp.add_argument("--policy", metavar="FILE",
-                    help="policy file for the findings shown (default: nearest "
-                         ".ckpt-guard.yml up to the repository root, else the built-in policy)")
-    # markdown and SARIF are reports of findings (check, fix); inspect describes contents.
-    sp.add_argument("--format", choices=INSPECT_FORMATS, default="text",
-                    help="output format (default: text; markdown and sarif are for check "
-                         "and fix)")
-    sp.add_argument("--output", "-o", metavar="FILE",
-                    help="write the description to FILE instead of standard output")
+    if wanted("inspect"):
+        sp = sub.add_parser("inspect", help="show what is inside weight files")
+        sp.add_argument("paths", nargs="+", metavar="PATH",
+                        help="weight files or checkpoint directories to describe")
+        sp.add_argument("--policy", metavar="FILE",
+                        help="policy file for the findings shown (default: nearest "
+                             ".ckpt-guard.yml up to the repository root, else the built-in policy)")
+        # markdown and SARIF are reports of findings (check, fix); inspect describes contents.
+        sp.add_argument("--format", choices=INSPECT_FORMATS, default="text",
+                        help="output format (default: text; markdown and sarif are for check "
+                             "and fix)")
+        sp.add_argument("--output", "-o", metavar="FILE",
+                        help="write the description to FILE instead of standard output")
 
-    sp = sub.add_parser("check", help="check weight files against the policy")
-    sp.add_argument("paths", nargs="*", metavar="PATH",
-                    help="files or directories (default: every matching file in the git "
-                         "repository)")
-    common(sp)
-    sp.add_argument("--base", nargs="?", const="", metavar="REV",
-                    help="judge size-growth against the files' sizes at REV (alone: the merge "
-                         "base with the default branch, origin/HEAD else main/master)")
+    if wanted("check"):
+        sp = sub.add_parser("check", help="check weight files against the policy")
+        sp.add_argument("paths", nargs="*", metavar="PATH",
+                        help="files or directories (default: every matching file in the git "
+                             "repository)")
+        common(sp)
+        sp.add_argument("--base", nargs="?", const="", metavar="REV",
+                        help="judge size-growth against the files' sizes at REV (alone: the merge "
+                             "base with the default branch, origin/HEAD else main/master)")
 
-    sp = sub.add_parser("fix", help="strip training state and cast FP32 as the policy says")
-    sp.add_argument("paths", nargs="*", metavar="PATH",
-                    help="files or directories to fix (default: every matching file in the "
-                         "git repository)")
-    common(sp)
-    sp.add_argument("--dry-run", action="store_true",
-                    help="report what would change and the projected size; write nothing")
-    sp.add_argument("--out", metavar="DIR",
-                    help="write fixed files under DIR (mirroring their paths) instead of in "
-                         "place")
-    sp.add_argument("--exit-non-zero-on-fix", action="store_true",
-                    help="exit 1 when any file was rewritten (for pre-commit hooks)")
-    sp.add_argument("--no-stash", action="store_true",
-                    help="do not keep the originals of files rewritten in place (the "
-                         "policy's `stash`; see `ckpt-guard stash list`)")
+    if wanted("fix"):
+        sp = sub.add_parser("fix", help="strip training state and cast FP32 as the policy says")
+        sp.add_argument("paths", nargs="*", metavar="PATH",
+                        help="files or directories to fix (default: every matching file in the "
+                             "git repository)")
+        common(sp)
+        sp.add_argument("--dry-run", action="store_true",
+                        help="report what would change and the projected size; write nothing")
+        sp.add_argument("--out", metavar="DIR",
+                        help="write fixed files under DIR (mirroring their paths) instead of in "
+                             "place")
+        sp.add_argument("--exit-non-zero-on-fix", action="store_true",
+                        help="exit 1 when any file was rewritten (for pre-commit hooks)")
+        sp.add_argument("--no-stash", action="store_true",
+                        help="do not keep the originals of files rewritten in place (the "
+                             "policy's `stash`; see `ckpt-guard stash list`)")
 
-    sp = sub.add_parser("merge", help="merge JSON reports (e.g. of sharded runs) into one",
-                        description="Merge `--format json` reports of several runs (the "
-                                    "Action's shards) into one report; exit 1 if any file "
-                                    "fails.")
-    sp.add_argument("reports", nargs="+", metavar="REPORT",
-                    help="report.json files written by check/fix --format json or the Action")
-    sp.add_argument("--format", choices=FORMATS, default="text",
-                    help="format of the merged report (default: text)")
-    sp.add_argument("--output", "-o", metavar="FILE",
-                    help="write the merged report to FILE instead of standard output")
+    if wanted("merge"):
+        sp = sub.add_parser("merge", help="merge JSON reports (e.g. of sharded runs) into one",
+                            description="Merge `--format json` reports of several runs (the "
+                                        "Action's shards) into one report; exit 1 if any file "
+                                        "fails.")
+        sp.add_argument("reports", nargs="+", metavar="REPORT",
+                        help="report.json files written by check/fix --format json or the Action")
+        sp.add_argument("--format", choices=FORMATS, default="text",
+                        help="format of the merged report (default: text)")
+        sp.add_argument("--output", "-o", metavar="FILE",
+                        help="write the merged report to FILE instead of standard output")
 
-    from ckpt_guard.stashcmd import add_parsers
+    if wanted("stash", "restore"):
+        from ckpt_guard.stashcmd import add_parsers
 
-    add_parsers(sub)
+        add_parsers(sub)
 
-    sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
-    sp.add_argument("path", nargs="?", default=".ckpt-guard.yml",
-                    help="where to write the policy (default: .ckpt-guard.yml)")
-    sp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    if wanted("init"):
+        sp = sub.add_parser("init", help="write a commented .ckpt-guard.yml")
+        sp.add_argument("path", nargs="?", default=".ckpt-guard.yml",
+                        help="where to write the policy (default: .ckpt-guard.yml)")
+        sp.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    sp = sub.add_parser("action", help="run as the GitHub Action (the container entrypoint)")
-    sp.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG",
-                    help="the action's own arguments (--version); its inputs come from "
-                         "the INPUT_* and GITHUB_* environment variables")
+    if wanted("action"):
+        sp = sub.add_parser("action", help="run as the GitHub Action (the container entrypoint)")
+        sp.add_argument("rest", nargs=argparse.REMAINDER, metavar="ARG",
+                        help="the action's own arguments (--version); its inputs come from "
+                             "the INPUT_* and GITHUB_* environment variables")
     return p
 
 
@@ -317,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ckpt_guard.report.encoding import install
 
     install()  # a console that cannot encode `✗`/`→` gets ASCII, never a traceback
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

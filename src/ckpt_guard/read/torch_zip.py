@@ -32,7 +32,7 @@ import json
 import re
 from typing import Any, BinaryIO
 
-from ckpt_guard.read import pickle_vm, rebuild, torchscript_code
+from ckpt_guard.read import pickle_vm, rebuild
 from ckpt_guard.read import zip_directory as zd
 from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, UnreadableError
 from ckpt_guard.read.limits import Limits
@@ -104,6 +104,9 @@ def read_torch_zip(path: str, fh: BinaryIO, size: int, limits: Limits) -> Checkp
     if lookup("constants.pkl") is not None or legacy is not None or bytecode is not None:
         # torch.jit.load (which finds names as miniz does) compiles and runs these records,
         # the lite interpreter bytecode.pkl's operators (torchscript_code explains which).
+        # Imported here: a plain torch.save file has none of these records.
+        from ckpt_guard.read import torchscript_code
+
         ckpt.code = torchscript_code.read_code(
             [(e.filename, e, e.file_size) for e in directory.entries if not e.is_directory],
             reader.member, limits, legacy=legacy.filename if legacy else None,
