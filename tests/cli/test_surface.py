@@ -91,3 +91,44 @@ def test_dry_run_progress_never_says_fixing(tmp_path, monkeypatch, capsys, dry_r
         assert "fixing" not in err and "scanning (dry run)" in err
     else:
         assert "fixing" in err
+
+
+def _shape(parser: argparse.ArgumentParser) -> list:
+    """What a parser accepts and says: every action's options, destination, default,
+    choices, nargs and help, its subcommands' recursively."""
+    shape = [parser.prog, parser.usage, parser.description]
+    for action in parser._actions:
+        shape.append((type(action).__name__, action.option_strings, action.dest,
+                       action.default, action.choices if not isinstance(
+                           action, argparse._SubParsersAction) else None,
+                       action.nargs, action.help, action.metavar))
+        if isinstance(action, argparse._SubParsersAction):
+            shape.append({n: _shape(sp) for n, sp in action.choices.items()})
+    return shape
+
+
+def test_the_invoked_commands_parser_is_the_full_parsers():
+    """main() builds only the invoked command's arguments (a cold check's speed): that
+    command's parser must be the one the full parser has."""
+    full = _subparsers(cli._parser())
+    for name in cli.COMMANDS:
+        only = _subparsers(cli._parser(name))
+        assert _shape(only[name]) == _shape(full[name]), name
+        assert only[name].format_help() == full[name].format_help(), name
+
+
+@pytest.mark.parametrize("columns", [None, "50", "132", "junk", "0"])
+def test_help_is_as_wide_as_argparses(monkeypatch, columns):
+    """The formatter sized without shutil wraps help where argparse's own does."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    parser = cli._parser()
+    ours = parser.format_help()
+    parser.formatter_class = argparse.HelpFormatter
+    assert ours == parser.format_help()
+    for name, sp in _subparsers(parser).items():
+        ours = sp.format_help()
+        sp.formatter_class = argparse.HelpFormatter
+        assert ours == sp.format_help(), name
