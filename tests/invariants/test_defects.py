@@ -89,3 +89,23 @@ def test_lightning_callbacks_tensors_are_counted_as_training_state(tmp_path):
     removed = before["tensor_bytes"]["total"] - after["tensor_bytes"]["total"]
     assert removed == before["bytes_removable"], (removed, before["bytes_removable"])
     assert "callbacks" not in torch.load(tmp_path / "checkpoint_0.ckpt", weights_only=True)
+
+
+def test_tiny_legacy_file_kept_fp32_for_its_values_is_not_called_fixable(tmp_path):
+    """lpips ships 6 kB legacy files whose cast would keep tensors FP32 for their values (FP16
+    flushes them) and record it: the zip grows (7,881 vs 6,009 bytes), so fix refuses — and
+    check, which scans a small legacy file's values for that projection, agrees."""
+    sd = {f"lin{i}.model.1.weight": torch.full((1, 64 * (i + 1), 1, 1), 1e-9) for i in range(4)}
+    sd["lin4.model.1.weight"] = torch.linspace(-1, 1, 256).reshape(1, 256, 1, 1)
+    torch.save(sd, tmp_path / "alex.pth", _use_new_zipfile_serialization=False)
+    _policy(tmp_path, {"fp32-payload": {"action": "fix", "max-bytes": 0}})
+    before = (tmp_path / "alex.pth").read_bytes()
+    found = _check(tmp_path, "alex.pth")[0]["findings"]
+    fp32 = next(f for f in found if f["rule"] == "fp32-payload")
+    assert not fp32["fixable"] and "larger than the input" in fp32["message"], fp32
+    for args in (["--dry-run"], ["--no-stash"]):
+        p = cli(["fix", *args, "--policy", "p.yml", "--format", "json", "alex.pth"],
+                cwd=tmp_path)
+        f = json.loads(p.stdout)["files"][0]
+        assert f["status"] == "fail" and f["size_after"] is None, f
+    assert (tmp_path / "alex.pth").read_bytes() == before

@@ -9,6 +9,7 @@ policy never imports rewrite): the size of the zip a legacy file would become.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
@@ -23,12 +24,31 @@ from ckpt_guard.vocab import Format
 __all__ = ["CastItem", "Plan", "Rule", "make_plan", "projected_size", "replay", "rule"]
 
 
+# A legacy file at most this large has its cast candidates' values scanned when its output
+# size is projected (check included): what fix keeps FP32 for its values, and the record of
+# it, can make a tiny file's zip larger than the input — then there is no plan, for check as
+# for fix. The read is bounded by this size, so check's cost still does not grow with tensor
+# bytes; larger files cannot grow (a zip's overhead is a few hundred bytes per record).
+SCAN_LEGACY_BELOW = 4 * 1024 * 1024
+
+
 def projected_size(analysis: Analysis, plan: Plan) -> int | None:
     """The size of the torch zip ``plan`` writes (``None``: the tree cannot be written, which
     the fix itself then reports)."""
-    from ckpt_guard.rewrite.fix import FixError, _projected_size
+    from ckpt_guard.rewrite.fix import FixError, _projected_size, decide_overflow
 
     ckpt = analysis.checkpoint
+    if (ckpt.format == Format.TORCH_LEGACY and ckpt.size_bytes <= SCAN_LEGACY_BELOW
+            and any(i.target == "float16" for i in plan.cast)):
+        # Scan on a copy: the plan itself is decided again by the fix that carries it out.
+        plan = dc_replace(plan, cast=[dc_replace(i) for i in plan.cast],
+                          kept_fp32=list(plan.kept_fp32), value_kept=dict(plan.value_kept),
+                          notes=list(plan.notes))
+        try:
+            with open(ckpt.path, "rb") as src:
+                decide_overflow(plan, src, None)
+        except (OSError, FixError):
+            return None  # the fix itself reports why
     try:
         return _projected_size(plan, ckpt.archive_prefix or "archive", ckpt.byteorder)[1]
     except FixError:
