@@ -35,16 +35,21 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
                                         for k in a)
 
 
+# The kill points are counted on a probe run: the first run of a policy text stores it in
+# the policy cache (one more mutation), so no run here may use the cache.
+NO_CACHE = {"CKPT_GUARD_NO_CACHE": "1"}
+
+
 def _start(tmp: Path, *args: str, kill_at: int = 0) -> subprocess.Popen:
     env = {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT / "src") + os.pathsep
-           + str(ROOT)}
+           + str(ROOT), **NO_CACHE}
     return subprocess.Popen([sys.executable, str(KILLER), *args], cwd=tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _run(tmp: Path, *args: str, kill_at: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT / "src") + os.pathsep
-           + str(ROOT)}
+           + str(ROOT), **NO_CACHE}
     return subprocess.run([sys.executable, str(KILLER), *args], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=120)
 
