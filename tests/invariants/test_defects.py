@@ -109,3 +109,14 @@ def test_tiny_legacy_file_kept_fp32_for_its_values_is_not_called_fixable(tmp_pat
         f = json.loads(p.stdout)["files"][0]
         assert f["status"] == "fail" and f["size_after"] is None, f
     assert (tmp_path / "alex.pth").read_bytes() == before
+
+    # Converted, the file is written anew as safetensors (the input stays): nothing grows.
+    _policy(tmp_path, {"fp32-payload": {"action": "fix", "max-bytes": 0}},
+            convert="safetensors")
+    fp32 = next(f for f in _check(tmp_path, "alex.pth")[0]["findings"]
+                if f["rule"] == "fp32-payload")
+    assert fp32["fixable"], fp32
+    p = cli(["fix", "--no-stash", "--policy", "p.yml", "--format", "json", "alex.pth"],
+            cwd=tmp_path)
+    assert json.loads(p.stdout)["files"][0]["status"] == "fixed", p.stdout
+    assert (tmp_path / "alex.safetensors").exists()

@@ -340,7 +340,8 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
                             f"{format_bytes(ckpt.size_bytes)} transferred")
         fr.findings, fr.bytes_removable = evaluate(analysis, rules, path=t.relpath,
                                                    base_size=t.base_size,
-                                                   output_size=_output_size)
+                                                   output_size=_output_size(
+                                                       _convert_for(policy, t.relpath)))
         fr.status = status_of(fr.findings)
         if details:
             fr.details = describe(analysis)
@@ -357,11 +358,19 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
     return fr, analysis
 
 
-def _output_size(analysis, plan) -> int | None:
-    """The size of the zip a fix would write for ``plan`` (asked only of legacy files)."""
-    from ckpt_guard.rewrite.plan import projected_size
+def _convert_for(policy, relpath: str) -> str | None:
+    convert_for = getattr(policy, "convert_for", None)
+    return convert_for(relpath) if convert_for is not None else None
 
-    return projected_size(analysis, plan)
+
+def _output_size(convert: str | None):
+    """The size of the zip a fix would write for a plan (asked only of legacy files; none
+    for one converted to a new safetensors file)."""
+    def size(analysis, plan) -> int | None:
+        from ckpt_guard.rewrite.plan import output_size_for
+
+        return output_size_for(convert)(analysis, plan)
+    return size
 
 
 def shard_rows(analysis) -> list[dict]:

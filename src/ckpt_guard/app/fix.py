@@ -212,7 +212,7 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     keeper = None if dry_run or out_path else _keeper(policy, t, before, stash, convert)
     # One plan, the rules' own (check's "fixable" came from the same function): the rewrite
     # carries it out and the dry run projects it.
-    plan = plan_fix(analysis, rules) if not refusal(analysis) else None
+    plan = plan_fix(analysis, rules, convert=convert) if not refusal(analysis) else None
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
                           progress=bar, convert=convert, stat_before=stat_before,

@@ -33,9 +33,11 @@ _EXPECTED = (FixError, VerifyError, PickleWriteError, InputChanged, UnreadableEr
              TargetError, OSError, ValueError)
 
 
-def plan_fix(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
-    """What a fix would strip and cast (no I/O beyond what the analysis already did)."""
-    return make_plan(analysis, rules)
+def plan_fix(analysis: Analysis, rules: Mapping[str, Any], *,
+             convert: str | None = None) -> Plan:
+    """What a fix would strip and cast (no I/O beyond what the analysis already did, but for
+    a small legacy file's values: rewrite.plan.projected_size)."""
+    return make_plan(analysis, rules, convert=convert)
 
 
 def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
@@ -105,7 +107,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         return FixResult(path=path, size_before=size, size_after=size,
                          notes=(f"{ckpt.format} files are not rewritten",))
     try:
-        plan = plan if plan is not None else make_plan(analysis, rules)
+        plan = plan if plan is not None else make_plan(
+            analysis, rules, convert=convert or _option(rules, "convert"))
         if plan.refused:
             return FixResult(path=path, size_before=size, size_after=size,
                              notes=(f"not rewritten: {plan.refused}",))

@@ -8,7 +8,7 @@ policy never imports rewrite): the size of the zip a legacy file would become.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -55,10 +55,26 @@ def projected_size(analysis: Analysis, plan: Plan) -> int | None:
         return None
 
 
-def make_plan(analysis: Analysis, rules: Mapping[str, Any]) -> Plan:
+def output_size_for(convert: str | None) -> Callable[[Analysis, Plan], int | None]:
+    """The output-size projection planning asks for: a legacy file converted to safetensors
+    is written as a new file (its input stays), so the zip it is not rewritten as cannot make
+    it grow; one that cannot be converted (not a flat state dict) stays a torch zip."""
+    if convert != Format.SAFETENSORS:
+        return projected_size
+
+    def size(analysis: Analysis, plan: Plan) -> int | None:
+        from ckpt_guard.rewrite.safetensors import convertible
+
+        return None if convertible(plan.root)[0] is not None else projected_size(analysis,
+                                                                                 plan)
+    return size
+
+
+def make_plan(analysis: Analysis, rules: Mapping[str, Any], *,
+              convert: str | None = None) -> Plan:
     """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig) does."""
     # A DCP directory is planned for its conversion to safetensors (rewrite/dcp_convert.py).
-    return plan_file(analysis, rules, output_size=projected_size,
+    return plan_file(analysis, rules, output_size=output_size_for(convert),
                      formats=(*REWRITABLE, Format.DCP_DIR))
 
 
