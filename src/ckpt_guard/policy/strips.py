@@ -201,6 +201,13 @@ def _lightning_like(m: dict) -> bool:
     return "pytorch-lightning_version" in m or "loops" in m
 
 
+def _saved_by_lightning(a: Analysis, m: dict | None) -> bool:
+    """A Lightning checkpoint, or an RF-DETR one its Lightning-era trainer saved (which
+    follows Lightning's convention as well as RF-DETR's own)."""
+    return a.framework == "lightning" or (a.framework == "rfdetr" and m is not None
+                                          and _lightning_like(m))
+
+
 def plan_optimizer(a: Analysis, ed: Edits) -> None:
     if not strippable(a, ed.plan):
         return
@@ -213,7 +220,7 @@ def plan_optimizer(a: Analysis, ed: Edits) -> None:
         for key in c.none_optimizer:
             ed.set_present(m, key, None)
     elif c is not None:
-        if fw == "rfdetr" and _lightning_like(m):
+        if fw == "rfdetr" and _saved_by_lightning(a, m):
             ed.drop_all(m, CONVENTIONS["lightning"].drop_optimizer)
         ed.drop_all(m, c.drop_optimizer)
         if fw == "detectron2":
@@ -268,8 +275,7 @@ def _lightning_training(ed: Edits, m: dict) -> None:
 
 def mirrors(a: Analysis) -> str:
     """The framework function whose strip this file's is ("Lightning save_weights_only")."""
-    m = as_mapping(a.checkpoint.root)
-    if a.framework == "rfdetr" and m is not None and _lightning_like(m):
+    if a.framework == "rfdetr" and _saved_by_lightning(a, as_mapping(a.checkpoint.root)):
         return CONVENTIONS["lightning"].mirrors
     c = CONVENTIONS.get(a.framework)
     return c.mirrors if c is not None else f"{a.framework}'s strip"
@@ -284,8 +290,7 @@ def training_keys(a: Analysis) -> frozenset[str]:
     if m is None or c is None:
         return frozenset()
     keys = set(c.drop_training) | set(c.none_training)
-    if a.framework in ("lightning", "rfdetr") and (a.framework == "lightning"
-                                                   or _lightning_like(m)):
+    if _saved_by_lightning(a, m):
         keys |= set(CONVENTIONS["lightning"].drop_training)
         keys |= {k for k in m if isinstance(k, str) and LIGHTNING_SCALER.search(k)}
     return frozenset(k for k in keys if k in m)
@@ -312,7 +317,7 @@ def plan_training(a: Analysis, ed: Edits, *, optimizer_fixed: bool) -> None:
     elif fw == "lightning":
         _lightning_training(ed, m)
     elif fw == "rfdetr":
-        if _lightning_like(m):
+        if _saved_by_lightning(a, m):
             _lightning_training(ed, m)
         # checkpoint_best_total.pth keeps {model, args}; strip_checkpoint drops `epoch` in
         # both eras (RF-DETR 1.11, compared with the real trainer in tests/frameworks).

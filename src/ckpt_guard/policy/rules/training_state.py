@@ -28,20 +28,19 @@ def _dropped_with_training(a: Analysis) -> tuple[list[str], int]:
     if not keys:
         return [], 0
     held: dict[str, tuple[bool, int]] = {}  # storage key → (only under those keys, bytes)
+    paths: set[str] = set()
     for e in a.tensors:
         st = e.ref.storage
         if st is None:
             continue
         top = e.path.split(".", 1)[0]
         ours = e.role == Role.OTHER and top in keys
+        if ours:
+            paths.add(top)
         prev = held.get(st.key)
         held[st.key] = ((prev[0] if prev else True) and ours, st.nbytes)
     nbytes = sum(n for only, n in held.values() if only)
-    if not nbytes:
-        return [], 0
-    paths = sorted({e.path.split(".", 1)[0] for e in a.tensors
-                    if e.role == Role.OTHER and e.path.split(".", 1)[0] in keys})
-    return paths, nbytes
+    return (sorted(paths), nbytes) if nbytes else ([], 0)
 
 
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
