@@ -105,6 +105,7 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
         if ckpt is not None and not e.partial_globals:  # read, then analysis hit a limit
             e.partial_globals = list(ckpt.globals)
         fr.findings = evaluate_failure(e, rules)
+        fr.notes = list(t.notes)
         with contextlib.suppress(OSError):
             fr.size_bytes = os.stat(t.abspath).st_size
         fr.status = status_of(fr.findings)
@@ -123,7 +124,7 @@ def _examine(t: Target, policy, *, details: bool = False, ckpt=None):
         fr.by_role = {k: v for k, v in analysis.bytes_by_role.items() if v}
         fr.by_dtype = dict(sorted(analysis.bytes_by_dtype.items(), key=lambda kv: -kv[1]))
         fr.tensor_count = analysis.tensor_count
-        fr.notes = list(ckpt.notes)
+        fr.notes = [*t.notes, *ckpt.notes]
         if ckpt.format in (Format.SHARDED_SAFETENSORS, Format.SHARDED_TORCH):
             fr.shards = shard_rows(analysis)
         if "remote_bytes" in ckpt.metadata:

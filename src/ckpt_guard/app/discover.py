@@ -39,6 +39,8 @@ class Target:
     shard_sources: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
     # Size in the base revision (``size-growth``): None = no base; 0 = new since the base.
     base_size: int | None = None
+    # Said in the report whatever the read gives (e.g. a shard URL whose set was not found).
+    notes: tuple[str, ...] = ()
 
 
 def git_root(start: Path) -> Path | None:
@@ -165,7 +167,8 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                 for entry in expand(raw, lambda rel: policy.matches(rel)):
                     if entry.url not in seen:
                         seen.add(entry.url)
-                        yield Target(entry.url, entry.url, _remote_relpath(entry.url))
+                        yield Target(entry.url, entry.url, _remote_relpath(entry.url),
+                                     notes=entry.notes)
             except UnreadableError as e:  # no such repository, revision, token… : a finding
                 yield Target(raw, raw, _remote_relpath(raw), outside=str(e))
             continue

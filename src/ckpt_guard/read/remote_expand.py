@@ -7,20 +7,20 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ckpt_guard.read.checkpoint import UnreadableError
-from ckpt_guard.read.remote import HubPath, _hub
+from ckpt_guard.read.remote import HubPath, RemoteNotFound, _hub
 
 
 @dataclass
 class RemoteEntry:
-    """One remote file to check: ``url`` as shown (``hf://…@<commit>/path``) and its size
-    when the listing gave it."""
+    """One remote file to check: ``url`` as shown (``hf://…@<commit>/path``), its size
+    when the listing gave it, and ``notes`` for its report (a shard checked without its set)."""
 
     url: str
     size: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
@@ -28,9 +28,9 @@ def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
     every file ``wanted(path)`` accepts — at the revision pinned to its commit, so that every
     file of one run comes from the same commit. A sharded set is one entry, its index
     (``wanted`` sees it as its unsharded name, as for local sets); so is a shard named on its
-    own whose index is beside it."""
+    own whose index is beside it, at any URL (loaders look for the index there too)."""
     if not url.startswith("hf://"):
-        yield RemoteEntry(url)
+        yield _shard_or_set(url)
         return
     from ckpt_guard.read.sharded import SHARD_NAME
 
@@ -54,7 +54,10 @@ def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
                 if idx and hp.path in _set_members(hp, idx[0].path, sha):
                     yield RemoteEntry(hp.url(index, sha), None)  # a shard: its whole set
                     return
-                yield RemoteEntry(hp.url(hp.path, sha), _size(named[0]))
+                note = (() if index is None else
+                        (_alone(posixpath.basename(index), "does not name it" if idx
+                                else "is not beside it"),))
+                yield RemoteEntry(hp.url(hp.path, sha), _size(named[0]), note)
                 return
         items = api.list_repo_tree(hp.repo_id, path_in_repo=hp.path or None, recursive=True,
                                    revision=sha, repo_type=hp.repo_type)
@@ -65,6 +68,42 @@ def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise UnreadableError(f"{url}: {type(e).__name__}: {first}") from e
     yield from _group_sets(hp, sha, files, wanted)
+
+
+def _alone(index_name: str, why: str) -> str:
+    return (f"named like a shard, but the set was not found (its index {index_name} {why}): "
+            "checked as a single file")
+
+
+def _shard_or_set(url: str) -> RemoteEntry:
+    """A URL other than ``hf://``: a file named like a shard (``…/model-00001-of-00003.
+    safetensors``) stands for its set when the index beside it (``model.safetensors.index.
+    json``, as transformers names it) names it; else it is checked alone, with a note saying
+    why. The index URL drops the shard URL's query: a query (a signature) belongs to one
+    object."""
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    from ckpt_guard.read.remote_sharded import index_bytes
+    from ckpt_guard.read.sharded import SHARD_NAME, parse_index, shards_of
+
+    parts = urlsplit(url)
+    folder, _, quoted = parts.path.rpartition("/")
+    name = unquote(quoted)  # as the index names its shards
+    m = SHARD_NAME.fullmatch(name)
+    if not m:
+        return RemoteEntry(url)
+    index_name = f"{m['stem']}{m['ext']}.index.json"
+    index_url = urlunsplit(parts._replace(path=f"{folder}/{quote(index_name)}", query="",
+                                          fragment=""))
+    try:
+        raw, _r, _b = index_bytes(index_url)
+        members = shards_of(parse_index(raw))
+    except UnreadableError as e:  # 404, refused, not an index: the file is still checked
+        why = "is not beside it" if isinstance(e, RemoteNotFound) else f"cannot be read: {e}"
+        return RemoteEntry(url, notes=(_alone(index_name, why),))
+    if name not in members:  # the index names other files: this one is nobody's shard
+        return RemoteEntry(url, notes=(_alone(index_name, "does not name it"),))
+    return RemoteEntry(index_url)
 
 
 def _set_members(hp: HubPath, index_path: str, sha: str | None) -> set[str]:
