@@ -125,9 +125,6 @@ def _describe(result) -> list[str]:
     lines.extend(result.notes)
     if result.out_path and not result.dry_run:
         lines.append(f"wrote {result.out_path}")
-    if result.removed_files:
-        verb = "would remove" if result.dry_run else "removed"
-        lines.append(f"{verb} files: " + ", ".join(result.removed_files))
     return lines
 
 
@@ -168,7 +165,8 @@ def _kept_line(kept: dict, shown: str) -> str:
 
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
                progress: bool, stash: str | None = None) -> FileReport:
-    from ckpt_guard.policy.planning import project, refusal
+    from ckpt_guard.policy.directories import DIRECTORY_FORMATS
+    from ckpt_guard.policy.planning import REWRITABLE, project, refusal
     from ckpt_guard.rewrite import fix_file, plan_fix
 
     recovered = None
@@ -212,13 +210,21 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     keeper = None if dry_run or out_path else _keeper(policy, t, before, stash, convert)
     # One plan, the rules' own (check's "fixable" came from the same function): the rewrite
     # carries it out and the dry run projects it.
-    plan = plan_fix(analysis, rules, convert=convert) if not refusal(analysis) else None
+    plan = plan_fix(analysis, rules, convert=convert) if not refusal(
+        analysis, (*REWRITABLE, *DIRECTORY_FORMATS)) else None
     try:
         result = fix_file(t.abspath, analysis, rules, out_path=out_path, dry_run=dry_run,
                           progress=bar, convert=convert, stat_before=stat_before,
                           keep=keeper, max_shard_size=reshard, plan=plan)
     finally:
         bar.close()
+    if result.error and result.changed:
+        # A checkpoint directory's files are deleted one by one: some were, some were not.
+        after = check_target(t, policy)
+        after.findings.append(Finding(
+            "fix", Action.FAIL, f"could not fix completely: {result.error}"))
+        return replace(after, status=Status.ERROR, size_after=result.size_after,
+                       notes=before.notes + _describe(result))
     if result.error:
         before.findings.append(Finding(
             "fix", Action.FAIL, f"could not fix, the original is untouched: {result.error}"))

@@ -23,6 +23,7 @@ class ChangeKind(StrEnum):
     REMOVED = "removed"    # a key deleted
     MOVED = "moved"        # ``to`` now holds the value of ``path`` (EMA becomes the weights)
     SET = "set"            # ``path`` set to a new value, described by ``to`` (``-1``, ``a dict``)
+    FILE_REMOVED = "file-removed"  # a checkpoint directory's member file deleted (no tree edit)
     OTHER = "other"        # anything else, described by ``path``
 
 
@@ -30,7 +31,7 @@ def _text(kind: ChangeKind, path: str, to: str, role: str) -> str:
     label = f"{path} ({role})" if role else path
     if kind is ChangeKind.TO_NONE:
         return f"{label} → None"
-    if kind is ChangeKind.REMOVED:
+    if kind in (ChangeKind.REMOVED, ChangeKind.FILE_REMOVED):
         return f"{label} removed"
     if kind in (ChangeKind.MOVED, ChangeKind.SET):
         return f"{label} → {to}"
@@ -86,6 +87,12 @@ class Change(str):
         return cls(ChangeKind.REMOVED, path, keys=keys)
 
     @classmethod
+    def file_removed(cls, member: str) -> Change:
+        """A checkpoint directory's member file (its path relative to the directory) deleted:
+        not a tree edit (``keys=()``)."""
+        return cls(ChangeKind.FILE_REMOVED, member)
+
+    @classmethod
     def moved(cls, path: str, to: str, *, keys: tuple = (), dest: tuple = ()) -> Change:
         return cls(ChangeKind.MOVED, path, to, keys=keys, dest=dest)
 
@@ -130,6 +137,17 @@ class CastItem:
     target: str
 
 
+@dataclass(frozen=True)
+class FileRemoval:
+    """One member file of a checkpoint directory a fix deletes: its path relative to the
+    directory, the role its bytes count for and its size as the reader listed it (the
+    rewrite refuses to delete a file whose size changed since)."""
+
+    member: str
+    role: str
+    nbytes: int
+
+
 @dataclass
 class RulePlan:
     """What one rule's fix does to one file: tree ``changes`` (already applied to the plan's
@@ -143,6 +161,7 @@ class RulePlan:
     kept_fp32: list[tuple[str, str]] = field(default_factory=list)
     value_kept: dict[str, str] = field(default_factory=dict)
     why_not: str = ""
+    files: list[FileRemoval] = field(default_factory=list)  # a directory's files it deletes
 
     @property
     def empty(self) -> bool:
@@ -167,6 +186,9 @@ class FilePlan:
     value_kept: dict[str, str] = field(default_factory=dict)
     rules: dict[str, RulePlan] = field(default_factory=dict)  # rule id → its plan, in order
     refused: str = ""
+    # A checkpoint directory's plan (policy.directories): the member files it deletes (each
+    # with a FILE_REMOVED change); ``root`` is then None (no tree is rewritten).
+    files: list[FileRemoval] = field(default_factory=list)
 
     @property
     def strips(self) -> bool:
@@ -194,6 +216,7 @@ def summarize(changes: tuple[Change, ...] | list[Change], dry_run: bool) -> list
     changes = [c if isinstance(c, Change) else Change.other(str(c)) for c in changes]
     to_none = [c.label for c in changes if c.kind is ChangeKind.TO_NONE]
     removed = [c.label for c in changes if c.kind is ChangeKind.REMOVED]
+    files = [c.path for c in changes if c.kind is ChangeKind.FILE_REMOVED]
     lines = []
     for c in changes:
         if c.kind is ChangeKind.MOVED:
@@ -205,6 +228,8 @@ def summarize(changes: tuple[Change, ...] | list[Change], dry_run: bool) -> list
         lines.append(f"{'would set' if dry_run else 'set'} to None: {', '.join(to_none)}")
     if removed:
         lines.append(f"{'would remove' if dry_run else 'removed'}: {', '.join(removed)}")
+    if files:
+        lines.append(f"{'would remove' if dry_run else 'removed'} files: {', '.join(files)}")
     return lines + [c.path for c in changes if c.kind is ChangeKind.OTHER]
 
 

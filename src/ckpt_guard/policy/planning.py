@@ -130,19 +130,25 @@ def settle(analysis: Analysis, rules: Mapping[str, Any], findings: list[Finding]
             continue
         fixing = rule_view(rules, f.rule).fixes
         plan = plan_for(fixing)
-        ok = plan.fixes(f.rule)
-        removable += f.bytes if ok and by_id[f.rule].removes else 0
-        message = f.message
-        if not ok:
-            why = plan.why_not(f.rule)
-            if plan.refused:
-                message += f" ({why})" if fixing else ""
-            elif fixing:
-                message += why or NO_PLAN
-            elif why == WHOLE_FILE:  # advice whatever the action
-                message += why
-        out.append(replace(f, fixable=ok and fixing, message=message))
+        removable += f.bytes if plan.fixes(f.rule) and by_id[f.rule].removes else 0
+        out.append(judge(f, plan, fixing))
     return out, removable
+
+
+def judge(f: Finding, plan: FilePlan, fixing: bool) -> Finding:
+    """``f`` fixable iff its rule is at ``fix`` (``fixing``) and has a non-empty part in
+    ``plan``; otherwise its message says why not (files and checkpoint directories alike)."""
+    ok = plan.fixes(f.rule)
+    message = f.message
+    if not ok:
+        why = plan.why_not(f.rule)
+        if plan.refused:
+            message += f" ({why})" if fixing else ""
+        elif fixing:
+            message += why or NO_PLAN
+        elif why == WHOLE_FILE:  # advice whatever the action
+            message += why
+    return replace(f, fixable=ok and fixing, message=message)
 
 
 def project(analysis: Analysis, plan: FilePlan | None, rules: Mapping[str, Any], findings:
@@ -156,6 +162,13 @@ def project(analysis: Analysis, plan: FilePlan | None, rules: Mapping[str, Any],
     from ckpt_guard.policy.rules.evaluate import evaluate
 
     ckpt = analysis.checkpoint
+    if plan is not None and plan.files:
+        # A checkpoint directory whose training files the plan deletes: judged as the real
+        # run's re-check reads it, without them (their own findings go with them).
+        from ckpt_guard.policy.directories import after
+
+        projected, _ = evaluate(analyze(after(ckpt, plan)), rules, path=path)
+        return projected
     if ckpt.format == Format.DCP_DIR:
         # convert: safetensors writes the model weights alone into a new file (the directory
         # stays): what the policy fixes is gone from it, as the real run's re-check sees

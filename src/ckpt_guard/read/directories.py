@@ -155,5 +155,8 @@ def read_directory(path: str, limits: Limits, *, root: str | None = None) -> Che
                if isinstance(child, Checkpoint) for p in child.pickles]
     return Checkpoint(path=path, format=fmt, size_bytes=sum(s for _r, s in files),
                       children=children, notes=notes, pickles=pickles,
+                      # file_sizes: each member's size as listed, the one source of a
+                      # directory fix's sizes (policy.directories)
                       metadata={"files": [r for r, _s in files], "other_files": skipped,
+                                "file_sizes": dict(files),
                                 "training_files": sorted(training)})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
+from ckpt_guard.policy.directories import DIRECTORY_FORMATS, plan_directory
 from ckpt_guard.policy.planning import REWRITABLE
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.rewrite import atomic
@@ -74,17 +75,16 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
         # so it would launder nothing; the output is re-checked as well (verify.read_back).
         return FixResult(path=path, size_before=size, size_after=size, error=(
             f"the pickle is unsafe ({unsafe[0]}): not rewritten; remove its payload first"))
-    if ckpt.format in (Format.HF_CHECKPOINT_DIR, Format.DEEPSPEED_DIR):
-        if out_path is not None:
+    if ckpt.format in DIRECTORY_FORMATS:
+        plan = plan if plan is not None else plan_directory(analysis, rules)
+        if out_path is not None and plan.files:
             # A directory's fix deletes training files in place: with --out (a copy wanted,
             # the original untouched) it must not run at all.
-            planned = fix_directory(path, analysis, rules, dry_run=True)
-            if planned.changed:
-                return FixResult(path=path, size_before=size, size_after=size, error=(
-                    "not fixed: --out writes copies, but a checkpoint directory's fix deletes "
-                    f"its training files in place ({', '.join(planned.removed_files)}); run "
-                    "fix without --out to remove them"))
-        return fix_directory(path, analysis, rules, dry_run=dry_run)
+            return FixResult(path=path, size_before=size, size_after=size, error=(
+                "not fixed: --out writes copies, but a checkpoint directory's fix deletes "
+                f"its training files in place ({', '.join(f.member for f in plan.files)}); "
+                "run fix without --out to remove them"))
+        return fix_directory(path, analysis, rules, dry_run=dry_run, plan=plan)
     if ckpt.format == Format.DCP_DIR:
         if (convert or _option(rules, "convert")) != Format.SAFETENSORS:
             return FixResult(path=path, size_before=size, size_after=size, notes=(

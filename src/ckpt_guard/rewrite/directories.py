@@ -1,82 +1,68 @@
-"""Checkpoint directories (Hugging Face Trainer, DeepSpeed): delete training files, only
-when the policy opts in — never silently."""
+"""Checkpoint directories (Hugging Face Trainer, DeepSpeed): carry out the directory's plan
+(:func:`ckpt_guard.policy.directories.plan_directory`) — delete the training files it names,
+nothing else. Which files, and why, is decided there (and only there): check's "fixable", the
+dry run and this run read the same plan.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
-from ckpt_guard.policy.plan_types import Change
-from ckpt_guard.rewrite.plan import rule
+from ckpt_guard.policy.directories import plan_directory
+from ckpt_guard.policy.plan_types import Change, FilePlan, FileRemoval
 from ckpt_guard.rewrite.result import FixResult
-
-# Which rule allows deleting a training file of each kind (the directory reader's hints).
-# Small resume metadata (trainer_state.json, training_args.bin: hint "training") is kept.
-_HINT_RULE = {"optimizer": "optimizer-state", "scheduler": "training-state",
-              "scaler": "training-state", "rng": "training-state"}
 
 
 def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
-                  dry_run: bool = False) -> FixResult:
-    """Hugging Face Trainer / DeepSpeed checkpoint directories: delete training files, only
-    for rules with ``action: fix`` AND ``remove-training-files: true`` — never silently."""
-    ckpt = analysis.checkpoint
+                  dry_run: bool = False, plan: FilePlan | None = None) -> FixResult:
+    """Delete the training files ``plan`` (made from ``rules`` when not given) names: only
+    for rules with ``action: fix`` AND ``remove-training-files: true`` — never silently.
+
+    A dry run is the plan, unexecuted. Each file is deleted on its own (``unlink`` is atomic);
+    one that cannot be deleted, or whose size changed since it was read (a run writing it
+    again), is left and reported, and the others are still deleted. Folders the deletion
+    empties (a DeepSpeed ``global_stepN/``) are removed."""
+    plan = plan if plan is not None else plan_directory(analysis, rules)
+    size = analysis.checkpoint.size_bytes
+    if plan.refused:
+        return FixResult(path=path, size_before=size, size_after=size,
+                         notes=(f"not changed: {plan.refused}",))
+    if dry_run or not plan.files:
+        return _result(path, size, plan.files, plan, dry_run=dry_run)
     root = Path(path)
-    remove: list[tuple[str, int, str]] = []
-    for rel, _child, hint in ckpt.children:
-        rid = _HINT_RULE.get(hint)
-        if rid is None:
-            continue
-        r = rule(rules, rid)
-        if not (r.fixes and r.options.get("remove-training-files", False)):
-            continue
-        p = root / rel
+    done: list[FileRemoval] = []
+    errors: list[str] = []
+    for f in plan.files:
+        target = root / f.member
         try:
-            size = p.stat().st_size
-        except OSError:
-            continue
-        remove.append((rel, size, hint))
-    total = _dir_size(root)
-    removed: dict[str, int] = {}
-    for _rel, size, hint in remove:
-        role = hint if hint in ("optimizer", "scheduler", "scaler", "rng") else "other"
-        removed[role] = removed.get(role, 0) + size
-    freed = sum(size for _, size, _ in remove)
-    notes = []
-    if not remove and any(_HINT_RULE.get(h) for _, _, h in ckpt.children):
-        notes.append("training files kept: set remove-training-files: true on the rule to "
-                     "let fix delete them")
-    if dry_run or not remove:
-        return FixResult(path=path, changed=bool(remove), size_before=total,
-                         size_after=total - freed, removed=removed, notes=tuple(notes),
-                         dry_run=dry_run, removed_files=tuple(r for r, _, _ in remove),
-                         changes=tuple(Change.removed(r) for r, _, _ in remove))
-    done: list[str] = []
-    for rel, _size, _hint in remove:
-        try:
-            (root / rel).unlink()
+            st = os.stat(target)  # as the reader listed it
+            if st.st_size != f.nbytes:
+                errors.append(f"{f.member} changed since it was read ({f.nbytes:,} bytes, now "
+                              f"{st.st_size:,}): not removed")
+                continue
+            target.unlink()
         except OSError as e:
-            return FixResult(path=path, changed=bool(done), size_before=total,
-                             size_after=_dir_size(root), removed_files=tuple(done),
-                             error=f"cannot remove {rel}: {e.strerror or e}")
-        done.append(rel)
-        _prune_empty(root, (root / rel).parent)
-    return FixResult(path=path, changed=True, size_before=total, size_after=_dir_size(root),
-                     removed=removed, removed_files=tuple(done), notes=tuple(notes),
-                     changes=tuple(Change.removed(r) for r in done))
+            errors.append(f"cannot remove {f.member}: {e.strerror or e}")
+            continue
+        done.append(f)
+        _prune_empty(root, target.parent)
+    return _result(path, size, done, plan, error="; ".join(errors) or None)
 
 
-def _dir_size(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-    return total
+def _result(path: str, size: int, files: list[FileRemoval], plan: FilePlan, *,
+            dry_run: bool = False, error: str | None = None) -> FixResult:
+    removed: dict[str, int] = {}
+    for f in files:
+        removed[f.role] = removed.get(f.role, 0) + f.nbytes
+    return FixResult(path=path, changed=bool(files), size_before=size,
+                     size_after=size - sum(f.nbytes for f in files), removed=removed,
+                     notes=tuple(plan.notes), dry_run=dry_run, error=error,
+                     removed_files=tuple(f.member for f in files),
+                     changes=tuple(Change.file_removed(f.member) for f in files))
 
 
 def _prune_empty(root: Path, d: Path) -> None:

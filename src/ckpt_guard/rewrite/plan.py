@@ -14,6 +14,7 @@ from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.analyze.tree_ops import copy_tree
+from ckpt_guard.policy.directories import DIRECTORY_FORMATS, plan_directory
 from ckpt_guard.policy.plan_types import CastItem, Change, apply
 from ckpt_guard.policy.plan_types import FilePlan as Plan
 from ckpt_guard.policy.planning import REWRITABLE, plan_file
@@ -73,6 +74,8 @@ def output_size_for(convert: str | None) -> Callable[[Analysis, Plan], int | Non
 def make_plan(analysis: Analysis, rules: Mapping[str, Any], *,
               convert: str | None = None) -> Plan:
     """What fixing ``analysis.checkpoint`` under ``rules`` (rule id → RuleConfig) does."""
+    if analysis.checkpoint.format in DIRECTORY_FORMATS:  # deletes training files, if any
+        return plan_directory(analysis, rules)
     # A DCP directory is planned for its conversion to safetensors (rewrite/dcp_convert.py).
     return plan_file(analysis, rules, output_size=output_size_for(convert),
                      formats=(*REWRITABLE, Format.DCP_DIR))

@@ -17,7 +17,6 @@ finding is fixable (``Finding.fixable`` carries that; each renderer says it its 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -205,13 +204,6 @@ def one_line(err: BaseException) -> str:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     text = " ".join(text.split())
     return text if len(text) <= 300 else text[:299] + "…"
-
-
-def stat_size(directory: str, member: str) -> int | None:
-    try:
-        return os.stat(os.path.join(directory, member)).st_size
-    except OSError:
-        return None
 
 
 def in_member(f: Finding, member: str, *, fixable: bool | None = None) -> Finding:

@@ -6,8 +6,9 @@ warn).
 size rules would take out — optimizer and training state, the duplicate EMA/weights copy,
 half of the castable FP32 bytes — where the rule has a plan for the file (were it set to
 ``fix``: :mod:`ckpt_guard.policy.planning`), and a checkpoint directory's training files
-(which ``fix`` deletes only with ``remove-training-files: true``; they are counted because
-they are baggage either way).
+where its plan would delete them were the rules set to ``fix`` with
+``remove-training-files: true`` (:mod:`ckpt_guard.policy.directories`; they are baggage
+whatever the option says).
 """
 
 from __future__ import annotations
@@ -24,23 +25,16 @@ from ckpt_guard.policy.rules.base import (
     by_severity,
     in_member,
     listing,
-    stat_size,
 )
 from ckpt_guard.policy.rules.registry import get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
 from ckpt_guard.policy.strips import NOT_SAFETENSORS
 from ckpt_guard.units import format_bytes
-from ckpt_guard.vocab import Format, Role
+from ckpt_guard.vocab import Format
 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
-
-# Directory members whose name marks them as training files, by the rule that owns them.
-_HINT_RULE = {Role.OPTIMIZER: "optimizer-state", Role.SCHEDULER: "training-state",
-              Role.SCALER: "training-state", Role.RNG: "training-state",
-              "training": "training-state"}
-
 
 def evaluate(analysis: Analysis, rules: Rules, *, path: str,
              base_size: int | None = None,
@@ -160,46 +154,45 @@ def _sharded(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
 
 
 def _directory(a: Analysis, rules: Rules, path: str) -> tuple[list[Finding], int]:
+    """A checkpoint directory: its members' own findings (which fixing the directory does not
+    remove: it never rewrites a member), and optimizer-state/training-state for its training
+    files, fixable exactly where the directory's plan deletes them
+    (:mod:`ckpt_guard.policy.directories`)."""
+    from ckpt_guard.policy.directories import HINT_RULE, settle_directory, training_files
+
     findings: list[Finding] = []
     removable = 0
-    training: dict[str, list[tuple[str, int | None, str]]] = {}
     unsafe_cfg = rules.get(UNSAFE.id)
     for member, child, hint in a.children:
-        rule_id = _HINT_RULE.get(hint)
         if isinstance(child, BaseException):
             # Whatever its name says: a member that cannot be read fails, and what it
             # referenced before failing is judged (the Trainer torch.loads training files).
             findings.extend(evaluate_failure(child, rules, member=member))
-        if rule_id is not None:
-            is_analysis = not isinstance(child, BaseException)
-            size = (child.checkpoint.size_bytes if is_analysis
-                    else stat_size(a.checkpoint.path, member))
-            training.setdefault(rule_id, []).append((member, size, hint))
-            if is_analysis and unsafe_cfg is not None and unsafe_cfg.enabled:
+            continue
+        if hint in HINT_RULE:
+            if unsafe_cfg is not None and unsafe_cfg.enabled:
                 # Training files are pickles too: still unsafe?
                 unsafe = UNSAFE.evaluate(child, unsafe_cfg, Context(rules, path))
                 if unsafe is not None:
                     findings.append(in_member(unsafe, member))
             continue
-        if isinstance(child, BaseException):
-            continue
         child_findings, child_removable = evaluate(child, rules, path=f"{path}/{member}")
         # fix of a directory only deletes training files; it never rewrites a member.
         findings.extend(in_member(f, member, fixable=False) for f in child_findings)
         removable += child_removable
+    training: list[Finding] = []
+    by_rule = training_files(a)
     for rule_id in ("optimizer-state", "training-state"):
         cfg = rules.get(rule_id)
-        files = training.get(rule_id)
+        files = by_rule.get(rule_id)
         if cfg is None or not cfg.enabled or not files:
             continue
-        nbytes = sum(s or 0 for _, s, _ in files)
-        listed = [f"{m} ({format_bytes(s) if s is not None else 'size unknown'})"
-                  for m, s, _ in files]
+        nbytes = sum(f.size or 0 for f in files)
+        listed = [f"{f.member} ({format_bytes(f.size) if f.size is not None else 'size unknown'})"
+                  for f in files]
         msg = f"training file{'s' if len(files) != 1 else ''} {listing(listed)}"
-        can_fix = cfg.remove_training_files
-        if cfg.fixes and not can_fix:
-            msg += " (set remove-training-files: true to let `ckpt-guard fix` delete them)"
-        detail = {"files": [{"path": m, "bytes": s, "kind": h} for m, s, h in files]}
-        findings.append(get(rule_id).finding(cfg, msg, nbytes, detail, can_fix=can_fix))
-        removable += nbytes
-    return by_severity(findings), removable
+        detail = {"files": [{"path": f.member, "bytes": f.size, "kind": f.hint}
+                            for f in files]}
+        training.append(get(rule_id).finding(cfg, msg, nbytes, detail))
+    training, training_removable = settle_directory(a, rules, training)
+    return by_severity(findings + training), removable + training_removable
