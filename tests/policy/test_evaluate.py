@@ -357,3 +357,43 @@ def test_findings_come_most_severe_first() -> None:
     findings, _ = evaluate(a, rules(), path="x.pt")
     assert [(f.rule, f.action) for f in findings] == [("optimizer-state", "fail"),
                                                       ("needs-code", "warn")]
+
+
+def test_checkpoint_directory_with_an_unsafe_pickle_is_not_fixable() -> None:
+    """fix never changes a directory holding an unsafe pickle (app.fix refuses it as it
+    refuses any unsafe file): its training files are then neither fixable nor removable."""
+    from dataclasses import replace
+
+    d, r = _hf_dir(remove=True, action="fix")
+    unsafe = [verdict("posix.system", "unsafe", "runs a shell command")]
+    d = replace(d, globals=unsafe)
+    findings, removable = evaluate(d, r, path="checkpoint-500")
+    [f] = [f for f in findings if f.rule == "optimizer-state"]
+    assert not f.fixable
+    assert f.message.endswith("(fix does not change a checkpoint directory holding an unsafe "
+                              "pickle)")
+    assert removable == 2_000_000  # model.safetensors' castable FP32 only
+
+
+def test_directory_plan_is_one_map_and_one_size_source() -> None:
+    """plan_directory: both rules' files (training_args.bin under training-state, as its
+    option documents), sizes from the reader's listing, removed bytes by role."""
+    from ckpt_guard.policy.directories import KEPT_NOTE, plan_directory
+    from ckpt_guard.policy.plan_types import ChangeKind
+
+    d, _ = _hf_dir()
+    d.checkpoint.metadata["file_sizes"] = {"optimizer.pt": 8_000_500, "scheduler.pt": 1_000,
+                                           "training_args.bin": 5_000, "rng_state.pth": 700}
+    both = {"action": "fix", "remove-training-files": True}
+    plan = plan_directory(d, {"optimizer-state": both, "training-state": both})
+    assert [c.path for c in plan.changes] == ["optimizer.pt", "scheduler.pt",
+                                              "training_args.bin", "rng_state.pth"]
+    assert {c.kind for c in plan.changes} == {ChangeKind.FILE_REMOVED}
+    assert all(c.keys == () for c in plan.changes)
+    assert plan.removed == {"optimizer": 8_000_500, "scheduler": 1_000, "other": 5_000,
+                            "rng": 700}
+    assert plan.fixes("optimizer-state") and plan.fixes("training-state")
+    kept = plan_directory(d, {"optimizer-state": both, "training-state": "fix"})
+    assert [c.path for c in kept.changes] == ["optimizer.pt"]
+    assert not kept.fixes("training-state") and kept.notes == [KEPT_NOTE]
+    assert not plan_directory(d, {"optimizer-state": "warn", "training-state": "fail"}).changed

@@ -179,7 +179,10 @@ def test_directories_remove_training_files_only_when_opted_in(ckpt_factory, tmp_
     assert result.error is None
     left = {str(p.relative_to(fx.path)) for p in fx.path.rglob("*") if p.is_file()}
     if family == "hf-trainer-model-only":
-        assert not result.changed
+        # save_only_model: training_args.bin is its only training file (training-state's
+        # remove-training-files names it; check lists it under that rule)
+        assert result.removed_files == ("training_args.bin",)
+        assert left == {"config.json", "model.safetensors", "trainer_state.json"}
         return
     assert result.changed and result.removed_files
     assert not (set(result.removed_files) & left)

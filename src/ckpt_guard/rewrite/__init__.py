@@ -3,7 +3,7 @@
 Public API::
 
     fix_file(path, analysis, rules, *, out_path=None, dry_run=False, progress=None) -> FixResult
-    fix_directory(path, analysis, rules, *, dry_run=False) -> FixResult
+    fix_directory(path, analysis, rules, *, dry_run=False, plan=None) -> FixResult
 
 ``rules`` maps rule id → ``policy.RuleConfig`` (or a plain ``{"action": …, option: …}``);
 only rules whose action is ``fix`` act. ``progress(bytes_done, bytes_total)`` is called as
