@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ class _Progress:
         self.label, self.terminal = label, terminal
         self._bar = self._task = None
         self._next_pct = 25
+        self._shown = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         if total < PROGRESS_MIN_BYTES:
@@ -49,10 +51,17 @@ class _Progress:
                 self._bar = Progress("[progress.description]{task.description}", BarColumn(),
                                      DownloadColumn(binary_units=False), TransferSpeedColumn(),
                                      TimeRemainingColumn(),
-                                     console=Console(file=sys.stderr), transient=True)
+                                     console=Console(file=sys.stderr), transient=True,
+                                     auto_refresh=False)
                 self._bar.start()
                 self._task = self._bar.add_task(self.label, total=total)
-            self._bar.update(self._task, completed=done)
+            # Refreshed from here, a few times a second: no refresh thread (the cast's worker
+            # process is forked only from a single-threaded process).
+            now = time.monotonic()
+            refresh = now - self._shown >= 0.1 or done >= total
+            if refresh:
+                self._shown = now
+            self._bar.update(self._task, completed=done, refresh=refresh)
             return
         pct = 100 * done // max(total, 1)
         if pct >= self._next_pct:

@@ -6,18 +6,20 @@ that stay in cache), so memory does not grow with storage or file size.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from ckpt_guard.rewrite.cast import CastStats, ScanStats, cast_chunk
+from ckpt_guard.rewrite import cast_pool
+from ckpt_guard.rewrite.cast import CastStats, ScanStats
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 8 << 20  # bytes read from the input at a time (a multiple of every element size)
-CAST_CHUNK = 1 << 17  # FP32 elements cast at a time (512 KiB in: stays in L2 cache)
+CAST_CHUNK = cast_pool.CAST_CHUNK  # FP32 elements cast at a time
 
 Progress = Callable[[int], None]
 
@@ -71,20 +73,6 @@ class _Spare:
 
 
 _spare = _Spare()
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> tuple[ThreadPoolExecutor | None, int]:
-    """numpy's casts release the GIL: a chunk is cast on every core (the pool and its size)."""
-    global _pool
-    workers = min(8, os.cpu_count() or 1)
-    if workers < 2:
-        return None, 1
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-guard-cast")
-    return _pool, workers
 
 
 def _read_exact(fh: BinaryIO, view: memoryview) -> None:
@@ -96,37 +84,76 @@ def _read_exact(fh: BinaryIO, view: memoryview) -> None:
         got += n
 
 
-def _cast_span(values: np.ndarray, target: str, out: np.ndarray) -> CastStats:
-    """Cast ``values`` into ``out`` piece by piece (each piece stays in cache)."""
-    stats = CastStats()
-    for i in range(0, values.size, CAST_CHUNK):
-        stats.merge(cast_chunk(values[i:i + CAST_CHUNK], target, out[i:i + CAST_CHUNK])[1])
-    return stats
-
-
 def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
            stats: CastStats, progress: Progress | None = None) -> Iterator[bytes | memoryview]:
     """FP32 little-endian bytes at ``offset`` cast to ``target``; errors merged into ``stats``.
 
-    Each chunk read is split into one span per core, cast on a thread pool (numpy's casts
-    release the GIL) straight into an output buffer; the next chunk is read into a second
-    buffer and cast while this one's output is written. Results come back in order, one view
-    per chunk (valid until the next one is taken).
+    Chunks are read in turn; each is cast on every core (:mod:`cast_pool`: part in the
+    forked worker, or spans on a thread pool) straight into an output buffer, and the next
+    chunk is read and cast while this one's output is written. Results come back in order,
+    one view per chunk (valid until the next one is taken).
     """
-    pool, workers = _executor()
+    how = cast_pool.mode() if nbytes >= cast_pool.MIN_PARALLEL else "none"
+    worker = cast_pool.take_worker(len(buf)) if how == "fork" else None
+    if worker is not None:
+        try:
+            yield from _casted_forked(worker, fh, offset, nbytes, target, stats, progress)
+        finally:
+            worker.drain()
+            cast_pool.give_worker()
+        return
     spares = (_spare.take(len(buf)), _spare.take(len(buf) // 2), _spare.take(len(buf) // 2))
     try:
         ins = (memoryview(buf), memoryview(spares[0]))
         outs = (memoryview(spares[1]), memoryview(spares[2]))
-        yield from _casted(pool, workers, fh, offset, nbytes, ins, outs, target, stats,
-                           progress)
+        pool = cast_pool.threads() if how != "none" else None
+        yield from _casted(pool, fh, offset, nbytes, ins, outs, target, stats, progress)
     finally:
         _spare.give(*spares)
 
 
-def _casted(pool: ThreadPoolExecutor | None, workers: int, fh: BinaryIO, offset: int,
-            nbytes: int, ins: tuple[memoryview, memoryview], outs: tuple[memoryview, memoryview],
+def _casted_forked(worker: cast_pool.ForkWorker, fh: BinaryIO, offset: int, nbytes: int,
+                   target: str, stats: CastStats, progress: Progress | None
+                   ) -> Iterator[memoryview]:
+    """Each chunk read into the worker's shared buffer: the worker casts its tail share
+    while this process casts the head, then writes the previous chunk out and reads the next
+    (so the worker's share is the larger)."""
+    size = worker.chunk
+    fh.seek(offset)
+    left = nbytes
+    k = 0
+    previous: tuple[int, CastStats, memoryview] | None = None
+    while left or previous:
+        current = None
+        if left:
+            slot = k % 2
+            view = worker.ins[slot][:min(size, left)]
+            _read_exact(fh, view)
+            left -= len(view)
+            if progress is not None:
+                progress(len(view))
+            n = len(view) // 4
+            split = int(n * (1 - cast_pool.WORKER_SHARE)) // cast_pool.CAST_CHUNK \
+                * cast_pool.CAST_CHUNK
+            worker.submit(slot, target, split, n)
+            out_view = worker.outs[slot][:2 * n]
+            own = cast_pool.cast_span(np.frombuffer(view, "<f4")[:split], target,
+                                      np.frombuffer(out_view, "<u2")[:split])
+            current = (slot, own, out_view)
+            k += 1
+        # A slot's buffers are reused only after its output is taken here.
+        if previous is not None:
+            slot, own, out_view = previous
+            stats.merge(own)
+            stats.merge(worker.result(slot))
+            yield out_view
+        previous = current
+
+
+def _casted(pool: ThreadPoolExecutor | None, fh: BinaryIO, offset: int, nbytes: int,
+            ins: tuple[memoryview, memoryview], outs: tuple[memoryview, memoryview],
             target: str, stats: CastStats, progress: Progress | None) -> Iterator[memoryview]:
+    workers = pool._max_workers if pool is not None else 1  # noqa: SLF001
     size = len(ins[0])
     fh.seek(offset)
     left = nbytes
@@ -149,9 +176,9 @@ def _casted(pool: ThreadPoolExecutor | None, workers: int, fh: BinaryIO, offset:
             spans = [(values[i:i + step], target, out[i:i + step])
                      for i in range(0, values.size, step)]
             if pool is None:
-                futures = [_Done(_cast_span(*a)) for a in spans]
+                futures = [_Done(cast_pool.cast_span(*a)) for a in spans]
             else:
-                futures = [pool.submit(_cast_span, *a) for a in spans]
+                futures = [pool.submit(cast_pool.cast_span, *a) for a in spans]
             current = (futures, out_view)
         # The buffers of `previous` are reused only after its output is taken here.
         if previous is not None:
