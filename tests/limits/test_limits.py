@@ -105,7 +105,8 @@ def test_peak_memory_and_wall_time_bounds(tmp_path: Path) -> None:
     """Every hostile file read in one process: peak RSS and total time stay far below what an
     honest reading of what they claim would take (TBs, 600 MiB inflations, 10**5-deep
     recursion). Margins are generous on purpose."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "tests.limits.hostile", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
@@ -135,7 +136,7 @@ def test_cost_bombs_stay_bounded(group: tuple[str, ...], tmp_path: Path) -> None
     for name in group:
         (tmp_path / f"{name}.pt").write_bytes(bombs.BOMBS[name]())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "tests.limits.bombs", str(tmp_path), *group],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
