@@ -61,7 +61,7 @@ RULE = Rule(
   optimizer-state:
     action: fail
     # Checkpoint directories (HF Trainer checkpoint-N/, DeepSpeed): may `fix` delete the
-    # training files (optimizer.pt, scheduler.pt, rng_state.pth, …)? Never done silently.
+    # optimizer files (optimizer.pt, DeepSpeed *_optim_states.pt)? Never done silently.
     remove-training-files: false
 """,
 )
