@@ -1,8 +1,8 @@
 """CRC-32 (zip's, zlib's) of the bytes a fix writes and verifies.
 
-ISA-L's implementation (the optional ``isal`` package, python-isal) is some 20-40x faster
-than the zlib CPython links here (~0.6 GB/s on this VM), which made CRC-32 a quarter of a
-fix's time. Same polynomial, same results (tests compare both); zlib when isal is absent.
+ISA-L's implementation (the ``isal`` package, python-isal: a dependency on the machines its
+wheels cover) is some 20-40x faster than the zlib CPython links here (~0.6 GB/s on this VM),
+which made CRC-32 a quarter of a fix's time. Same polynomial, same results (tests compare both); zlib when isal is absent.
 """
 
 from __future__ import annotations
