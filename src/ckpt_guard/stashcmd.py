@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         description="Move the newest kept original of PATH back in place "
                                     "(atomically) and drop it from the stash.")
     sp.add_argument("path", metavar="PATH", help="the file fix rewrote (for a sharded set: "
-                    "its index or any of its shards; the whole set is put back)")
+                    "its index or any of its shards; the whole set is put back; for a "
+                    "checkpoint directory: the directory, every training file fix deleted "
+                    "is put back)")
     sp.add_argument("--force", action="store_true",
                     help="restore even when PATH changed since ckpt-guard wrote it (the "
                          "current file is then kept in the stash)")
@@ -53,6 +56,10 @@ def cmd_stash(args: argparse.Namespace) -> int:
         if e.kind == "set":
             n = len(e.files) - 1
             what += f" + {n} shard{'s' if n != 1 else ''} (sharded set)"
+        elif e.kind == "directory":
+            n = len(e.files)
+            names = ", ".join(e.files[:3]) + (f", +{n - 3}" if n > 3 else "")
+            what += f"/ (checkpoint directory, {n} file{'s' if n != 1 else ''}: {names})"
         print(f"{e.when}  {format_bytes(e.size):>9}  {what}  (fixed by {rules}; "
               f"{e.how}; {e.path})")
     total = sum(e.size for e in es)
@@ -76,6 +83,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         n = len(entry.files) - 1
         print(f"restored the sharded set of {args.path} (its index and {n} shard"
               f"{'s' if n != 1 else ''} kept on {entry.when})")
+        return Exit.OK
+    if entry.kind == "directory":
+        n = len(entry.files)
+        where = args.path if os.path.realpath(args.path) == entry.original else entry.original
+        print(f"restored {n} file{'s' if n != 1 else ''} of {where} (kept on {entry.when}): "
+              f"{', '.join(entry.files)}")
         return Exit.OK
     print(f"restored {args.path} (the original kept on {entry.when})")
     return Exit.OK

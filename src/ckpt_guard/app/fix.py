@@ -158,14 +158,18 @@ def _stash_info(keeper) -> dict | None:
         return None
     e = keeper.entry
     info = {"path": e.path, "id": e.id, "how": e.how, "size": e.size,
-            "pruned": keeper.pruned}
-    if e.kind == "set":  # a sharded set: its index and the shards the fix replaced
-        info["files"] = list(e.files)
+            "pruned": keeper.pruned, "kind": e.kind}
+    if e.kind != "file":  # a sharded set: its index and the shards the fix replaced or
+        info["files"] = list(e.files)  # removed; a directory: the training files it deleted
     return info
 
 
 def _kept_line(kept: dict, shown: str) -> str:
     what = "original"
+    if kept.get("kind") == "directory":
+        n = len(kept["files"])
+        return (f"deleted file{'s' if n != 1 else ''} kept: {kept['path']} (`ckpt-guard "
+                f"restore {shown}` puts {'them' if n != 1 else 'it'} back)")
     if "files" in kept:
         n = len(kept["files"]) - 1
         what = f"original set (index + {n} shard{'s' if n != 1 else ''})"
@@ -227,13 +231,16 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
                           keep=keeper, max_shard_size=reshard, plan=plan)
     finally:
         bar.close()
+    kept = _stash_info(keeper)
     if result.error and result.changed:
         # A checkpoint directory's files are deleted one by one: some were, some were not.
         after = check_target(t, policy)
         after.findings.append(Finding(
             "fix", Action.FAIL, f"could not fix completely: {result.error}"))
         return replace(after, status=Status.ERROR, size_after=result.size_after,
-                       notes=before.notes + _describe(result))
+                       notes=before.notes + _describe(result) + (
+                           [_kept_line(kept, t.path)] if kept else []),
+                       details={**after.details, **({"fix": {"stash": kept}} if kept else {})})
     if result.error:
         before.findings.append(Finding(
             "fix", Action.FAIL, f"could not fix, the original is untouched: {result.error}"))
@@ -246,7 +253,6 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
                 "kept_fp32": [list(k) for k in result.kept_fp32]}
     if out_path:
         fix_info["out_path"] = out_path
-    kept = _stash_info(keeper)
     if kept:
         fix_info["stash"] = kept
     if not result.changed:

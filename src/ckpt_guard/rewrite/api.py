@@ -64,7 +64,8 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
     since is not rewritten. In place, a symlink's target is rewritten (the link stays), owner,
     group and mode are kept, read-only files are refused, and leftovers of a killed run are
     removed. ``keep`` (see :mod:`.stash`) is called with the original just before an in-place
-    rewrite replaces it; when it raises, the file is not rewritten. ``max_shard_size``
+    rewrite replaces it; when it raises, the file is not rewritten (a checkpoint directory:
+    the training files its fix deletes are kept first, :mod:`.stash_dir`). ``max_shard_size``
     (sharded sets): re-shard as huggingface_hub does (:mod:`.sharded`, :mod:`.reshard`).
     """
     ckpt = analysis.checkpoint
@@ -84,7 +85,11 @@ def fix_file(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
                 "not fixed: --out writes copies, but a checkpoint directory's fix deletes "
                 f"its training files in place ({', '.join(f.member for f in plan.files)}); "
                 "run fix without --out to remove them"))
-        return fix_directory(path, analysis, rules, dry_run=dry_run, plan=plan)
+        from ckpt_guard.rewrite.stash import Keeper
+
+        # Deleted training files are kept as one stash entry (a Keeper's), before any goes.
+        return fix_directory(path, analysis, rules, dry_run=dry_run, plan=plan,
+                             keep=keep if not dry_run and isinstance(keep, Keeper) else None)
     if ckpt.format == Format.DCP_DIR:
         if (convert or _option(rules, "convert")) != Format.SAFETENSORS:
             return FixResult(path=path, size_before=size, size_after=size, notes=(

@@ -1,7 +1,8 @@
 """Checkpoint directories (Hugging Face Trainer, DeepSpeed): carry out the directory's plan
 (:func:`ckpt_guard.policy.directories.plan_directory`) — delete the training files it names,
 nothing else. Which files, and why, is decided there (and only there): check's "fixable", the
-dry run and this run read the same plan.
+dry run and this run read the same plan. With a stash (:mod:`.stash_dir`), every file about to
+be deleted is kept there first, as one entry; if that fails, nothing is deleted.
 """
 
 from __future__ import annotations
@@ -9,23 +10,29 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.policy.directories import plan_directory
 from ckpt_guard.policy.plan_types import Change, FilePlan, FileRemoval
 from ckpt_guard.rewrite.result import FixResult
 
+if TYPE_CHECKING:
+    from ckpt_guard.rewrite.stash import Keeper
+
 
 def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
-                  dry_run: bool = False, plan: FilePlan | None = None) -> FixResult:
+                  dry_run: bool = False, plan: FilePlan | None = None,
+                  keep: Keeper | None = None) -> FixResult:
     """Delete the training files ``plan`` (made from ``rules`` when not given) names: only
     for rules with ``action: fix`` AND ``remove-training-files: true`` — never silently.
 
     A dry run is the plan, unexecuted. Each file is deleted on its own (``unlink`` is atomic);
     one that cannot be deleted, or whose size changed since it was read (a run writing it
     again), is left and reported, and the others are still deleted. Folders the deletion
-    empties (a DeepSpeed ``global_stepN/``) are removed."""
+    empties (a DeepSpeed ``global_stepN/``) are removed. ``keep`` (a :class:`.stash.Keeper`):
+    the files to delete are first kept in its stash as one complete entry (then
+    ``keep.entry``); when that fails nothing is deleted and the result is an error."""
     plan = plan if plan is not None else plan_directory(analysis, rules)
     size = analysis.checkpoint.size_bytes
     if plan.refused:
@@ -36,13 +43,35 @@ def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
     root = Path(path)
     done: list[FileRemoval] = []
     errors: list[str] = []
+    todo: dict[str, tuple[FileRemoval, os.stat_result]] = {}
     for f in plan.files:
+        try:
+            st = os.stat(root / f.member)  # as the reader listed it
+        except OSError as e:
+            errors.append(f"cannot remove {f.member}: {e.strerror or e}")
+            continue
+        if st.st_size != f.nbytes:
+            errors.append(f"{f.member} changed since it was read ({f.nbytes:,} bytes, now "
+                          f"{st.st_size:,}): not removed")
+            continue
+        todo[f.member] = (f, st)
+    if keep is not None and todo:
+        from ckpt_guard.rewrite.stash import StashError
+        from ckpt_guard.rewrite.stash_dir import keep_for
+
+        rules = tuple(r for r, rp in plan.rules.items() if rp.files)
+        try:
+            keep_for(keep, path, {m: st for m, (_, st) in todo.items()}, rules)
+        except StashError as e:
+            return FixResult(path=path, size_before=size, size_after=size,
+                             notes=tuple(plan.notes), error="; ".join([str(e), *errors]))
+    for f, st in todo.values():
         target = root / f.member
         try:
-            st = os.stat(target)  # as the reader listed it
-            if st.st_size != f.nbytes:
-                errors.append(f"{f.member} changed since it was read ({f.nbytes:,} bytes, now "
-                              f"{st.st_size:,}): not removed")
+            now = os.stat(target)
+            if (now.st_ino, now.st_size, now.st_mtime_ns) != (
+                    st.st_ino, st.st_size, st.st_mtime_ns):  # written again since it was kept
+                errors.append(f"{f.member} changed while being fixed: not removed")
                 continue
             target.unlink()
         except OSError as e:
@@ -50,6 +79,10 @@ def fix_directory(path: str, analysis: Analysis, rules: Mapping[str, Any], *,
             continue
         done.append(f)
         _prune_empty(root, target.parent)
+    if keep is not None and keep.entry is not None:
+        from ckpt_guard.rewrite.stash_dir import record_deleted
+
+        record_deleted(keep, [f.member for f in done])
     return _result(path, size, done, plan, error="; ".join(errors) or None)
 
 

@@ -18,7 +18,8 @@ completely (fsynced) or not at all — and it exists before the working file is 
 when the current file is not the one ckpt-guard wrote unless forced.
 
 A sharded set fixed in place is kept as one entry (``kind: set``): the index and every shard
-the fix replaces or removes, under ``originals/`` (:mod:`.stash_set`).
+the fix replaces or removes, under ``originals/`` (:mod:`.stash_set`). So is a checkpoint
+directory's fix (``kind: directory``): the training files it deletes (:mod:`.stash_dir`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,8 @@ class Entry:
     # index's folder) kept under ``originals/``, the index first; ``written_set`` the
     # (name, dev, ino, size, mtime_ns) of each file of the set the fix wrote — recorded once
     # the swap is done (empty: the fix did not finish, so restore wants --force).
+    # A checkpoint directory (kind "directory"): ``original`` is the directory, ``files``
+    # the members (relative paths) its fix deleted, kept under ``originals/``.
     kind: str = "file"
     files: tuple[str, ...] = ()
     written_set: tuple[tuple[str, int, int, int, int], ...] = ()
@@ -85,11 +88,14 @@ class Entry:
     @property
     def path(self) -> str:
         """Where the original's bytes are (a set: the folder holding its files)."""
-        return os.path.join(self.stash, self.id, SET_ORIGINALS if self.kind == "set"
-                            else ORIGINAL)
+        return os.path.join(self.stash, self.id, ORIGINAL if self.kind == "file"
+                            else SET_ORIGINALS)
 
     def names(self) -> set[str]:
-        """Every real path this entry is about (a set: its files, old and new)."""
+        """Every real path this entry is about (a set: its files, old and new; a directory:
+        itself and the members it deleted)."""
+        if self.kind == "directory":
+            return {self.original, *(os.path.join(self.original, n) for n in self.files)}
         if self.kind != "set":
             return {self.original}
         folder = os.path.dirname(self.original)
@@ -104,8 +110,9 @@ class Entry:
         d = asdict(self)
         d.pop("stash")
         if self.kind != "set":
-            for k in ("files", "written_set"):
-                d.pop(k)
+            d.pop("written_set")
+        if self.kind == "file":
+            d.pop("files")
         d["path"] = self.path
         d["when"] = self.when
         return d
@@ -193,13 +200,18 @@ class Keeper:
         removes) as one entry, before the set's first commit; raises :class:`StashError`."""
         from ckpt_guard.rewrite.stash_set import keep_set
 
+        self.keep_many("the original set", "it was not rewritten", index_path,
+                        lambda d: keep_set(index_path, names, rules=self.rules,
+                                           shown=self.shown or index_path, directory=d))
+
+    def keep_many(self, what: str, so: str, path: str,
+                  make: Callable[[Path], Entry]) -> None:
+        """``self.entry = make(the stash directory for path)``, an OSError there becoming
+        "cannot keep <what> in the stash, so <so>" (:class:`StashError`); then prune."""
         try:
-            self.entry = keep_set(index_path, names, rules=self.rules,
-                                  shown=self.shown or index_path,
-                                  directory=self.directory or stash_dir_for(index_path))
+            self.entry = make(self.directory or stash_dir_for(path))
         except OSError as e:
-            raise StashError(f"cannot keep the original set in the stash, so it was not "
-                             f"rewritten: {e.strerror or e}"
+            raise StashError(f"cannot keep {what} in the stash, so {so}: {e.strerror or e}"
                              + (f": {e.filename}" if e.filename else "")) from e
         with contextlib.suppress(OSError):
             self.pruned = prune(Path(self.entry.stash), self.limits, keep_id=self.entry.id)
@@ -383,6 +395,10 @@ def restore(path: str, *, force: bool = False) -> Entry:
     if not mine:
         raise StashError(f"no stashed original of {path} (in {directory})")
     entry = mine[-1]
+    if entry.kind == "directory":
+        from ckpt_guard.rewrite.stash_dir import restore_directory
+
+        return restore_directory(entry, path, force=force)
     if entry.kind == "set":
         from ckpt_guard.rewrite.stash_set import restore_set
 
