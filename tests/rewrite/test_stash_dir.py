@@ -28,6 +28,13 @@ DELETED = {  # what each directory's fix deletes under POLICY
 }
 
 
+@pytest.fixture(autouse=True)
+def _own_user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stash list` shows the user's stash too: one of this test's own, not the session's
+    (which other tests' fixes outside a repository fill)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def _files(d: Path) -> dict[str, tuple[str, int]]:
     """Every file below ``d`` (hidden leftovers included): relative path → (sha256, inode)."""
     out = {}
