@@ -176,6 +176,19 @@ def _kept_line(kept: dict, shown: str) -> str:
     return f"{what} kept: {kept['path']} (`ckpt-guard restore {shown}` puts it back)"
 
 
+def _one_file_now(t: Target, recovered: str | None) -> Target:
+    """The target to judge after recovery: a set whose interrupted re-shard into one file
+    was just finished (rewrite/set_single.py) is that file now, its index gone."""
+    if not recovered or os.path.lexists(t.abspath):
+        return t
+    from ckpt_guard.read.sharded import unsharded_name
+
+    single = unsharded_name(t.abspath)
+    if not os.path.isfile(single):
+        return t
+    return replace(t, path=unsharded_name(t.path), abspath=single)
+
+
 def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | None,
                progress: bool, stash: str | None = None) -> FileReport:
     from ckpt_guard.policy.directories import DIRECTORY_FORMATS
@@ -185,11 +198,14 @@ def fix_target(t: Target, policy, *, root: Path, dry_run: bool, out_dir: str | N
     recovered = None
     if not dry_run and not out_dir and not t.outside:
         from ckpt_guard.read.sharded import is_index_name
+        from ckpt_guard.rewrite.set_single import left_journal
 
-        if is_index_name(t.abspath):  # a set a killed fix left half-swapped: finish first
+        # A set a killed fix left half-swapped (or re-sharded into this one file): finish first.
+        if is_index_name(t.abspath) or left_journal(t.abspath):
             from ckpt_guard.rewrite.sharded import recover
 
             recovered = recover(t.abspath)
+            t = _one_file_now(t, recovered)
     # The file's identity and times before it is read: the rewrite refuses to replace a file
     # that changed since (or while) it was analyzed.
     try:

@@ -36,6 +36,7 @@ from ckpt_guard.rewrite.cast import CastStats, within_rounding
 from ckpt_guard.rewrite.plan import Plan
 from ckpt_guard.rewrite.result import FixResult
 from ckpt_guard.rewrite.safetensors import convertible
+from ckpt_guard.rewrite.set_single import index_blocks_single, single_metadata, single_name
 from ckpt_guard.rewrite.set_writer import (
     SetTensor,
     Sources,
@@ -140,13 +141,19 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
         index_name = converted_index_name(os.path.basename(index_path)) if convert \
             else os.path.basename(index_path)
         stem, ext = os.path.splitext(index_name[: -len(INDEX_SUFFIX)])
-        names = shard_names(stem, ext, len(groups))
+        # One shard is one file with no index, as huggingface_hub saves it (set_single.py).
+        single = max_shard_size is not None and len(groups) == 1 and \
+            not index_blocks_single(index)
+        names = [single_name(index_name)] if single else shard_names(stem, ext, len(groups))
         new_wm = weight_map(groups, names)
         if not convert and new_wm == {n: s for n, s in old_wm.items() if n in tensors} \
                 and len(new_wm) == len(old_wm):
             return None
         out_folder = os.path.dirname(out_path) or "." if out_path else folder
-        target = os.path.join(out_folder, index_name)
+        target = os.path.join(out_folder, names[0] if single else index_name)
+        if single and not convert and not out_path and os.path.lexists(target):
+            raise SetRefused(f"not re-sharded into one file: {names[0]} exists (remove it, "
+                             f"or use --out DIR)")
         if convert and not out_path:
             clash = [n for n in (index_name, *names) if os.path.lexists(os.path.join(folder, n))]
             if clash:
@@ -157,29 +164,45 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
             kept_values.update(recorded_kept(child.checkpoint.metadata))
             kept_values.update(plan.value_kept)
         base = _base_metadata(plans, convert)
+        if single:
+            base = single_metadata(base, index)
         metas = [shard_metadata(base, kept_values, g) for g in groups]
         new_index: dict[str, Any] = dict(index)
         new_index["metadata"] = {**(index.get("metadata") or {}),
                                  "total_size": sum(t.out_nbytes for t in tensors.values())}
         new_index["weight_map"] = new_wm
         sizes = [projected_size([tensors[n] for n in g], m) for g, m in zip(groups, metas, strict=True)]
-        size_after = sum(sizes) + len(index_bytes(new_index))
+        size_after = sum(sizes) + (0 if single else len(index_bytes(new_index)))
         what = _what(index_path, shards_of(index), names, index_name, convert, max_shard_size,
-                     dry_run, copy=bool(out_path))
+                     dry_run, copy=bool(out_path), single=single)
+        shown = target if (convert or out_path or single) else None  # the app re-checks it
         if dry_run:
             return _result(index_path, analysis, plans, size_after, notes + what, kept, None,
-                           target if (convert or out_path) else None, dry_run=True)
+                           shown, dry_run=True)
         prog.total = prog.done + 2 * sum(t.nbytes for t in tensors.values())
         stats: dict[int, CastStats] = {}
         shards = [[tensors[n] for n in g] for g in groups]
         mode_from = os.path.join(folder, plans[0][0])
-        if out_path:
+        if single and not out_path:
+            from ckpt_guard.rewrite.set_single import swap_single
+
+            def write(dest: str) -> None:
+                write_shard(dest, shards[0], metas[0], sources, stats, prog,
+                            mode_from=mode_from)
+                _check_casts(plans, stats)
+
+            swap_single(folder, index_path, target, write,
+                        replaces=None if convert else shards_of(index),
+                        total_size=new_index["metadata"]["total_size"],
+                        keep=None if convert else keep)
+        elif out_path:
             os.makedirs(out_folder, exist_ok=True)
             for group, meta, name in zip(shards, metas, names, strict=True):
                 write_shard(os.path.join(out_folder, name), group, meta, sources, stats,
                             prog, mode_from=mode_from)
             _check_casts(plans, stats)
-            _write_index(target, new_index)
+            if not single:
+                _write_index(target, new_index)
         else:
             _swap(folder, index_path, target, new_index, shards, metas, names,
                   replaces=[] if convert else sorted(set(shards_of(index)) - set(names)),
@@ -189,7 +212,7 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
         for s in stats.values():
             merged.merge(s)
         return _result(index_path, analysis, plans, size_after, notes + what, kept, merged,
-                       target if (convert or out_path) else None, dry_run=False)
+                       shown, dry_run=False)
     finally:
         sources.close()
 
@@ -261,9 +284,19 @@ def _write_index(path: str, index: dict[str, Any]) -> None:
 
 
 def _what(index_path: str, old: list[str], names: list[str], index_name: str, convert: bool,
-          limit: int | None, dry_run: bool, *, copy: bool) -> list[str]:
+          limit: int | None, dry_run: bool, *, copy: bool, single: bool = False) -> list[str]:
     would = "would be " if dry_run else ""
     n = len(names)
+    if single:
+        head = (f"{'converted' if convert else 're-sharded'} at max-shard-size "
+                f"{format_limit(limit or 0)}: {len(old)} shard{'s' if len(old) != 1 else ''} "
+                f"{would}written as one file {names[0]} with no index (as huggingface_hub "
+                f"saves a model that fits in one shard)")
+        if convert:
+            return [f"{head}; the .bin set {os.path.basename(index_path)} is kept (remove it "
+                    f"once the new file loads)"]
+        return [head] if copy else [f"{head}; the old shards and index {would}removed once "
+                                    f"it is in place"]
     if convert:
         out = [f"{'would be ' if dry_run else ''}converted to a safetensors set: {index_name} "
                f"+ {n} shard{'s' if n != 1 else ''}; the .bin set "

@@ -139,6 +139,17 @@ def settle_journals(folder: str) -> int:
             replaces = [os.path.basename(str(r)) for r in journal["replaces"]]
         except (OSError, ValueError, KeyError, TypeError):
             replaces, index_name = [], ""  # torn before any new file was written
+        if index_name and isinstance(journal, dict) and journal.get("single"):
+            from ckpt_guard.rewrite.set_single import settle_single
+
+            try:  # a re-shard into one file (rewrite/set_single.py)
+                removed += settle_single(folder, journal,
+                                         lambda old, n=index_name: _shard_of(old, n))
+            except UnreadableError:
+                continue  # left as it is: check reports the index
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
         index_path = os.path.join(folder, index_name)
         if index_name.endswith(INDEX_SUFFIX) and os.path.exists(index_path):
             try:
@@ -160,8 +171,11 @@ def settle_journals(folder: str) -> int:
 
 
 def _shard_of(name: str, index_name: str) -> bool:
-    """Is ``name`` a shard name (``<stem>-0000i-of-0000N<ext>``) of the index ``index_name``?"""
+    """Is ``name`` a shard name (``<stem>-0000i-of-0000N<ext>``) of the index ``index_name``,
+    or its unsharded name (``<stem><ext>``)?"""
     stem, ext = os.path.splitext(index_name[: -len(INDEX_SUFFIX)])
+    if name == f"{stem}{ext}":  # the set's one-file form (a restore removes it)
+        return True
     m = SHARD_NAME.fullmatch(name)
     return bool(m and m["stem"] == stem and m["ext"] == ext)
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from ckpt_guard.read.checkpoint import UnreadableError
-from ckpt_guard.read.sharded import JOURNAL_SUFFIX, SET_TEMP_MARK, load_index
+from ckpt_guard.read.sharded import JOURNAL_SUFFIX, SET_TEMP_MARK, is_index_name, load_index
 from ckpt_guard.rewrite import atomic
 from ckpt_guard.rewrite.stash import (
     SET_ORIGINALS,
@@ -74,10 +74,12 @@ def keep_set(index_path: str, names: list[str], *, rules: tuple[str, ...], shown
 
 
 def _current(index_path: str) -> tuple[tuple[str, int, int, int, int], ...]:
-    """(name, dev, ino, size, mtime_ns) of the index and each shard it names."""
+    """(name, dev, ino, size, mtime_ns) of the index and each shard it names; of the file
+    alone when it is not an index (a set re-sharded into one file, rewrite/set_single.py)."""
     folder = os.path.dirname(index_path) or "."
-    names = [os.path.basename(index_path),
-             *sorted(set(load_index(index_path)["weight_map"].values()))]
+    names = [os.path.basename(index_path)]
+    if is_index_name(index_path):
+        names += sorted(set(load_index(index_path)["weight_map"].values()))
     out = []
     for n in names:
         st = os.stat(os.path.join(folder, n))
@@ -116,8 +118,11 @@ def restore_set(entry: Entry, shown: str, *, force: bool) -> Entry:
         original = load_index(str(held / index_name))
     except UnreadableError as e:
         raise StashError(f"the kept index of {shown} is unreadable: {e}") from e
+    # What the fix left: the set through its index, or the one file it became.
+    written = (os.path.join(folder, entry.written_set[0][0]) if entry.written_set
+               else index_path)
     try:
-        now = _current(index_path)
+        now = _current(written)
     except (OSError, UnreadableError):
         now = None
     if now != tuple(tuple(w) for w in entry.written_set) or not entry.written_set:
@@ -126,6 +131,9 @@ def restore_set(entry: Entry, shown: str, *, force: bool) -> Entry:
                    else "it changed since")
             raise StashError(f"the set of {shown} is not the one ckpt-guard wrote on "
                              f"{entry.when} ({why}); use --force to replace it anyway")
+        if now is not None and written != index_path:  # it is not a set to stash
+            raise StashError(f"{now[0][0]} changed since ckpt-guard wrote it on {entry.when}; "
+                             f"move it away to restore the set of {shown}")
         if now is not None:  # forced: the current set may be someone's work, so kept too
             Keeper(rules=("restore --force",), shown=shown,
                    directory=Path(entry.stash)).keep_set(index_path, [n for n, *_ in now[1:]])
@@ -135,7 +143,7 @@ def restore_set(entry: Entry, shown: str, *, force: bool) -> Entry:
     if missing:
         raise StashError(f"cannot restore the set of {shown}: {missing[0]}, a shard the fix "
                          f"left as it was, is missing")
-    extra = sorted({n for n, *_ in (now or ())[1:]} - wanted)
+    extra = sorted({n for n, *_ in (now or ())} - wanted - {index_name})
     token = secrets.token_hex(4)
     journal = os.path.join(folder, f"{SET_TEMP_MARK}{token}{JOURNAL_SUFFIX}")
     try:
