@@ -26,14 +26,25 @@ WEIGHT_SUFFIXES: tuple[str, ...] = (
 INCLUDE_GLOBS: tuple[str, ...] = tuple(f"*{s}" for s in WEIGHT_SUFFIXES)
 
 
+# Files of a torch.distributed.checkpoint directory: no weight suffix, yet a staged one must
+# reach the hook, which checks its directory as one unit (app/discover.py). Not in
+# ``INCLUDE_GLOBS``: walks find DCP directories by their ``.metadata`` already.
+DCP_MEMBER_REGEX = r"\.distcp|(^|/)\.metadata"
+
+
+def _suffix_regex() -> str:
+    alternatives = "|".join(re.escape(s[1:]) for s in WEIGHT_SUFFIXES)
+    return rf"\.({alternatives})"
+
+
 def hook_files_regex() -> str:
     """The ``files:`` regex of the pre-commit hooks (Python ``re`` syntax, as pre-commit
-    uses): any path ending in a weight suffix, any case."""
-    alternatives = "|".join(re.escape(s[1:]) for s in WEIGHT_SUFFIXES)
-    return rf"(?i)\.({alternatives})$"
+    uses): any path ending in a weight suffix, any case, or a DCP directory's member
+    (``*.distcp``, ``.metadata``)."""
+    return rf"(?i)({_suffix_regex()}|{DCP_MEMBER_REGEX})$"
 
 
-_SUFFIX_RE = re.compile(hook_files_regex())
+_SUFFIX_RE = re.compile(rf"(?i){_suffix_regex()}$")
 
 
 def is_weight_name(name: str) -> bool:

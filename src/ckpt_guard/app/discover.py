@@ -190,6 +190,12 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
                     if t:
                         yield t
         else:
+            dcp = _dcp_directory(p)
+            if dcp is not None:  # a DCP file stands for its directory, checked once
+                t = target(dcp)
+                if t and not policy.excludes(t.relpath):
+                    yield t
+                continue
             if p.is_file() and not p.is_symlink() and not _escape_reason(p, root):
                 t = set_target(p, not policy.excludes(
                     _relpath(Path(os.path.abspath(p)), base)))
@@ -213,6 +219,22 @@ def _remote_relpath(url: str) -> str:
 
         return unsharded_name(HubPath.parse(url).path)  # a set: as its unsharded name
     return unsharded_name(urlsplit(url).path.lstrip("/"))
+
+
+def _dcp_directory(p: Path) -> Path | None:
+    """The torch.distributed.checkpoint directory ``p`` (a ``*.distcp`` or ``.metadata``
+    file, e.g. staged and passed by the pre-commit hook) belongs to: only its directory as a
+    whole says what ``dcp.load`` runs (a ``.distcp`` alone is items back to back, not a file
+    torch loads)."""
+    if not (p.name == ".metadata" or p.name.lower().endswith(".distcp")) or not p.is_file():
+        return None
+    from ckpt_guard.read.directories import directory_format
+    from ckpt_guard.vocab import Format
+
+    try:
+        return p.parent if directory_format(str(p.parent)) == Format.DCP_DIR else None
+    except UnreadableError:
+        return None
 
 
 def _checkpoint_dir(p: Path) -> bool:
