@@ -38,14 +38,17 @@ from ckpt_guard.rewrite.result import FixResult
 from ckpt_guard.rewrite.safetensors import convertible
 from ckpt_guard.rewrite.set_single import index_blocks_single, single_metadata, single_name
 from ckpt_guard.rewrite.set_writer import (
+    DCP_SHARDING_KEY,
     SetTensor,
     Sources,
+    dcp_sharding,
     index_bytes,
     projected_size,
     shard_metadata,
     shard_names,
     split,
     weight_map,
+    with_dcp_sharding,
     write_shard,
 )
 from ckpt_guard.rewrite.verify import VerifyError
@@ -109,7 +112,7 @@ def _base_metadata(plans: list[Shard], convert: bool) -> dict[str, str] | None:
     for _rel, child, _plan in plans:
         meta = child.checkpoint.metadata.get("__metadata__") or {}
         for k, v in meta.items():
-            if k != KEPT_FP32_METADATA:
+            if k not in (KEPT_FP32_METADATA, DCP_SHARDING_KEY):  # both are per shard
                 merged.setdefault(k, v)
     return merged or None
 
@@ -167,6 +170,13 @@ def rewrite_set(index_path: str, analysis: Analysis, plans: list[Shard], *, conv
         if single:
             base = single_metadata(base, index)
         metas = [shard_metadata(base, kept_values, g) for g in groups]
+        if not convert:  # a DCP HF-storage set: each shard's own sharding entries
+            try:
+                dcp = dcp_sharding(child.checkpoint.metadata.get("__metadata__")
+                                   for _rel, child, _plan in plans)
+            except ValueError as e:
+                raise SetRefused(f"not re-sharded: {e}") from e
+            metas = with_dcp_sharding(metas, [[tensors[n] for n in g] for g in groups], dcp)
         new_index: dict[str, Any] = dict(index)
         new_index["metadata"] = {**(index.get("metadata") or {}),
                                  "total_size": sum(t.out_nbytes for t in tensors.values())}

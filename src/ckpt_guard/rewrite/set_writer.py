@@ -82,6 +82,38 @@ def shard_metadata(base: dict[str, str] | None, kept: dict[str, str],
     return {**(base or {}), KEPT_FP32_METADATA: json.dumps(mine, sort_keys=True)}
 
 
+# torch.distributed.checkpoint's HF storage (hf_storage.py): per shard, ``{fqn: {"saved_offsets":
+# [...]}}`` for every tensor of that shard — its reader looks each key of a file up in the
+# file's own entry (a missing key is a KeyError), so a re-shard rebuilds it per new shard.
+DCP_SHARDING_KEY = "DCP_SHARDING_INFO"
+
+
+def dcp_sharding(metadatas: Iterable[dict[str, str] | None]) -> dict[str, Any] | None:
+    """The input shards' DCP sharding entries merged by tensor name; ``None`` when no shard
+    has one. Raises ``ValueError`` for an entry that is not a JSON object."""
+    merged: dict[str, Any] | None = None
+    for meta in metadatas:
+        raw = (meta or {}).get(DCP_SHARDING_KEY)
+        if raw is None:
+            continue
+        got = json.loads(raw)
+        if not isinstance(got, dict):
+            raise ValueError(f"{DCP_SHARDING_KEY} is not a JSON object")
+        merged = {**(merged or {}), **got}
+    return merged
+
+
+def with_dcp_sharding(metas: list[dict[str, str] | None], groups: list[list[SetTensor]],
+                      merged: dict[str, Any] | None) -> list[dict[str, str] | None]:
+    """Each new shard's ``__metadata__`` with its own tensors' sharding entries (a tensor
+    without one gets what the reader assumes without any: offsets 0)."""
+    if merged is None:
+        return metas
+    return [{**(m or {}), DCP_SHARDING_KEY: json.dumps(
+        {t.name: merged.get(t.name, {"saved_offsets": [0] * len(t.ref.shape)}) for t in g})}
+        for m, g in zip(metas, groups, strict=True)]
+
+
 def projected_size(tensors: list[SetTensor], metadata: dict[str, str] | None) -> int:
     head, spans = header_bytes(_entries(tensors), metadata)
     return len(head) + (spans[-1][2] if spans else 0)
@@ -159,5 +191,5 @@ def index_bytes(index: dict[str, Any]) -> bytes:
     return (json.dumps(index, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
 
 
-__all__ = ["SetTensor", "Sources", "index_bytes", "projected_size", "shard_metadata",
-           "shard_names", "split", "weight_map", "write_shard"]
+__all__ = ["DCP_SHARDING_KEY", "SetTensor", "Sources", "dcp_sharding", "index_bytes", "projected_size", "shard_metadata",
+           "shard_names", "split", "weight_map", "with_dcp_sharding", "write_shard"]
