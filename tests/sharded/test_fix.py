@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,16 +41,22 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 NO_CACHE = {"CKPT_GUARD_NO_CACHE": "1"}
 
 
+def _env(tmp: Path, kill_at: int) -> dict[str, str]:
+    """Each run its own user cache: the originals a fix keeps go there, and pruning a stash
+    that other tests filled would add mutations, shifting the kill points between runs."""
+    cache = tempfile.mkdtemp(prefix=".user-cache-", dir=tmp)
+    return {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT / "src") + os.pathsep
+            + str(ROOT), "XDG_CACHE_HOME": cache, **NO_CACHE}
+
+
 def _start(tmp: Path, *args: str, kill_at: int = 0) -> subprocess.Popen:
-    env = {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT / "src") + os.pathsep
-           + str(ROOT), **NO_CACHE}
+    env = _env(tmp, kill_at)
     return subprocess.Popen([sys.executable, str(KILLER), *args], cwd=tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _run(tmp: Path, *args: str, kill_at: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT / "src") + os.pathsep
-           + str(ROOT), **NO_CACHE}
+    env = _env(tmp, kill_at)
     return subprocess.run([sys.executable, str(KILLER), *args], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=120)
 
