@@ -11,6 +11,14 @@ Side by side in one run, each measured in a fresh process (wall time and peak RS
 
 Usage: python benchmarks/bench_check.py [--size-gb 1.0] [--small 10000] [--out DIR]
 Prints a Markdown table (paste it into the README) and writes JSON to benchmarks/out/.
+
+Cold check as a user runs it: ``python benchmarks/bench_check.py --cold [--runs 21]
+[--compare NAME=SRC_DIR ...]`` installs this checkout (and each ``SRC_DIR``, a project tree
+such as ``git archive main`` unpacked) with ``pip install`` into its own clean venv — a
+site-packages ``.pth`` that imports something at every start (certifi's, in some global
+environments) would add ~30 ms to every row — then runs ``python -c pass`` and each venv's
+``ckpt-guard check small.pt`` interleaved, ``--runs`` times each, output to a pipe, and
+prints wall min/median, CPU (user + sys of the child) min/median and the load average.
 """
 
 from __future__ import annotations
@@ -115,13 +123,74 @@ WALK = "import torch,sys; sd=torch.load(sys.argv[1], {kw}); n=[0]\n" \
        "walk(sd)\n"
 
 
+def _venv(root: Path, name: str, src: Path) -> Path:
+    """A clean venv at ``root/venv-name`` with ``src`` installed (re-installed every run, so
+    it holds the tree as it is now); returns its ``bin`` directory."""
+    venv = root / f"venv-{name}"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--force-reinstall", "--no-deps", str(src)], check=True,
+                   stdout=subprocess.DEVNULL)
+    # Dependencies once (they do not change between the trees compared).
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(src)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return venv / "bin"
+
+
+def cold(out: Path, runs: int, compare: list[str]) -> int:
+    """Cold ``check`` of one small file from clean venvs, interleaved (see the docstring)."""
+    from statistics import median
+
+    from bench_fix import run_child  # same folder: on sys.path when run as a script
+
+    import torch
+
+    small = out / "small.pt"
+    torch.save({"w": torch.zeros(4, 4)}, small)
+    trees = [("this checkout", HERE.parent)]
+    for spec in compare:
+        name, _, src = spec.partition("=")
+        trees.append((name, Path(src).resolve()))
+    bins = [(name, _venv(out, f"cold{i}", src)) for i, (name, src) in enumerate(trees)]
+    cmds = [("`python -c pass` (the venv's interpreter)", [str(bins[0][1] / "python"), "-c",
+                                                          "pass"])]
+    cmds += [(f"`ckpt-guard check small.pt`, {name}", [str(b / "ckpt-guard"), "check",
+                                                       small.name]) for name, b in bins]
+    for _, cmd in cmds:  # warm the page cache and the bytecode
+        run_child(cmd, cwd=out)
+    load = [os.getloadavg()[0]]
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in cmds}
+    for _ in range(runs):
+        for name, cmd in cmds:
+            wall, cpu, _, _ = run_child(cmd, cwd=out)
+            samples[name].append((wall, cpu))
+    load.append(os.getloadavg()[0])
+    print(f"\nMachine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{runs} interleaved runs each; load average {load[0]:.1f}–{load[1]:.1f}\n")
+    print("| what | wall, min | wall, median | CPU, min | CPU, median |")
+    print("|---|---:|---:|---:|---:|")
+    for name, s in samples.items():
+        walls, cpus = [w for w, _ in s], [c for _, c in s]
+        print(f"| {name} | {min(walls) * 1e3:.0f} ms | {median(walls) * 1e3:.0f} ms | "
+              f"{min(cpus) * 1e3:.0f} ms | {median(cpus) * 1e3:.0f} ms |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-gb", type=float, default=1.0)
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--cold", action="store_true",
+                    help="only the cold check of one small file, from clean venvs")
+    ap.add_argument("--runs", type=int, default=21, help="--cold: runs of each command")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=SRC_DIR",
+                    help="--cold: also a venv with this project tree installed")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cold:
+        return cold(args.out.resolve(), args.runs, args.compare)
     # The console script beside this interpreter: a version manager's shim on PATH (pyenv's
     # is a shell script running `pyenv exec`) would add its own start-up to every row.
     beside = Path(sys.executable).with_name("ckpt-guard")

@@ -4,7 +4,7 @@ the subtrees that play a role, framework, byte accounting and the top-level tabl
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ckpt_guard.analyze import accounting
@@ -44,19 +44,23 @@ from ckpt_guard.vocab import Format, Role
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
 
 
-@dataclass
 class _Entry:
-    path: tuple
-    ref: TensorRef
-    role: str | None
-    sub: int | None
+    """A tensor met by the collector. (The collector's records are plain classes: nothing
+    compares or prints them, and a dataclass costs a cold start ~0.3 ms to create.)"""
+
+    __slots__ = ("path", "ref", "role", "sub")
+
+    def __init__(self, path: tuple, ref: TensorRef, role: str | None, sub: int | None) -> None:
+        self.path, self.ref, self.role, self.sub = path, ref, role, sub
 
 
-@dataclass
 class _Sub:
-    path: tuple
-    role: str
-    what: str
+    """A subtree that plays a role."""
+
+    __slots__ = ("path", "role", "what")
+
+    def __init__(self, path: tuple, role: str, what: str) -> None:
+        self.path, self.role, self.what = path, role, what
 
 
 class _Collector:

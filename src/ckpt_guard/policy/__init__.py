@@ -4,7 +4,9 @@ Units: sizes in a policy accept decimal (``50MB`` = 50·10⁶) and binary (``1.5
 (:func:`parse_size`); messages print decimal units (:func:`ckpt_guard.report.units.format_bytes`).
 """
 
-from ckpt_guard.policy.errors import PolicyError, Problem
+from typing import Any
+
+from ckpt_guard.policy.errors import PolicyError
 from ckpt_guard.policy.load import (
     POLICY_NAMES,
     builtin_policy,
@@ -20,6 +22,17 @@ from ckpt_guard.policy.sizes import SizeError, parse_size
 # The built-in include globs (weight-file extensions; `check` sniffs formats by content,
 # these only choose which files a repository walk picks).
 DEFAULT_INCLUDE: tuple[str, ...] = builtin_policy().include
+
+
+
+def __getattr__(name: str) -> Any:
+    # Imported when first asked for: see ckpt_guard.policy.problem.
+    if name == "Problem":
+        from ckpt_guard.policy.problem import Problem
+
+        return Problem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIONS", "DEFAULT_INCLUDE", "FIXABLE_RULES", "POLICY_NAMES", "Override", "Policy",

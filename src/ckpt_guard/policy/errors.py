@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ckpt_guard.policy.problem import Problem
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One thing wrong with a policy file; ``line``/``column`` are 1-based (0 = unknown)."""
+def __getattr__(name: str) -> Any:
+    # ``Problem`` lives in policy.problem, imported when first asked for (see its docstring).
+    if name == "Problem":
+        from ckpt_guard.policy.problem import Problem
 
-    line: int
-    column: int
-    message: str
-
-    def format(self, filename: str) -> str:
-        if self.line <= 0:
-            return f"{filename}: {self.message}"
-        return f"{filename}:{self.line}:{self.column}: {self.message}"
+        return Problem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PolicyError(Exception):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import tensor_matches
@@ -206,15 +205,18 @@ def ema_dropped_role(a: Analysis, rules: Mapping[str, Any]) -> str | None:
     return Role.WEIGHTS if str(options.get("keep", Role.EMA)) == Role.EMA else Role.EMA
 
 
-@dataclass
 class FP32Payload:
-    """What ``fp32-payload`` sees in one file: castable FP32 storages and what stays FP32."""
+    """What ``fp32-payload`` sees in one file: castable FP32 storages and what stays FP32.
+    (A plain class: a dataclass costs every cold ``check`` ~0.4 ms to create.)"""
 
-    castable: int = 0  # bytes of FP32 storages a cast would rewrite
-    n_cast: int = 0  # tensors viewing them
-    kept: list[tuple[str, str]] = field(default_factory=list)  # (tensor path, why)
-    kept_bytes: int = 0
-    limit: int = 0  # max-bytes (0: none)
+    __slots__ = ("castable", "n_cast", "kept", "kept_bytes", "limit")
+
+    def __init__(self, *, limit: int = 0) -> None:
+        self.castable = 0  # bytes of FP32 storages a cast would rewrite
+        self.n_cast = 0  # tensors viewing them
+        self.kept: list[tuple[str, str]] = []  # (tensor path, why)
+        self.kept_bytes = 0
+        self.limit = limit  # max-bytes (0: none)
 
     @property
     def over_limit(self) -> bool:

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.analyze.safety import untrusted_pattern
-from ckpt_guard.policy.errors import PolicyError, Problem
+from ckpt_guard.policy.errors import PolicyError
 from ckpt_guard.policy.match import compile_globs
 from ckpt_guard.policy.model import Override, Policy, RuleConfig, ShardsConfig, StashConfig
 from ckpt_guard.policy.rules.registry import ALL as ALL_RULES
@@ -25,9 +25,20 @@ from ckpt_guard.policy.source import Source
 
 POLICY_NAMES = (".ckpt-guard.yml", ".ckpt-guard.yaml")
 BUILTIN = "built-in"
+if TYPE_CHECKING:
+    from ckpt_guard.policy.problem import Problem
+
 _MAX_POLICY_BYTES = 1 << 20  # a policy is a few hundred bytes; refuse pathological files
 # Options whose values are byte sizes (``10MB``), parsed to bytes when a policy is built.
 _SIZE_OPTIONS = tuple(sorted({o.name for r in ALL_RULES for o in r.options if o.size}))
+
+
+def _problem(line: int, column: int, message: str) -> Problem:
+    """A :class:`~ckpt_guard.policy.problem.Problem` (its module is imported only when a
+    policy has one)."""
+    from ckpt_guard.policy.problem import Problem
+
+    return Problem(line, column, message)
 
 
 def find_policy_file(start: Path) -> Path | None:
@@ -119,14 +130,14 @@ def _load_file(path: Path, filename: str) -> Policy:
         with path.open("rb") as fh:
             raw = fh.read(_MAX_POLICY_BYTES + 1)
     except OSError as e:
-        raise PolicyError(filename, [Problem(0, 0, f"cannot read policy file: "
+        raise PolicyError(filename, [_problem(0, 0, f"cannot read policy file: "
                                                    f"{e.strerror or e}")]) from e
     if len(raw) > _MAX_POLICY_BYTES:
-        raise PolicyError(filename, [Problem(0, 0, "policy file is larger than 1 MiB")])
+        raise PolicyError(filename, [_problem(0, 0, "policy file is larger than 1 MiB")])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise PolicyError(filename, [Problem(0, 0, f"policy file is not UTF-8 text ({e.reason} "
+        raise PolicyError(filename, [_problem(0, 0, f"policy file is not UTF-8 text ({e.reason} "
                                                    f"at byte {e.start})")]) from e
     return load_text(text, filename, path.resolve())
 
@@ -147,7 +158,7 @@ def _build(src: Source, filename: str, path: Path | None, base: Policy | None) -
             try:
                 compile_globs([pattern])
             except ValueError as e:
-                problems.append(Problem(*src.at_value((*key, i)),
+                problems.append(_problem(*src.at_value((*key, i)),
                                         f"invalid glob {pattern!r}: {e}"))
         return tuple(node)
 
@@ -191,7 +202,7 @@ def _shards(src: Source, key: tuple, base: ShardsConfig | None,
     try:
         return ShardsConfig(parse_size(size))
     except SizeError as e:  # the schema's pattern should have caught it
-        problems.append(Problem(*src.at_value((*key, "max-shard-size")), str(e)))
+        problems.append(_problem(*src.at_value((*key, "max-shard-size")), str(e)))
         return base
 
 
@@ -227,14 +238,14 @@ def _rule_changes(src: Source, key: tuple, problems: list[Problem]) -> dict[str,
                 try:
                     change[opt] = parse_size(change[opt])
                 except SizeError as e:  # the schema's pattern should have caught it
-                    problems.append(Problem(*src.at_value((*key, rule_id, opt)), str(e)))
+                    problems.append(_problem(*src.at_value((*key, rule_id, opt)), str(e)))
         for opt, v in change.items():
             if isinstance(v, list):
                 change[opt] = tuple(v)
         for i, pattern in enumerate(change.get("trusted-globals") or ()):
             why = untrusted_pattern(pattern)
             if why:
-                problems.append(Problem(*src.at_value((*key, rule_id, "trusted-globals", i)),
+                problems.append(_problem(*src.at_value((*key, rule_id, "trusted-globals", i)),
                                         f"trusted-globals {pattern!r}: {why}"))
         out[rule_id] = change
     return out

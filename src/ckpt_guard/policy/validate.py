@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 
-from ckpt_guard.policy.errors import Problem
+from ckpt_guard.policy.problem import Problem
 from ckpt_guard.policy.sizes import SizeError, parse_size
 from ckpt_guard.policy.yamlsrc import Path, Source
 

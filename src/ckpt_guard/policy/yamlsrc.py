@@ -14,14 +14,24 @@ The document is composed into nodes first so that each JSON path (``("rules",
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from ckpt_guard.policy.errors import Problem
-from ckpt_guard.policy.source import Path, Source, Where
+from ckpt_guard.policy.problem import Problem
+from ckpt_guard.policy.source import Path, Source
 
 __all__ = ["Path", "Source", "Where", "parse"]
+
+
+@dataclass(frozen=True)
+class Where:
+    """1-based position of a key (when the value sits under one) and of the value."""
+
+    key: tuple[int, int] | None
+    value: tuple[int, int]
+
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_DEPTH = 64  # a policy file is shallow; this bounds walks over alias-made cycles
