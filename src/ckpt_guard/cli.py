@@ -11,11 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ckpt_guard import __version__
 from ckpt_guard.exitcodes import Exit
 from ckpt_guard.vocab import Status
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMATS = ("text", "json", "markdown", "sarif")
 INSPECT_FORMATS = ("text", "json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 from ckpt_guard.analyze import accounting
 from ckpt_guard.analyze.frameworks import detect_framework
@@ -40,6 +39,10 @@ from ckpt_guard.read.checkpoint import Checkpoint, GlobalUse, LimitExceeded
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping
 from ckpt_guard.vocab import Format, Role
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 _EMA_PENDING = "ema?"  # an EMA-looking subtree: ema if other weights exist, else weights
 

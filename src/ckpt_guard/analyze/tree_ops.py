@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from ckpt_guard.analyze.walk import children, key_text
 from ckpt_guard.read.tree import (
@@ -18,6 +17,10 @@ from ckpt_guard.read.tree import (
     as_mapping,
     attributes,
 )
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def path_text(path: tuple) -> str:

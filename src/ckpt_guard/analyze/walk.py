@@ -8,15 +8,18 @@ Paths read like ``state_dict()`` keys: ``nn.Module`` internals (``_modules``, ``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from ckpt_guard.read.tree import GlobalRef, Opaque, Storage, TensorRef, as_mapping, attributes
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 MODULE_INTERNALS = ("_parameters", "_buffers", "_modules")
 
 # visit(path, node, inherited) returns what the node's children inherit, or SKIP.
 SKIP = object()
-Visit = Callable[["Path | None", Any, Any], Any]
+Visit = Callable[["Path | None", "Any", "Any"], "Any"]
 
 
 def is_container(node: Any) -> bool:

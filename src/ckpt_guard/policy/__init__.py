@@ -4,7 +4,7 @@ Units: sizes in a policy accept decimal (``50MB`` = 50·10⁶) and binary (``1.5
 (:func:`parse_size`); messages print decimal units (:func:`ckpt_guard.report.units.format_bytes`).
 """
 
-from typing import Any
+from __future__ import annotations
 
 from ckpt_guard.policy.errors import PolicyError
 from ckpt_guard.policy.load import (
@@ -18,6 +18,10 @@ from ckpt_guard.policy.load import (
 from ckpt_guard.policy.model import ACTIONS, FIXABLE_RULES, Override, Policy, RuleConfig
 from ckpt_guard.policy.rules import evaluate, evaluate_failure, evaluate_unreadable
 from ckpt_guard.policy.sizes import SizeError, parse_size
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 # The built-in include globs (weight-file extensions; `check` sniffs formats by content,
 # these only choose which files a repository walk picks).

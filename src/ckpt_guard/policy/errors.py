@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ckpt_guard.policy.problem import Problem
 
 

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import tensor_matches
 from ckpt_guard.read.tree import Opaque, TensorRef
 from ckpt_guard.vocab import Action, Role
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
 

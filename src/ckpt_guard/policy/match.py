@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import PurePath, PurePosixPath
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     import pathspec
 

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.match import compile_globs, normalize_relpath, tensor_matches
 from ckpt_guard.policy.rules.registry import FIXABLE_RULES as _FIXABLE_RULES
 from ckpt_guard.vocab import Action
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     import pathspec
 
 ACTIONS: tuple[str, ...] = Action.values()

@@ -3,12 +3,13 @@ the built-in policy is loaded from JSON so that a plain ``check`` never imports 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ckpt_guard.policy.yamlsrc import Where
 
-Path = tuple[Any, ...]
+Path = tuple  # JSON path: keys and list indexes (a bare tuple is tuple[Any, ...])
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ckpt_guard.analyze.model import Analysis
 from ckpt_guard.analyze.tree_ops import MISSING, path_text, resolve
@@ -26,6 +25,10 @@ from ckpt_guard.policy.conventions import (
 from ckpt_guard.policy.plan_types import Change, RulePlan, apply
 from ckpt_guard.read.tree import Opaque, TensorRef, as_mapping, attributes
 from ckpt_guard.vocab import Action, Format, Role
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 WHOLE_FILE = "; the whole file is this state: remove the file instead"
 NOT_SAFETENSORS = " (fix does not strip tensors from a safetensors file)"

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.read.tree import Storage
 from ckpt_guard.vocab import Format
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ckpt_guard.read.torchscript_code import CodeRecord
 
 # Format names of the JSON report contract.

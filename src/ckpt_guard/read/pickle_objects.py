@@ -14,7 +14,6 @@ allowlist calls them safe: ``<call>`` (calling a call's result), ``<computed>`` 
 from __future__ import annotations
 
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING  # stdlib data tables, no code
-from typing import Any
 
 from ckpt_guard.read import rebuild
 from ckpt_guard.read.checkpoint import (
@@ -31,6 +30,10 @@ from ckpt_guard.read.pickle_guards import IDENTITY_HASHED, key_cost
 from ckpt_guard.read.pickle_scalars import Malformed
 from ckpt_guard.read.pickle_values import UNMODELLED, CallValues, call_value, is_modelled
 from ckpt_guard.read.tree import GlobalRef, Opaque, TensorRef
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_COLLISIONS = 1_000
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
 
 from ckpt_guard.read.checkpoint import UnreadableError
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class PositionedReader:

@@ -15,12 +15,15 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from ckpt_guard.read.checkpoint import Checkpoint, UnreadableError
 from ckpt_guard.read.limits import Limits
 from ckpt_guard.read.tree import as_mapping
 from ckpt_guard.vocab import Format, Role
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # a 10k-tensor index is ~1 MB

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import codecs
 import sys
-from typing import TextIO
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 HANDLER = "ckpt-guard-ascii"
 

@@ -7,12 +7,15 @@ parse: keep the names. Keys may be added, never renamed or removed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ckpt_guard import __version__
 from ckpt_guard.policy.rules.base import Finding, finding_from_dict
 from ckpt_guard.policy.rules.registry import RULE_IDS
 from ckpt_guard.vocab import Format, Status
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Rule ids (the registry's) and file statuses, as the JSON contract spells them.
 RULES: tuple[str, ...] = RULE_IDS

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from ckpt_guard.policy.strips import RuleView, rule_view
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.units import format_percent
 from ckpt_guard.vocab import Action
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
     from ckpt_guard.policy.plan_types import RulePlan

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ckpt_guard.policy.keep_fp32 import ema_dropped_role
 from ckpt_guard.policy.plan_types import RulePlan
 from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule, at
@@ -11,6 +9,7 @@ from ckpt_guard.policy.strips import Edits, RuleView, plan_ema
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig

@@ -14,7 +14,6 @@ whatever the option says).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.planning import OutputSize, settle
 from ckpt_guard.policy.rules import file_size, fp32_payload, registry, shard_index
@@ -33,6 +32,7 @@ from ckpt_guard.policy.strips import NOT_SAFETENSORS
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Format
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
 

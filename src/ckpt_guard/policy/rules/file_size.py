@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule
 from ckpt_guard.units import format_bytes, format_limit
 from ckpt_guard.vocab import Action, Format
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig

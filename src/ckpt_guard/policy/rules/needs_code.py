@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, and_, listing
 from ckpt_guard.policy.rules.unsafe_pickle import trusted
 from ckpt_guard.vocab import Action, Format
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig

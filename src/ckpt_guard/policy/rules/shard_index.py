@@ -10,11 +10,10 @@ partial model. The problems are found while reading the set
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ckpt_guard.policy.rules.base import Finding, Rule
 from ckpt_guard.vocab import Action
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig

@@ -9,13 +9,12 @@ Per-path budgets come from the policy's ``overrides``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule
 from ckpt_guard.policy.rules.file_size import lfs_pointed_size
 from ckpt_guard.units import format_bytes, format_limit
 from ckpt_guard.vocab import Action, Format
 
+TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
