@@ -18,7 +18,26 @@ from ckpt_guard.vocab import StrEnum
 
 TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from ckpt_guard.policy.strips import RuleView
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a rule's ``plan`` may consult and edit: every rule's config (read through
+    :func:`view`), and ``tree``, the plan's copy of the file's tree with the earlier rules'
+    changes already applied — a plan edits it only through ``Edits``/``apply``, which record
+    each typed change."""
+
+    rules: Mapping[str, Any]
+    tree: Any
+
+    def view(self, rule_id: str) -> RuleView:
+        from ckpt_guard.policy.strips import rule_view  # (strips imports this module)
+
+        return rule_view(self.rules, rule_id)
 
 
 class ChangeKind(StrEnum):

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ckpt_guard.analyze.tree_ops import copy_tree, storages_of
-from ckpt_guard.policy.plan_types import FilePlan, RulePlan, role_by_storage
+from ckpt_guard.policy.plan_types import FilePlan, PlanContext, RulePlan, role_by_storage
 from ckpt_guard.policy.rules import registry
-from ckpt_guard.policy.rules.base import Finding, PlanContext
+from ckpt_guard.policy.rules.base import Finding
 from ckpt_guard.policy.strips import WHOLE_FILE, rule_view
 from ckpt_guard.vocab import Action, Format, Role
 

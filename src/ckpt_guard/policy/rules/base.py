@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ckpt_guard.policy.strips import RuleView, rule_view
 from ckpt_guard.read.checkpoint import UnreadableError
 from ckpt_guard.units import format_percent
 from ckpt_guard.vocab import Action
@@ -31,7 +30,8 @@ if TYPE_CHECKING:
 
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
-    from ckpt_guard.policy.plan_types import RulePlan
+    from ckpt_guard.policy.plan_types import PlanContext, RulePlan
+    from ckpt_guard.policy.strips import RuleView
 
 Rules = Mapping[str, "RuleConfig"]
 
@@ -91,21 +91,17 @@ class Context:
 Evaluate = Callable[["Analysis", "RuleConfig", Context], "Finding | None"]
 
 
-@dataclass(frozen=True)
-class PlanContext:
-    """What a rule's ``plan`` may consult and edit: every rule's config (read through
-    :func:`view`), and ``tree``, the plan's copy of the file's tree with the earlier rules'
-    changes already applied — a plan edits it only through ``Edits``/``apply``, which record
-    each typed change."""
+def __getattr__(name: str) -> Any:
+    # PlanContext is defined with the plan types (policy.plan_types, imported only when a plan
+    # is made: a check of a clean file makes none) and still importable from here.
+    if name == "PlanContext":
+        from ckpt_guard.policy.plan_types import PlanContext
 
-    rules: Mapping[str, Any]
-    tree: Any
-
-    def view(self, rule_id: str) -> RuleView:
-        return rule_view(self.rules, rule_id)
+        return PlanContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-Plan = Callable[["Analysis", RuleView, PlanContext], "RulePlan | None"]
+Plan = Callable[["Analysis", "RuleView", "PlanContext"], "RulePlan | None"]
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from ckpt_guard.policy.keep_fp32 import ema_dropped_role
-from ckpt_guard.policy.plan_types import RulePlan
-from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule, at
-from ckpt_guard.policy.strips import Edits, RuleView, plan_ema
+from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
@@ -13,6 +11,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
+    from ckpt_guard.policy.plan_types import PlanContext, RulePlan
+    from ckpt_guard.policy.strips import RuleView
 
 
 def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
@@ -37,6 +37,9 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
 def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
     """One copy of the weights kept, as the framework's own strip does (``keep: ema``: the
     EMA copy becomes the weights; ``keep: weights``: the EMA copy goes)."""
+    from ckpt_guard.policy.plan_types import RulePlan  # (imported by plans only: a check
+    from ckpt_guard.policy.strips import Edits, plan_ema  # of a clean file makes none)
+
     rp = RulePlan(RULE.id)
     plan_ema(a, Edits(ctx.tree, rp), str(cfg.options.get("keep", "ema")))
     return rp

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ckpt_guard.policy.planning import OutputSize, settle
 from ckpt_guard.policy.rules import file_size, fp32_payload, registry, shard_index
 from ckpt_guard.policy.rules.base import (
     Context,
@@ -28,13 +27,13 @@ from ckpt_guard.policy.rules.base import (
 from ckpt_guard.policy.rules.registry import get
 from ckpt_guard.policy.rules.unreadable import evaluate_error
 from ckpt_guard.policy.rules.unsafe_pickle import RULE as UNSAFE
-from ckpt_guard.policy.strips import NOT_SAFETENSORS
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Format
 
 TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold check)
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
+    from ckpt_guard.policy.planning import OutputSize
 
 def evaluate(analysis: Analysis, rules: Rules, *, path: str,
              base_size: int | None = None,
@@ -67,6 +66,10 @@ def evaluate(analysis: Analysis, rules: Rules, *, path: str,
             findings.append(finding)
     # Fixable means the rule's plan for this file removes it (else the fix hook loops on it
     # forever; issue 9, defect 2): decided, with the bytes a fix removes, by the file's plan.
+    if not findings:  # nothing to settle (and planning not imported: a clean file's check)
+        return findings, 0
+    from ckpt_guard.policy.planning import settle
+
     findings, removable = settle(analysis, rules, findings, output_size=output_size)
     return by_severity(findings), removable
 
@@ -103,6 +106,8 @@ _NO_STRIP = ("optimizer-state", "training-state", "ema-duplicate")
 
 
 def _no_suffix(message: str) -> str:
+    from ckpt_guard.policy.strips import NOT_SAFETENSORS
+
     return message[:-len(NOT_SAFETENSORS)] if message.endswith(NOT_SAFETENSORS) else message
 
 

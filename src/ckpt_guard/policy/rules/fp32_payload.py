@@ -10,8 +10,7 @@ from collections.abc import Mapping
 
 from ckpt_guard.analyze.tree_ops import path_text, tensor_storages, walk
 from ckpt_guard.policy.keep_fp32 import VALUES, FP32Payload, KeepFP32, fp32_payload, recorded_kept
-from ckpt_guard.policy.plan_types import CastItem, RulePlan, role_by_storage
-from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule
+from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule
 from ckpt_guard.read.tree import Storage, TensorRef
 from ckpt_guard.units import format_bytes, format_limit
 from ckpt_guard.vocab import Action, Format, Role
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
+    from ckpt_guard.policy.plan_types import PlanContext, RulePlan
 
 SIZE_SCHEMA = {"$ref": "#/$defs/size"}
 
@@ -86,6 +86,8 @@ def plan(a: Analysis, cfg: Any, ctx: PlanContext) -> RulePlan:
     """The storages a fix casts: every float32 storage of the weights (or EMA) left in the
     plan's tree, unless keep-fp32 (or a previous fix's record of its values) keeps it —
     and only over ``max-bytes`` (one decision with check: ``keep_fp32.fp32_payload``)."""
+    from ckpt_guard.policy.plan_types import CastItem, RulePlan, role_by_storage  # (plans only)
+
     rp = RulePlan(RULE.id)
     payload = fp32_payload(a, ctx.rules)
     if payload is None or not payload.over_limit:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from ckpt_guard.policy.describe import find, optimizer_summary
-from ckpt_guard.policy.plan_types import RulePlan
-from ckpt_guard.policy.rules.base import Context, Finding, Option, PlanContext, Rule, at, share
-from ckpt_guard.policy.strips import Edits, RuleView, plan_optimizer
+from ckpt_guard.policy.rules.base import Context, Finding, Option, Rule, at, share
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import Action, Role
 
@@ -13,6 +11,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
+    from ckpt_guard.policy.plan_types import PlanContext, RulePlan
+    from ckpt_guard.policy.strips import RuleView
 
 REMOVE_TRAINING_FILES = Option("remove-training-files", False, {"type": "boolean"})
 
@@ -38,6 +38,9 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
 def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
     """The framework's own strip of its optimizer keys, then every optimizer subtree left
     set to None (a file that *is* the state has no plan: remove the file instead)."""
+    from ckpt_guard.policy.plan_types import RulePlan  # (imported by plans only: a check
+    from ckpt_guard.policy.strips import Edits, plan_optimizer  # of a clean file makes none)
+
     rp = RulePlan("optimizer-state")
     plan_optimizer(a, Edits(ctx.tree, rp))
     return rp

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ckpt_guard.policy.plan_types import RulePlan
-from ckpt_guard.policy.rules.base import Context, Finding, PlanContext, Rule, at, share
+from ckpt_guard.policy.conventions import CONVENTIONS
+from ckpt_guard.policy.rules.base import Context, Finding, Rule, at, share
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
-from ckpt_guard.policy.strips import Edits, RuleView, mirrors, plan_training, training_keys
 from ckpt_guard.units import format_bytes
 from ckpt_guard.vocab import TRAINING_ROLES, Action, Role
 
@@ -13,6 +12,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (~2 ms of a cold 
 if TYPE_CHECKING:
     from ckpt_guard.analyze.model import Analysis
     from ckpt_guard.policy.model import RuleConfig
+    from ckpt_guard.policy.plan_types import PlanContext, RulePlan
+    from ckpt_guard.policy.strips import RuleView
 
 ROLE_WORDS = {Role.SCHEDULER: "LR scheduler", Role.SCALER: "grad scaler", Role.RNG: "RNG state",
               "training": "training metadata"}
@@ -23,6 +24,10 @@ def _dropped_with_training(a: Analysis) -> tuple[list[str], int]:
     (role ``other``: an EMA callback's averaged weights in Lightning's ``callbacks``, as
     RF-DETR saves them), and the bytes of the storages only they hold: a training-state fix
     removes them, so check must say so (else it promises less than fix removes)."""
+    if a.framework not in CONVENTIONS:  # no strip of its own: no keys (strips not imported)
+        return [], 0
+    from ckpt_guard.policy.strips import training_keys
+
     keys = training_keys(a)
     if not keys:
         return [], 0
@@ -51,6 +56,8 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
         return None
     parts = [f"{ROLE_WORDS[s.role]}{at([s.path])}" for s in subtrees]
     if dropped:
+        from ckpt_guard.policy.strips import mirrors
+
         parts.append(f"state {mirrors(a)} drops{at(dropped)}")
     if not parts:
         parts = [ROLE_WORDS[r] for r in TRAINING_ROLES if a.bytes_by_role.get(r)]
@@ -65,6 +72,9 @@ def evaluate(a: Analysis, cfg: RuleConfig, ctx: Context) -> Finding | None:
 def plan(a: Analysis, cfg: RuleView, ctx: PlanContext) -> RulePlan:
     """The framework's own strip of its training keys, then every scheduler, scaler and RNG
     subtree left set to None."""
+    from ckpt_guard.policy.plan_types import RulePlan
+    from ckpt_guard.policy.strips import Edits, plan_training
+
     rp = RulePlan("training-state")
     plan_training(a, Edits(ctx.tree, rp),
                   optimizer_fixed=ctx.view("optimizer-state").fixes)
