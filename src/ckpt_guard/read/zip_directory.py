@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
 
 from ckpt_guard.read.checkpoint import LimitExceeded, UnreadableError
 from ckpt_guard.read.limits import Limits
@@ -62,34 +61,44 @@ def _refuse(what: str) -> _Refused:
     return _Refused(f"corrupt zip archive: {what} (torch's zip reader refuses it)")
 
 
-@dataclass
 class Entry:
-    """One central directory entry (attribute names as :class:`zipfile.ZipInfo`'s)."""
+    """One central directory entry (attribute names as :class:`zipfile.ZipInfo`'s). (The
+    directory's records are plain classes: nothing compares or prints them, and creating
+    them as dataclasses cost every cold ``check`` ~1 ms.)"""
 
-    index: int  # miniz's file index: position in the central directory
-    raw_name: bytes
-    filename: str  # for messages and member names (undecodable bytes backslash-escaped)
-    flag_bits: int
-    compress_type: int
-    compress_size: int
-    file_size: int
-    header_offset: int
-    external_attr: int
-    is_directory: bool
-    _local: tuple[int, bytes] | None = None  # data start, name in the local header
+    __slots__ = ("index", "raw_name", "filename", "flag_bits", "compress_type",
+                 "compress_size", "file_size", "header_offset", "external_attr",
+                 "is_directory", "_local")
+
+    def __init__(self, index: int, raw_name: bytes, filename: str, flag_bits: int,
+                 compress_type: int, compress_size: int, file_size: int, header_offset: int,
+                 external_attr: int, is_directory: bool) -> None:
+        self.index = index  # miniz's file index: position in the central directory
+        self.raw_name = raw_name
+        self.filename = filename  # for messages and member names (undecodable bytes escaped)
+        self.flag_bits = flag_bits
+        self.compress_type = compress_type
+        self.compress_size = compress_size
+        self.file_size = file_size
+        self.header_offset = header_offset
+        self.external_attr = external_attr
+        self.is_directory = is_directory
+        self._local: tuple[int, bytes] | None = None  # data start, name in the local header
 
     @property
     def folded(self) -> bytes:
         return self.raw_name.lower()  # ASCII only, as MZ_TOLOWER
 
 
-@dataclass
 class Directory:
-    entries: list[Entry]
-    cdir_offset: int
-    ambiguities: list[str] = field(default_factory=list)
-    _by_folded: dict[bytes, Entry] = field(default_factory=dict)
-    _sorted: list[int] | None = None  # miniz's heap-sorted indices, built only on duplicates
+    __slots__ = ("entries", "cdir_offset", "ambiguities", "_by_folded", "_sorted")
+
+    def __init__(self, entries: list[Entry], cdir_offset: int, ambiguities: list[str]) -> None:
+        self.entries = entries
+        self.cdir_offset = cdir_offset
+        self.ambiguities = ambiguities
+        self._by_folded: dict[bytes, Entry] = {}
+        self._sorted: list[int] | None = None  # miniz's heap-sorted indices, on duplicates
 
     def lookup(self, name: bytes) -> Entry | None:
         """The entry ``mz_zip_reader_locate_file(name)`` finds (``name`` as a C string)."""
