@@ -17,8 +17,9 @@ LFS_VERSION_LINE = b"version https://git-lfs.github.com/spec/v1"
 _VERSIONS = ("https://git-lfs.github.com/spec/v1", "https://hawser.github.com/spec/v1")
 MAX_POINTER_BYTES = 1024
 
-_OID = re.compile(r"sha256:([0-9a-f]{64})")
-_KEY = re.compile(r"[a-z0-9.-]+")
+# Compiled on first use by re's own cache (most files checked are not pointers).
+_OID = r"sha256:([0-9a-f]{64})"
+_KEY = r"[a-z0-9.-]+"
 
 
 def looks_like_lfs_pointer(head: bytes) -> bool:
@@ -45,7 +46,7 @@ def read_lfs_pointer(path: str, head: bytes, size: int) -> Checkpoint:
     fields: dict[str, str] = {}
     for n, line in enumerate(text[:-1].split("\n"), start=1):
         key, sep, value = line.partition(" ")
-        if not sep or not _KEY.fullmatch(key) or not value:
+        if not sep or not re.fullmatch(_KEY, key) or not value:
             raise UnreadableError(f"malformed Git LFS pointer: line {n} is not 'key value'")
         if key in fields:
             raise UnreadableError(f"malformed Git LFS pointer: duplicate key {key!r}")
@@ -53,7 +54,7 @@ def read_lfs_pointer(path: str, head: bytes, size: int) -> Checkpoint:
     if fields.get("version") not in _VERSIONS:
         raise UnreadableError("malformed Git LFS pointer: unknown version line")
     oid = fields.get("oid")
-    if oid is None or not _OID.fullmatch(oid):
+    if oid is None or not re.fullmatch(_OID, oid):
         raise UnreadableError("malformed Git LFS pointer: missing or invalid 'oid sha256:<hex>'")
     size_text = fields.get("size")
     if size_text is None or not size_text.isdigit() or len(size_text) > 20:

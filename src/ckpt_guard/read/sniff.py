@@ -16,7 +16,8 @@ HEAD_BYTES = 1024  # enough for a whole LFS pointer and a tar header
 ZIP_MAGIC = b"PK\x03\x04"
 # torch's legacy format starts with pickle.dumps(0x1950a86a20f9469cfc6c): LONG1, 10 bytes.
 LEGACY_MAGIC_LONG = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-_PROTO0_GLOBAL = re.compile(rb"\(?[ci][A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
+# Compiled on first use by re's own cache (only content no other test recognised needs it).
+_PROTO0_GLOBAL = rb"\(?[ci][A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n"
 
 
 class NotAWeightFile(UnreadableError):
@@ -46,7 +47,7 @@ def sniff(head: bytes, size: int) -> str:
         return Format.TORCH_LEGACY if body.startswith(LEGACY_MAGIC_LONG) else "pickle"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if _PROTO0_GLOBAL.match(head):
+    if re.match(_PROTO0_GLOBAL, head):
         return "pickle"
     return Format.UNKNOWN
 
