@@ -44,7 +44,7 @@ OURS = (
     "ckpt_guard.read.torch_legacy", "ckpt_guard.read.torch_tar",  # other formats
     "ckpt_guard.read.directories", "ckpt_guard.analyze.directory",
     "ckpt_guard.policy.planning", "ckpt_guard.policy.plan_types",  # plans: none to make
-    "ckpt_guard.policy.strips",
+    "ckpt_guard.policy.strips", "ckpt_guard.policy.conventions",
     "ckpt_guard.policy.problem", "ckpt_guard.policy.yamlsrc",  # policy problems, YAML
     "ckpt_guard.policy.validate",
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ckpt_guard.policy.conventions import CONVENTIONS
 from ckpt_guard.policy.rules.base import Context, Finding, Rule, at, share
 from ckpt_guard.policy.rules.optimizer_state import REMOVE_TRAINING_FILES
 from ckpt_guard.units import format_bytes
@@ -24,7 +23,9 @@ def _dropped_with_training(a: Analysis) -> tuple[list[str], int]:
     (role ``other``: an EMA callback's averaged weights in Lightning's ``callbacks``, as
     RF-DETR saves them), and the bytes of the storages only they hold: a training-state fix
     removes them, so check must say so (else it promises less than fix removes)."""
-    if a.framework not in CONVENTIONS:  # no strip of its own: no keys (strips not imported)
+    # No framework recognised: no strip of its own to mirror (and a cold check of such a file
+    # need not import strips and the conventions).
+    if a.framework == "generic":
         return [], 0
     from ckpt_guard.policy.strips import training_keys
 
