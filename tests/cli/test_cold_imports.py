@@ -29,7 +29,7 @@ raise SystemExit(rc)
 """
 
 # Never needed to check a clean small torch zip with the built-in policy or a cached one.
-THIRD_PARTY = ("numpy", "torch", "jsonschema", "yaml", "rich", "requests", "urllib3")
+THIRD_PARTY = ("numpy", "torch", "jsonschema", "yaml", "rich", "requests", "urllib3", "isal")
 STDLIB = ("typing", "hashlib", "subprocess", "shutil", "tempfile", "zipfile", "difflib",
           "importlib.resources", "threading", "decimal", "bz2", "lzma", "email", "http",
           "socket", "ssl")
