@@ -142,9 +142,8 @@ def cold(out: Path, runs: int, compare: list[str]) -> int:
     """Cold ``check`` of one small file from clean venvs, interleaved (see the docstring)."""
     from statistics import median
 
-    from bench_fix import run_child  # same folder: on sys.path when run as a script
-
     import torch
+    from bench_fix import run_child  # same folder: on sys.path when run as a script
 
     small = out / "small.pt"
     torch.save({"w": torch.zeros(4, 4)}, small)
