@@ -54,6 +54,19 @@ SCRIPT = textwrap.dedent(r"""
     assert not cast_pool._worker.alive
     after = run("fork")                                 # a new worker is started
     assert cast_pool._worker.alive and cast_pool._worker.pid != first_pid
+    # A file shorter than its storage says (it changed under us): a clean error, and the
+    # worker still answers the next cast.
+    os.environ["CKPT_GUARD_CAST_WORKER"] = "fork"
+    try:
+        with open(path, "rb") as fh:
+            for _ in storage_io.casted(fh, 0, size + (24 << 20), bytearray(storage_io.CHUNK),
+                                       target, CastStats()):
+                pass
+    except storage_io.InputChanged:
+        pass
+    else:
+        raise AssertionError("a short file was cast")
+    assert run("fork") == after
     threads = run("thread")
     print(json.dumps({"single": single, "forked": forked, "again": again, "killed": killed,
                       "after": after, "threads": threads, "worker": cast_pool._worker.pid}))
@@ -119,8 +132,11 @@ def test_fix_output_is_the_same_with_and_without_the_worker(tmp_path: Path) -> N
     net(torch.randn(2, 2560)).sum().backward()
     opt.step()
     model = net.state_dict()
-    src = tmp_path / "ckpt.pt"
-    torch.save({"model": model, "optimizer": opt.state_dict(), "epoch": 3}, src)
+    torch.save({"model": model, "optimizer": opt.state_dict(), "epoch": 3}, tmp_path / "a.pt")
+    # A second file in the same run: the worker reads the file it inherited, so it is
+    # forked again for this one.
+    model_b = {k: v * 2 for k, v in model.items()}
+    torch.save({"model": model_b, "optimizer": opt.state_dict()}, tmp_path / "b.pt")
     (tmp_path / ".ckpt-guard.yml").write_text(
         "version: 1\nrules:\n  optimizer-state: fix\n  fp32-payload:\n    action: fix\n"
         "    max-bytes: 0\n")
@@ -130,14 +146,16 @@ def test_fix_output_is_the_same_with_and_without_the_worker(tmp_path: Path) -> N
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
                "CKPT_GUARD_CAST_WORKER": mode, "CKPT_GUARD_NO_CACHE": "1"}
         proc = subprocess.run([sys.executable, "-m", "ckpt_guard", "fix", "--out", str(out),
-                               "ckpt.pt"], cwd=tmp_path, env=env, capture_output=True,
+                               "a.pt", "b.pt"], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        with zipfile.ZipFile(out / "ckpt.pt") as z:
-            records[mode] = {n: z.read(n) for n in z.namelist()
-                             if "/data/" in n or n.endswith("data.pkl")}
-        back = torch.load(out / "ckpt.pt", weights_only=True)
-        assert back["model"]["0.weight"].dtype == torch.float16
-        assert torch.equal(back["model"]["0.weight"], model["0.weight"].half())
-        assert back.get("optimizer") is None
-    assert records["fork"] == records["none"]
+        for name, weights in (("a.pt", model), ("b.pt", model_b)):
+            with zipfile.ZipFile(out / name) as z:
+                records[mode, name] = {n: z.read(n) for n in z.namelist()
+                                       if "/data/" in n or n.endswith("data.pkl")}
+            back = torch.load(out / name, weights_only=True)
+            assert back["model"]["0.weight"].dtype == torch.float16
+            assert torch.equal(back["model"]["0.weight"], weights["0.weight"].half())
+            assert back.get("optimizer") is None
+    for name in ("a.pt", "b.pt"):
+        assert records["fork", name] == records["none", name]

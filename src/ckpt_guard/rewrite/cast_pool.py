@@ -1,4 +1,4 @@
-"""Where the chunks of a cast run: on this thread, on a thread pool, or — on Linux — half of
+"""Where the chunks of a cast run: on this thread, on a thread pool, or — on Linux — part of
 each chunk in one forked worker process.
 
 numpy releases the GIL inside each operation, but a cast is ~20 operations per piece: two
@@ -6,13 +6,14 @@ threads hand the GIL back and forth ~40 times a piece, and on a 2-core VM those 
 as much as the arithmetic (measured: 2 threads 0.42 s for 92 M values against 0.48 s on one;
 two processes 0.24 s). So where ``fork`` is safe (Linux), one worker process is forked the
 first time a large cast runs; it shares two input and two output buffers with this process
-(anonymous shared memory, allocated before the fork), receives "cast elements a..b of buffer
-k" over a pipe and answers with the error statistics. The worker only ever runs
-:func:`~ckpt_guard.rewrite.cast.cast_chunk` on those buffers; it never sees a file, and
-nothing it reads is executed.
+(anonymous shared memory, allocated before the fork), receives "read and cast elements a..b
+of the chunk at offset o into buffer k" over a pipe, reads them with ``pread`` from the input
+file's descriptor it inherited (so it is forked again for another input file), and answers
+with the error statistics. It closes every other descriptor it inherited, and only ever runs
+:func:`~ckpt_guard.rewrite.cast.cast_chunk` on those bytes: nothing it reads is executed.
 
 Nothing is lost if the worker fails: a span it does not answer for (it died, or raised) is
-cast here instead and the worker is not used again. ``CKPT_GUARD_CAST_WORKER=thread`` (or
+read and cast here instead and the worker is not used again. ``CKPT_GUARD_CAST_WORKER=thread`` (or
 ``none``) selects the thread pool (or this thread only).
 """
 
@@ -26,23 +27,27 @@ import signal
 import struct
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple
 
 import numpy as np
 
 from ckpt_guard.rewrite.cast import CastStats, cast_chunk
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
 CAST_CHUNK = 1 << 17  # FP32 elements cast at a time (512 KiB in: stays in L2 cache)
 # Below this many bytes a storage is cast on this thread: starting a worker costs more.
 MIN_PARALLEL = 16 << 20
-# The worker's share of each chunk. This process also reads the chunks, computes the CRC and
-# writes the output (~0.13 s of the 1.1 GB benchmark's 0.58 s of work besides imports):
-# about two thirds of the cast to the worker leaves both busy for the same time.
-WORKER_SHARE = 0.65
+# The worker's share of each chunk. Each side reads and casts its share; this process also
+# computes the CRC and writes the output, but measured on the 1.1 GB benchmark an even split
+# keeps both busy (the worker's cast runs a little slower: its input comes from the other
+# core's reads of the shared buffers).
+WORKER_SHARE = 0.5
 
 _TARGETS = ("float16", "bfloat16")
-_CMD = struct.Struct("<BBxxxxxxqq")  # buffer slot, target, first and end element
+_CMD = struct.Struct("<BBxxxxxxqqq")  # slot, target, chunk offset, first/end element
 _RESULT = struct.Struct("<B7x3d5qd")  # ok, CastStats fields in declaration order
 
 
@@ -73,14 +78,18 @@ def mode() -> str:
 
 
 class ForkWorker:
-    """One forked process casting spans of two shared input and two shared output buffers.
+    """One forked process reading and casting spans of the input file ``fd`` into two shared
+    input and two shared output buffers.
 
     ``ins[k]`` holds ``chunk`` bytes of FP32 input, ``outs[k]`` half as many of 16-bit
-    output. Use :meth:`submit` then :meth:`result` for slot ``k``, one span per slot at a
-    time."""
+    output. :meth:`submit` asks for elements ``start..end`` of the chunk at file offset
+    ``offset`` in slot ``k`` — the worker reads them itself (``pread`` on the descriptor it
+    inherited) — then :meth:`result` gives their statistics; one span per slot at a time."""
 
-    def __init__(self, chunk: int) -> None:
+    def __init__(self, chunk: int, fd: int) -> None:
         self.chunk = chunk
+        self.fd = fd
+        self.ident = _ident(fd)
         self._shared = mmap.mmap(-1, 3 * chunk)  # MAP_SHARED | MAP_ANONYMOUS
         view = memoryview(self._shared)
         half = chunk // 2
@@ -90,25 +99,25 @@ class ForkWorker:
         self._res, res_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the worker: never returns
-            os.close(self._cmd)  # else it would never read end-of-file
-            os.close(self._res)
-            _serve(cmd_r, res_w, self.ins, self.outs)
+            _serve(cmd_r, res_w, fd, self.ins, self.outs)
         os.close(cmd_r)
         os.close(res_w)
         self.alive = True
-        self._pending: dict[int, tuple[str, int, int]] = {}
+        self._pending: dict[int, tuple[str, int, int, int]] = {}
 
-    def submit(self, slot: int, target: str, start: int, end: int) -> None:
-        self._pending[slot] = (target, start, end)
+    def submit(self, slot: int, target: str, offset: int, start: int, end: int) -> None:
+        self._pending[slot] = (target, offset, start, end)
         if self.alive:
             try:
-                os.write(self._cmd, _CMD.pack(slot, _TARGETS.index(target), start, end))
+                os.write(self._cmd, _CMD.pack(slot, _TARGETS.index(target), offset, start,
+                                              end))
             except OSError:
                 self.alive = False
 
     def result(self, slot: int) -> CastStats:
-        """The span's statistics; cast here if the worker could not (it is then retired)."""
-        target, start, end = self._pending.pop(slot)
+        """The span's statistics; read and cast here if the worker could not (it is then
+        retired). Raises :class:`ShortRead` when the file ends inside the span."""
+        target, offset, start, end = self._pending.pop(slot)
         if self.alive:
             got = _read_exact(self._res, _RESULT.size)
             if got is not None:
@@ -116,9 +125,8 @@ class ForkWorker:
                 if ok:
                     return CastStats(*fields)
             self.close()
-        values = np.frombuffer(self.ins[slot], "<f4")[start:end]
-        out = np.frombuffer(self.outs[slot], "<u2")[start:end]
-        return cast_span(values, target, out)
+        return _read_and_cast(self.fd, offset, start, end, self.ins[slot], self.outs[slot],
+                              target)
 
     def drain(self) -> None:
         """Wait for spans still out (a cast abandoned half-way): the next cast starts clean."""
@@ -150,23 +158,58 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return got
 
 
-def _serve(cmd: int, res: int, ins: tuple[memoryview, ...], outs: tuple[memoryview, ...]
-           ) -> None:
-    """The worker's loop: cast what it is asked, answer, exit at end-of-file. It leaves
-    through ``os._exit`` whatever happens (no atexit handlers, no flush of the parent's
-    buffered output, no traceback)."""
+class ShortRead(Exception):
+    """The input file ended inside a span (it changed under us)."""
+
+
+def _ident(fd: int) -> tuple[int, int, int]:
+    st = os.fstat(fd)
+    return fd, st.st_dev, st.st_ino
+
+
+def _read_and_cast(fd: int, offset: int, start: int, end: int, ins: memoryview,
+                   outs: memoryview, target: str) -> CastStats:
+    """Elements ``start..end`` of the chunk at ``offset`` of ``fd``: read, then cast."""
+    view = ins[4 * start:4 * end]
+    pos = offset + 4 * start
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], pos + got)
+        if not n:
+            raise ShortRead(f"input ends inside a storage at offset {pos + got}")
+        got += n
+    values = np.frombuffer(ins, "<f4")[start:end]
+    out = np.frombuffer(outs, "<u2")[start:end]
+    return cast_span(values, target, out)
+
+
+def _serve(cmd: int, res: int, fd: int, ins: tuple[memoryview, ...],
+           outs: tuple[memoryview, ...]) -> None:
+    """The worker's loop: read and cast what it is asked, answer, exit at end-of-file. It
+    keeps only its pipes and the input file open (a descriptor the parent closes — a pipe
+    to another process, a connection — must not stay open here), and leaves through
+    ``os._exit`` whatever happens (no atexit handlers, no flush of the parent's buffered
+    output, no traceback)."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        null = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(null, std)
+        keep = {0, 1, 2, cmd, res, fd}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
         while True:
             got = _read_exact(cmd, _CMD.size)
             if got is None:
                 break
-            slot, target, start, end = _CMD.unpack(got)
+            slot, target, offset, start, end = _CMD.unpack(got)
             try:
-                values = np.frombuffer(ins[slot], "<f4")[start:end]
-                out = np.frombuffer(outs[slot], "<u2")[start:end]
-                reply = _RESULT.pack(1, *astuple(cast_span(values, _TARGETS[target], out)))
+                stats = _read_and_cast(fd, offset, start, end, ins[slot], outs[slot],
+                                       _TARGETS[target])
+                reply = _RESULT.pack(1, *astuple(stats))
             except Exception:  # noqa: BLE001 - the parent redoes the span itself
                 reply = _RESULT.pack(0, *astuple(CastStats()))
             os.write(res, reply)
@@ -182,21 +225,23 @@ _worker: ForkWorker | None = None
 _threads: ThreadPoolExecutor | None = None
 
 
-def take_worker(chunk: int) -> ForkWorker | None:
-    """The forked worker (started on first use), or ``None`` when it is busy or unusable.
-    Give it back with :func:`give_worker`."""
+def take_worker(chunk: int, fd: int) -> ForkWorker | None:
+    """The forked worker for the input file ``fd`` (forked again for another file: it reads
+    the descriptor it inherited), or ``None`` when it is busy or cannot be had. Give it back
+    with :func:`give_worker`."""
     global _worker
     if not _lock.acquire(blocking=False):
         return None  # another cast holds it: that one runs as before
     try:
-        if _worker is not None and (not _worker.alive or _worker.chunk != chunk):
+        if _worker is not None and (not _worker.alive or _worker.chunk != chunk
+                                    or _worker.ident != _ident(fd)):
             _worker.close()
             _worker = None
         if _worker is None and threading.active_count() == 1:
             # Forked only from a single-threaded process: a lock another thread holds
             # would stay held in the child.
             _warm_up()
-            _worker = ForkWorker(chunk)
+            _worker = ForkWorker(chunk, fd)
     except OSError:
         _worker = None
     if _worker is None:
@@ -219,6 +264,8 @@ def give_worker() -> None:
 
 def threads() -> ThreadPoolExecutor:
     global _threads
+    from concurrent.futures import ThreadPoolExecutor  # logging and more: only when used
+
     with _threads_lock:
         if _threads is None:
             _threads = ThreadPoolExecutor(max_workers=min(8, cores()),

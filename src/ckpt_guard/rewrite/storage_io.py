@@ -94,13 +94,26 @@ def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
     one view per chunk (valid until the next one is taken).
     """
     how = cast_pool.mode() if nbytes >= cast_pool.MIN_PARALLEL else "none"
-    worker = cast_pool.take_worker(len(buf)) if how == "fork" else None
+    worker = None
+    if how == "fork":
+        try:
+            fd = fh.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file: threads instead
+            how = "thread"
+        else:
+            worker = cast_pool.take_worker(len(buf), fd)
     if worker is not None:
         try:
             yield from _casted_forked(worker, fh, offset, nbytes, target, stats, progress)
+        except cast_pool.ShortRead as e:
+            raise InputChanged(str(e)) from e
         finally:
-            worker.drain()
-            cast_pool.give_worker()
+            try:
+                worker.drain()
+            except cast_pool.ShortRead:
+                pass  # already reported, or the cast was abandoned
+            finally:
+                cast_pool.give_worker()
         return
     spares = (_spare.take(len(buf)), _spare.take(len(buf) // 2), _spare.take(len(buf) // 2))
     try:
@@ -115,32 +128,35 @@ def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
 def _casted_forked(worker: cast_pool.ForkWorker, fh: BinaryIO, offset: int, nbytes: int,
                    target: str, stats: CastStats, progress: Progress | None
                    ) -> Iterator[memoryview]:
-    """Each chunk read into the worker's shared buffer: the worker casts its tail share
-    while this process casts the head, then writes the previous chunk out and reads the next
-    (so the worker's share is the larger)."""
+    """Each chunk split in two: the worker reads and casts the tail (from the descriptor it
+    inherited, into its shared buffers) while this process reads and casts the head, then
+    writes the previous chunk out — so the worker's share is the larger."""
     size = worker.chunk
-    fh.seek(offset)
     left = nbytes
+    pos = offset
     k = 0
     previous: tuple[int, CastStats, memoryview] | None = None
     while left or previous:
         current = None
         if left:
             slot = k % 2
-            view = worker.ins[slot][:min(size, left)]
-            _read_exact(fh, view)
-            left -= len(view)
-            if progress is not None:
-                progress(len(view))
-            n = len(view) // 4
+            nb = min(size, left)
+            n = nb // 4
             split = int(n * (1 - cast_pool.WORKER_SHARE)) // cast_pool.CAST_CHUNK \
                 * cast_pool.CAST_CHUNK
-            worker.submit(slot, target, split, n)
+            worker.submit(slot, target, pos, split, n)
+            view = worker.ins[slot][:4 * split]
+            fh.seek(pos)
+            _read_exact(fh, view)
             out_view = worker.outs[slot][:2 * n]
-            own = cast_pool.cast_span(np.frombuffer(view, "<f4")[:split], target,
+            own = cast_pool.cast_span(np.frombuffer(view, "<f4"), target,
                                       np.frombuffer(out_view, "<u2")[:split])
             current = (slot, own, out_view)
+            left -= nb
+            pos += nb
             k += 1
+            if progress is not None:
+                progress(nb)
         # A slot's buffers are reused only after its output is taken here.
         if previous is not None:
             slot, own, out_view = previous
