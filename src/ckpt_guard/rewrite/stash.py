@@ -234,6 +234,24 @@ def new_partial(directory: Path) -> tuple[str, Path]:
     return eid, partial
 
 
+@contextlib.contextmanager
+def building(directory: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh entry id and the hidden directory its entry is built in, removed if the block
+    fails: a half-built entry never stays."""
+    eid, partial = new_partial(directory)
+    try:
+        yield eid, partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def complete(partial: Path, directory: Path, eid: str, entry: Entry) -> None:
+    """Write the built entry's ``entry.json`` and rename it into place."""
+    write_entry_json(partial, entry)
+    publish(partial, directory, eid)
+
+
 def write_entry_json(folder: Path, entry: Entry) -> None:
     """``entry.json`` written atomically and fsynced (replacing an older one)."""
     data = {k: v for k, v in asdict(entry).items() if k != "stash"}
@@ -257,8 +275,7 @@ def keep(original: str, before: os.stat_result, replacement: str, *, rules: tupl
          shown: str, directory: Path) -> Entry:
     """Stash ``original`` (still the file ``before`` describes) as a new complete, fsynced
     entry in ``directory``; ``replacement`` is the file about to be renamed over it."""
-    eid, partial = new_partial(directory)
-    try:
+    with building(directory) as (eid, partial):
         dest = partial / ORIGINAL
         how = place(original, dest, before)
         fsync_path(dest)
@@ -266,11 +283,7 @@ def keep(original: str, before: os.stat_result, replacement: str, *, rules: tupl
         entry = Entry(eid, original, shown, time.time(), before.st_size, tuple(rules), how,
                       (rep.st_dev, rep.st_ino, rep.st_size, rep.st_mtime_ns),
                       stash=str(directory))
-        write_entry_json(partial, entry)
-        publish(partial, directory, eid)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        complete(partial, directory, eid, entry)
     return entry
 
 

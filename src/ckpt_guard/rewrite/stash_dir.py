@@ -34,11 +34,11 @@ from ckpt_guard.rewrite.stash import (
     Entry,
     Keeper,
     StashError,
+    building,
+    complete,
     copy_file,
     fsync_path,
-    new_partial,
     place,
-    publish,
     write_entry_json,
 )
 
@@ -64,8 +64,7 @@ def keep_directory(root: str, members: dict[str, os.stat_result], *,
     real = os.path.realpath(root)
     stats = {_member(m): st for m, st in members.items()}
     names = list(stats)
-    eid, partial = new_partial(directory)
-    try:
+    with building(directory) as (eid, partial):
         held = partial / SET_ORIGINALS
         held.mkdir()
         hows, size = set(), 0
@@ -81,11 +80,7 @@ def keep_directory(root: str, members: dict[str, os.stat_result], *,
         how = hows.pop() if len(hows) == 1 else "+".join(sorted(hows))
         entry = Entry(eid, real, shown, time.time(), size, tuple(rules), how, (0, 0, 0, 0),
                       stash=str(directory), kind=KIND, files=tuple(names))
-        write_entry_json(partial, entry)
-        publish(partial, directory, eid)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        complete(partial, directory, eid, entry)
     return entry
 
 

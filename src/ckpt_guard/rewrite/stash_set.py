@@ -33,11 +33,11 @@ from ckpt_guard.rewrite.stash import (
     SET_ORIGINALS,
     Entry,
     StashError,
+    building,
+    complete,
     copy_file,
     fsync_path,
-    new_partial,
     place,
-    publish,
     write_entry_json,
 )
 
@@ -50,8 +50,7 @@ def keep_set(index_path: str, names: list[str], *, rules: tuple[str, ...], shown
     folder = os.path.dirname(real)
     files = [os.path.basename(real), *dict.fromkeys(n for n in names
                                                     if n != os.path.basename(real))]
-    eid, partial = new_partial(directory)
-    try:
+    with building(directory) as (eid, partial):
         held = partial / SET_ORIGINALS
         held.mkdir()
         hows, size = set(), 0
@@ -65,11 +64,7 @@ def keep_set(index_path: str, names: list[str], *, rules: tuple[str, ...], shown
         how = hows.pop() if len(hows) == 1 else "+".join(sorted(hows))
         entry = Entry(eid, real, shown, time.time(), size, tuple(rules), how, (0, 0, 0, 0),
                       stash=str(directory), kind="set", files=tuple(files))
-        write_entry_json(partial, entry)
-        publish(partial, directory, eid)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        complete(partial, directory, eid, entry)
     return entry
 
 
