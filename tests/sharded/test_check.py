@@ -131,3 +131,28 @@ def test_markdown_shows_a_set_as_one_row_with_its_shards(tmp_path: Path) -> None
     rows = [line for line in md.splitlines() if line.startswith("| <code>")]
     assert sum("index.json" in r for r in rows) == 1
     assert md.count("| <code>model-0000") == 3  # the shard table in the details
+
+
+def test_a_local_shard_without_its_set_is_checked_alone_with_a_note(tmp_path: Path) -> None:
+    """As for a shard's URL (tests/remote/test_remote_shard_url.py): a file named like a
+    shard that no index beside it claims is checked on its own, and the report says why."""
+    index = make_set(tmp_path / "m")
+    shards = sorted(set(index_of(index)["weight_map"].values()))
+    cases = {"alone": None, "other": b"", "bad": b"not json"}
+    for folder, index_text in cases.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / shards[0]).write_bytes((index.parent / shards[0]).read_bytes())
+        if index_text is not None:
+            other = {**index_of(index), "weight_map": {"w": "model-00009-of-00009.safetensors"}}
+            (tmp_path / folder / index.name).write_bytes(index_text or json.dumps(other).encode())
+    alone, other, bad = _check(tmp_path, *(str(tmp_path / f / shards[0]) for f in cases))
+    for fr in (alone, other, bad):
+        assert fr.format == "safetensors" and not fr.shards
+    assert ("named like a shard, but the set was not found (its index "
+            "model.safetensors.index.json is not beside it): checked as a single file") \
+        in alone.notes
+    assert any("model.safetensors.index.json does not name it" in n for n in other.notes)
+    assert any("model.safetensors.index.json cannot be read" in n for n in bad.notes)
+    # A shard of a set it belongs to says nothing of the kind.
+    (member,) = _check(tmp_path, str(index.parent / shards[0]))
+    assert member.shards and not any("set was not found" in n for n in member.notes)

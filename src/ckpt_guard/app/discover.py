@@ -109,7 +109,7 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
     with include and exclude applied, and a checkpoint directory (Hugging Face Trainer,
     DeepSpeed) is one target.
     """
-    from ckpt_guard.read.sharded import SetFinder, is_index_name, unsharded_name
+    from ckpt_guard.read.sharded import SetFinder, is_index_name, shard_alone, unsharded_name
 
     cwd = cwd or Path.cwd()
     base = Path(policy.base_dir) if getattr(policy, "base_dir", None) else root
@@ -130,7 +130,9 @@ def discover(paths: Iterable[str], policy, *, root: Path, cwd: Path | None = Non
         (``model.safetensors``)."""
         idx = sets.index_for(os.path.abspath(p))
         if idx is None:
-            return target(p) if matched else None
+            t = target(p) if matched else None
+            note = shard_alone(t.abspath) if t is not None else None
+            return replace(t, notes=(*t.notes, note)) if note else t
         t = target(Path(idx))
         if t is None:
             return None

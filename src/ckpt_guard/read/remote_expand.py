@@ -71,8 +71,9 @@ def expand(url: str, wanted: Callable[[str], bool]) -> Iterator[RemoteEntry]:
 
 
 def _alone(index_name: str, why: str) -> str:
-    return (f"named like a shard, but the set was not found (its index {index_name} {why}): "
-            "checked as a single file")
+    from ckpt_guard.read.sharded import alone_note
+
+    return alone_note(index_name, why)
 
 
 def _shard_or_set(url: str) -> RemoteEntry:

@@ -89,6 +89,29 @@ def unsharded_name(index_path: str) -> str:
     return index_path[: -len(INDEX_SUFFIX)] if is_index_name(index_path) else index_path
 
 
+def alone_note(index_name: str, why: str) -> str:
+    """What a report says of a file named like a shard whose set was not found."""
+    return (f"named like a shard, but the set was not found (its index {index_name} {why}): "
+            "checked as a single file")
+
+
+def shard_alone(path: str) -> str | None:
+    """For a local file named like a shard that no index beside it claims: why it is checked
+    alone (``None``: not named like a shard)."""
+    m = SHARD_NAME.fullmatch(os.path.basename(path))
+    if not m:
+        return None
+    index_name = f"{m['stem']}{m['ext']}{INDEX_SUFFIX}"
+    index = os.path.join(os.path.dirname(path), index_name)
+    if not os.path.exists(index):
+        return alone_note(index_name, "is not beside it")
+    try:
+        load_index(index)
+    except UnreadableError as e:
+        return alone_note(index_name, f"cannot be read: {e}")
+    return alone_note(index_name, "does not name it")
+
+
 class SetFinder:
     """Which set a file belongs to: indexes found per folder, parsed once per folder."""
 
