@@ -1,19 +1,23 @@
 """A cold ``check`` imports only what it uses (issue 9: cold check of a small file ≤ 80 ms).
 
 Structural, not timed: ``check`` of one small clean file runs in a fresh interpreter and the
-modules it imported are compared with lists of what it has no use for. Modules the
-interpreter had already imported at start-up (a site-packages ``.pth`` may import certifi,
-typing, shutil…) are not held against it.
+modules it imported are compared with lists of what it has no use for. It starts without the
+site module (``-S``), so no site-packages ``.pth`` imports anything (certifi, typing…) first
+and hides what the check imports; modules the bare interpreter has at start are not held
+against it.
 """
 
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the CLI as the console script does; reports the modules present at start and at exit
 # (stdout is a pipe, as in CI: no TTY).
@@ -51,8 +55,16 @@ OURS = (
 
 
 def _imported(cwd: Path, env: dict[str, str], *args: str) -> set[str]:
-    p = subprocess.run([sys.executable, "-c", PROBE, "check", *args], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=120)
+    # -S: no site module, so no site-packages .pth runs first and hides what the check itself
+    # imports (this VM's imports typing; CI's clean machines have none). The paths the site
+    # module would add come through PYTHONPATH instead, this checkout's src first.
+    paths = [str(ROOT / "src"), *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        paths.append(site.getusersitepackages())
+    env = {**env, "PYTHONPATH": os.pathsep.join(
+        [*paths, *filter(None, [env.get("PYTHONPATH", "")])])}
+    p = subprocess.run([sys.executable, "-S", "-c", PROBE, "check", *args], cwd=cwd,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Traceback" not in p.stderr, p.stderr
     line = p.stderr.rsplit("\nMODULES ", 1)[1]

@@ -19,7 +19,10 @@ import os
 import sys
 import zlib
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported by a check at run time (tests/cli/test_cold_imports)
+    from typing import Any
 
 _VERSION = 1  # of this cache's entries
 
