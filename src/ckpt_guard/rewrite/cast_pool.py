@@ -128,9 +128,11 @@ class ForkWorker:
                               target)
 
     def drain(self) -> None:
-        """Wait for spans still out (a cast abandoned half-way): the next cast starts clean."""
+        """Wait for spans still out (a cast abandoned half-way): the next cast starts clean.
+        A span the file ended inside was reported already, or nobody wants it any more."""
         for slot in list(self._pending):
-            self.result(slot)
+            with contextlib.suppress(ShortRead):
+                self.result(slot)
 
     def close(self) -> None:
         if not self.alive:
@@ -261,15 +263,17 @@ def give_worker() -> None:
     _lock.release()
 
 
-def threads() -> ThreadPoolExecutor:
+def threads() -> tuple[ThreadPoolExecutor, int]:
+    """The cast thread pool (started on first use) and how many threads it runs."""
     global _threads
     from concurrent.futures import ThreadPoolExecutor  # logging and more: only when used
 
+    workers = min(8, cores())
     with _threads_lock:
         if _threads is None:
-            _threads = ThreadPoolExecutor(max_workers=min(8, cores()),
+            _threads = ThreadPoolExecutor(max_workers=workers,
                                           thread_name_prefix="ckpt-guard-cast")
-        return _threads
+        return _threads, workers
 
 
 @atexit.register

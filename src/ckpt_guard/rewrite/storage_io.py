@@ -110,8 +110,6 @@ def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
         finally:
             try:
                 worker.drain()
-            except cast_pool.ShortRead:
-                pass  # already reported, or the cast was abandoned
             finally:
                 cast_pool.give_worker()
         return
@@ -119,8 +117,9 @@ def casted(fh: BinaryIO, offset: int, nbytes: int, buf: bytearray, target: str,
     try:
         ins = (memoryview(buf), memoryview(spares[0]))
         outs = (memoryview(spares[1]), memoryview(spares[2]))
-        pool = cast_pool.threads() if how != "none" else None
-        yield from _casted(pool, fh, offset, nbytes, ins, outs, target, stats, progress)
+        pool, workers = cast_pool.threads() if how != "none" else (None, 1)
+        yield from _casted(pool, workers, fh, offset, nbytes, ins, outs, target, stats,
+                           progress)
     finally:
         _spare.give(*spares)
 
@@ -166,10 +165,10 @@ def _casted_forked(worker: cast_pool.ForkWorker, fh: BinaryIO, offset: int, nbyt
         previous = current
 
 
-def _casted(pool: ThreadPoolExecutor | None, fh: BinaryIO, offset: int, nbytes: int,
-            ins: tuple[memoryview, memoryview], outs: tuple[memoryview, memoryview],
-            target: str, stats: CastStats, progress: Progress | None) -> Iterator[memoryview]:
-    workers = pool._max_workers if pool is not None else 1  # noqa: SLF001
+def _casted(pool: ThreadPoolExecutor | None, workers: int, fh: BinaryIO, offset: int,
+            nbytes: int, ins: tuple[memoryview, memoryview],
+            outs: tuple[memoryview, memoryview], target: str, stats: CastStats,
+            progress: Progress | None) -> Iterator[memoryview]:
     size = len(ins[0])
     fh.seek(offset)
     left = nbytes
